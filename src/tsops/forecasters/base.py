@@ -1,0 +1,244 @@
+"""One contract for every forecaster.
+
+``Forecaster`` works on the long frame (``unique_id``, ``ds``, ``y``):
+``__init__`` takes hyperparameters only, ``fit(df)`` returns self and keeps fitted
+state in attributes ending in ``_``, ``predict(h, level, history)`` returns
+``unique_id, ds, mean, lo-<level>, hi-<level>``.
+
+Classical models are written once, for a single series (``LocalModel``), and
+``PerSeries`` does the grouping and the parallelism for them; global models (one
+model across all series) implement ``Forecaster`` directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from tsops.parallel import parallel_map
+from tsops.schema import (
+    ID_COL,
+    MEAN_COL,
+    TARGET_COL,
+    TIME_COL,
+    check_levels,
+    forecast_columns,
+    future_dates,
+    hi_col,
+    lo_col,
+)
+
+
+class ForecastError(ValueError):
+    """A forecast that cannot be made from the given input; the message says how to fix it."""
+
+
+class Forecaster(ABC):
+    """Frame-level contract (sklearn / statsforecast style)."""
+
+    freq: str
+
+    @abstractmethod
+    def fit(self, df: pd.DataFrame) -> Self: ...
+
+    @abstractmethod
+    def predict(
+        self,
+        h: int,
+        level: Sequence[float] | None = None,
+        history: pd.DataFrame | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Forecast ``h`` steps for every fitted series (or only ``ids``).
+
+        With ``history`` (long frame of recent observations), each series in it is
+        forecast from its last given observation, the fitted parameters kept and only
+        the state updated; other series are forecast from the fitted cutoff.
+        """
+
+    @property
+    def cutoffs_(self) -> pd.Series:
+        """Last training timestamp per series."""
+        return self._cutoffs_
+
+    def get_params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    def _remember_params(self, **params: Any) -> None:
+        self._params = params
+
+
+class LocalModel(ABC):
+    """A forecasting model of one series, given as a float array on a regular grid."""
+
+    #: shortest series the model can be fitted on or re-filtered with
+    min_length: int = 2
+
+    @abstractmethod
+    def fit(self, y: np.ndarray) -> Self:
+        """Estimate parameters and state from ``y``."""
+
+    @abstractmethod
+    def update(self, y: np.ndarray) -> Self:
+        """A copy with the fitted parameters kept and the state re-filtered on ``y``.
+
+        ``y`` is the whole series the forecast should start after (training data
+        spliced with fresh history); nothing is re-estimated.
+        """
+
+    @abstractmethod
+    def forecast(self, h: int, levels: Sequence[float]) -> dict[str, np.ndarray]:
+        """``{"mean": ..., "lo-80": ..., "hi-80": ...}``, each of length ``h``."""
+
+
+def splice_history(
+    fitted_y: np.ndarray,
+    fitted_end: pd.Timestamp,
+    history: pd.DataFrame,
+    freq: str,
+    uid: str,
+    min_length: int,
+) -> tuple[np.ndarray, pd.Timestamp]:
+    """The series a forecast with ``history`` starts after, and its last timestamp.
+
+    History that overlaps or directly continues the training data replaces the
+    overlapping tail; history that leaves a gap is used alone when it is long enough.
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    times = pd.DatetimeIndex(history[TIME_COL])
+    values = history[TARGET_COL].to_numpy(dtype=float)
+    first, last = times[0], times[-1]
+    fitted_start = fitted_end - (len(fitted_y) - 1) * offset
+    if first <= fitted_start:
+        return values, last
+    if first <= fitted_end + offset:
+        keep = len(pd.date_range(fitted_start, first, freq=offset)) - 1
+        return np.concatenate([fitted_y[:keep], values]), last
+    if len(values) >= min_length:
+        return values, last
+    raise ForecastError(
+        f"history for series {uid!r} starts at {first.date()}, leaving a gap after the "
+        f"model's data, which ends at {fitted_end.date()}; send history that continues from "
+        f"{(fitted_end + offset).date()} or at least {min_length} consecutive observations"
+    )
+
+
+def _fit_chunk(prototype: LocalModel, chunk: Sequence[np.ndarray]) -> list[LocalModel]:
+    return [copy.deepcopy(prototype).fit(y) for y in chunk]
+
+
+class PerSeries(Forecaster):
+    """Fits one ``LocalModel`` per series; the orchestrator for classical models."""
+
+    def __init__(self, model: LocalModel, freq: str, n_jobs: int | None = 1):
+        self.model = model
+        self.freq = freq
+        self.n_jobs = n_jobs
+
+    def get_params(self) -> dict[str, Any]:
+        return {"model": type(self.model).__name__, **vars(self.model), "freq": self.freq}
+
+    def fit(self, df: pd.DataFrame) -> Self:
+        ids, arrays, ends = split_series(df)
+        from functools import partial
+
+        self.models_ = dict(
+            zip(ids, parallel_map(partial(_fit_chunk, self.model), arrays, self.n_jobs), strict=True)
+        )
+        self.y_ = dict(zip(ids, arrays, strict=True))
+        self._cutoffs_ = pd.Series(ends, index=pd.Index(ids, name=ID_COL), name=TIME_COL)
+        return self
+
+    def predict(
+        self,
+        h: int,
+        level: Sequence[float] | None = None,
+        history: pd.DataFrame | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        levels = check_levels(level)
+        wanted = self._wanted_ids(ids, history)
+        hist = _group_history(history)
+        frames = []
+        for uid in wanted:
+            model, end = self.models_[uid], self._cutoffs_[uid]
+            if uid in hist:
+                y, end = splice_history(
+                    self.y_[uid], end, hist[uid], self.freq, uid, model.min_length
+                )
+                model = model.update(y)
+            frames.append(_to_frame(uid, end, model.forecast(h, levels), h, levels, self.freq))
+        return pd.concat(frames, ignore_index=True) if frames else empty_forecast(levels)
+
+    def _wanted_ids(self, ids: Sequence[str] | None, history: pd.DataFrame | None) -> list[str]:
+        wanted = list(self.models_) if ids is None else list(ids)
+        unknown = [u for u in wanted if u not in self.models_]
+        if history is not None:
+            unknown += sorted(set(history[ID_COL]) - set(self.models_) - set(unknown))
+        if unknown:
+            raise ForecastError(
+                f"unknown series {unknown[:5]}: the model was trained on "
+                f"{len(self.models_)} series; ask for one of them or retrain with the new series"
+            )
+        return wanted
+
+
+def split_series(df: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[pd.Timestamp]]:
+    """Ids, value arrays and last timestamps of a sorted long frame."""
+    ids, arrays, ends = [], [], []
+    for uid, group in df.groupby(ID_COL, sort=True, observed=True):
+        ids.append(str(uid))
+        arrays.append(group[TARGET_COL].to_numpy(dtype=float))
+        ends.append(pd.Timestamp(group[TIME_COL].iloc[-1]))
+    return ids, arrays, ends
+
+
+def _group_history(history: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    if history is None or history.empty:
+        return {}
+    return {str(uid): g for uid, g in history.groupby(ID_COL, sort=False, observed=True)}
+
+
+def _to_frame(
+    uid: str,
+    end: pd.Timestamp,
+    values: dict[str, np.ndarray],
+    h: int,
+    levels: Sequence[float],
+    freq: str,
+) -> pd.DataFrame:
+    data: dict[str, Any] = {
+        ID_COL: np.repeat(uid, h),
+        TIME_COL: future_dates(end, h, freq),
+        MEAN_COL: values[MEAN_COL],
+    }
+    for level in levels:
+        data[lo_col(level)] = values[lo_col(level)]
+        data[hi_col(level)] = values[hi_col(level)]
+    return pd.DataFrame(data)
+
+
+def empty_forecast(levels: Sequence[float]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in forecast_columns(levels)})
+    frame[ID_COL] = frame[ID_COL].astype(str)
+    frame[TIME_COL] = pd.to_datetime(frame[TIME_COL])
+    return frame
+
+
+def gaussian_intervals(
+    mean: np.ndarray, sd: np.ndarray, levels: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Symmetric normal intervals around ``mean`` with per-step standard deviation ``sd``."""
+    from scipy.stats import norm
+
+    out: dict[str, np.ndarray] = {MEAN_COL: mean}
+    for level in levels:
+        z = norm.ppf(0.5 + level / 200.0)
+        out[lo_col(level)] = mean - z * sd
+        out[hi_col(level)] = mean + z * sd
+    return out
