@@ -100,17 +100,19 @@ class ModelConfig(_Strict):
     freq: str = Field(description="pandas offset alias, e.g. MS, QS, W-SUN, D, h")
     horizon: int = Field(ge=1)
     season_length: int = Field(1, ge=1)
-    levels: list[float] = Field(default_factory=lambda: [80.0, 95.0])
-    baseline: str = Field("seasonal_naive", description="candidate the gate compares with")
+    # The keys below have no defaults on purpose: dvc.yaml tracks them as params, and
+    # DVC can only track a key that is written in the file.
+    levels: list[float] = Field(description="prediction interval levels, e.g. [80, 95]")
+    baseline: str = Field(description="candidate the gate compares with (seasonal_naive)")
     candidates: dict[str, CandidateConfig]
-    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    backtest: BacktestConfig
+    selection: SelectionConfig
     gate: GateConfig = Field(default_factory=GateConfig)
-    serving: ServingConfig = Field(default_factory=ServingConfig)
+    serving: ServingConfig
     fill: Literal["none", "ffill", "interpolate", "zero"] = Field(
-        "none", description="opt-in policy for gaps found by validation"
+        description="opt-in policy for gaps found by validation (none to reject gaps)"
     )
-    seed: int = 0
+    seed: int
 
     @field_validator("levels")
     @classmethod
@@ -187,7 +189,10 @@ def parse_model_config(
         lines = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
+            hint = ""
+            if err["type"] == "missing" and len(err["loc"]) == 1:
+                hint = " (write it explicitly: dvc.yaml tracks it; see models/m3-monthly)"
+            lines.append(f"  {where}: {err['msg']}{hint}")
         raise ConfigError(f"{source} has invalid keys:\n" + "\n".join(lines)) from exc
     if expected_name is not None and config.name != expected_name:
         raise ConfigError(

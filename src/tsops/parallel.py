@@ -37,7 +37,10 @@ def _backend(n_jobs: int) -> Iterator[int]:
     if address:
         from dask.distributed import Client  # only needed when a cluster is configured
 
-        with Client(address) as client, parallel_config(backend="dask", wait_for_workers_timeout=60):
+        with (
+            Client(address) as client,
+            parallel_config(backend="dask", wait_for_workers_timeout=60),
+        ):
             yield len(client.scheduler_info().get("workers", {})) or 1
     else:
         with parallel_config(backend="loky", inner_max_num_threads=1):
@@ -68,7 +71,7 @@ def parallel_map(
     per-task overhead of process pools low when each item is cheap.
     """
     n_jobs = default_n_jobs() if n_jobs is None else n_jobs
-    if n_jobs == 1 and not os.environ.get(DASK_ENV) or len(items) <= min_items_per_task:
+    if (n_jobs == 1 and not os.environ.get(DASK_ENV)) or len(items) <= min_items_per_task:
         return list(fn(items))
     with _backend(n_jobs) as workers:
         effective = (os.cpu_count() or 1) if workers == -1 else workers
@@ -76,4 +79,3 @@ def parallel_map(
         chunks = chunked(items, n_chunks)
         results = Parallel(n_jobs=workers)(delayed(fn)(chunk) for chunk in chunks)
     return [r for chunk_result in results for r in chunk_result]
-

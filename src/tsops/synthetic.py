@@ -40,9 +40,7 @@ def make_series(
             else 0.0
         )
         y = level * (1 + 0.2 * i) + trend * t + seasonal + rng.normal(0, noise, n)
-        frames.append(
-            pd.DataFrame({ID_COL: f"s{i}", TIME_COL: grid[longest - n :], TARGET_COL: y})
-        )
+        frames.append(pd.DataFrame({ID_COL: f"s{i}", TIME_COL: grid[longest - n :], TARGET_COL: y}))
     df = pd.concat(frames, ignore_index=True)
     df[ID_COL] = df[ID_COL].astype(str)
     return df

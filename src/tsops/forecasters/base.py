@@ -76,7 +76,8 @@ class Forecaster(ABC):
 class LocalModel(ABC):
     """A forecasting model of one series, given as a float array on a regular grid."""
 
-    #: shortest series the model can be fitted on or re-filtered with
+    #: on the class, the shortest series ``fit`` accepts; a fitted instance may raise it to
+    #: the shortest series ``update`` can re-filter (e.g. two seasons for seasonal models)
     min_length: int = 2
 
     @abstractmethod
@@ -147,9 +148,8 @@ class PerSeries(Forecaster):
         ids, arrays, ends = split_series(df)
         from functools import partial
 
-        self.models_ = dict(
-            zip(ids, parallel_map(partial(_fit_chunk, self.model), arrays, self.n_jobs), strict=True)
-        )
+        fitted = parallel_map(partial(_fit_chunk, self.model), arrays, self.n_jobs)
+        self.models_ = dict(zip(ids, fitted, strict=True))
         self.y_ = dict(zip(ids, arrays, strict=True))
         self._cutoffs_ = pd.Series(ends, index=pd.Index(ids, name=ID_COL), name=TIME_COL)
         return self
@@ -201,7 +201,8 @@ def split_series(df: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[pd
 def _group_history(history: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     if history is None or history.empty:
         return {}
-    return {str(uid): g for uid, g in history.groupby(ID_COL, sort=False, observed=True)}
+    ordered = history.sort_values([ID_COL, TIME_COL], kind="stable")
+    return {str(uid): g for uid, g in ordered.groupby(ID_COL, sort=False, observed=True)}
 
 
 def _to_frame(

@@ -1,0 +1,69 @@
+# Two commands on a fresh clone: `make run` and `make test`. Everything installs
+# into .venv from the lock file; every target can be run again safely.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.9
+MODEL ?= m3-monthly
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export MPLBACKEND := Agg
+
+.PHONY: help install run pipeline register predict lint test test-fast test-integration ui clean lock
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed  ## create or reuse .venv and install the locked dependencies
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+pipeline: install  ## ingest the default data, version it with DVC, run dvc repro
+	tsops ingest --all
+	dvc add -q data
+	dvc push -q
+	dvc repro
+
+register: install  ## log, gate and register $(MODEL) in MLflow (alias challenger)
+	tsops register $(MODEL)
+
+predict: install  ## load $(MODEL)@challenger from the registry and print a forecast
+	tsops predict $(MODEL) --alias challenger
+
+run: pipeline register predict  ## the main job: data -> pipeline -> MLflow registry -> forecast
+	@echo
+	@echo "Next:"
+	@echo "  dvc metrics show                    backtest metrics of every model"
+	@echo "  dvc plots show                      forecast and error-by-horizon plots (dvc_plots/index.html)"
+	@echo "  tsops versions $(MODEL)              registered versions, aliases, lineage"
+	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
+
+lint: install  ## pre-commit hooks on every file (ruff, ruff-format, YAML, whitespace)
+	pre-commit run --all-files --show-diff-on-failure
+
+test-fast: install  ## fast offline tests only
+	pytest -q tests/code tests/data tests/model
+
+test-integration: install  ## tests against real services (DVC, MLflow, HTTP)
+	pytest -q -m integration
+
+test: install lint  ## every test, lint included (what CI runs)
+	pytest -q
+
+ui: install  ## MLflow UI on the embedded store
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
+
+clean:  ## remove generated outputs (keeps .venv, the DVC cache and the MLflow store)
+	rm -rf artifacts dvc_plots

@@ -1,0 +1,285 @@
+"""The ``tsops`` command line: thin wrappers that DVC stages, workflows and people call."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="tsops: continuous training and online inference of time-series models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Root = Annotated[
+    Path, typer.Option("--root", help="repository root (holds models/, data/, artifacts/)")
+]
+ModelName = Annotated[str, typer.Argument(help="model folder name under models/")]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "--n-jobs", help="parallel workers (-1: all cores; default from TSOPS_N_JOBS or all)"
+    ),
+]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Known failures become one readable message and a non-zero exit, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tsops.config import ConfigError
+        from tsops.forecasters.base import ForecastError
+        from tsops.registry import RegistryError
+        from tsops.validate import ValidationError
+
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            _fail(f"validation failed, nothing was written:\n{exc}")
+        except (ConfigError, ForecastError, RegistryError, FileNotFoundError) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    import os
+
+    # progress bars of artifact downloads would drown the command's own output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command("models")
+@handles_errors
+def models_cmd(root: Root = Path(".")) -> None:
+    """List the model folders and what each declares."""
+    from tsops.config import list_models, load_model_config
+
+    for name in list_models(root / "models"):
+        config = load_model_config(root / "models", name)
+        typer.echo(
+            f"{name:<24} freq={config.freq:<4} h={config.horizon:<3} "
+            f"candidates={','.join(config.candidates)} rule={config.selection.rule}"
+        )
+
+
+@app.command()
+@handles_errors
+def ingest(
+    model: Annotated[str | None, typer.Argument(help="model folder; omit with --all")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="ingest every model folder")] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="CSV or Parquet to read instead of model.yaml's source"),
+    ] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="column naming the series")] = None,
+    time_col: Annotated[str | None, typer.Option("--time-col", help="timestamp column")] = None,
+    target_col: Annotated[str | None, typer.Option("--target-col", help="value column")] = None,
+    fill: Annotated[
+        str | None, typer.Option("--fill", help="fill gaps: none, ffill, interpolate or zero")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write here instead of data/<model>/")
+    ] = None,
+    root: Root = Path("."),
+) -> None:
+    """Read a model's source, validate it and write data/<model>/series.parquet.
+
+    Same input gives the same bytes, so the DVC hash of data/ is stable. Nothing is
+    written if validation fails.
+    """
+    from tsops import steps
+    from tsops.config import list_models
+
+    if all_models == (model is not None):
+        _fail("name one model or pass --all")
+    names = list_models(root / "models") if all_models else [model]
+    for name in names:
+        report = steps.ingest(root, name, file, id_col, time_col, target_col, fill, out)
+        typer.echo(
+            f"{name}: {report['n_series']} series, {report['n_observations']} rows "
+            f"{report['start']}..{report['end']} -> {report['path']}"
+        )
+
+
+@app.command()
+@handles_errors
+def validate(
+    model: ModelName,
+    data: Annotated[
+        Path | None, typer.Option(help="file to check instead of data/<model>/")
+    ] = None,
+    root: Root = Path("."),
+) -> None:
+    """Check a model's data: duplicates, gaps, NaN, types, lengths (first pipeline stage)."""
+    from tsops import steps
+
+    report = steps.validate(root, model, data)
+    typer.echo(f"{model}: valid, {report['n_series']} series, {report['n_observations']} rows")
+
+
+@app.command()
+@handles_errors
+def backtest(model: ModelName, n_jobs: Jobs = None, root: Root = Path(".")) -> None:
+    """Rolling-origin backtest of every candidate, then the selection rule."""
+    from tsops import steps
+
+    result = steps.backtest(root, model, n_jobs, progress=lambda m: typer.echo(m, err=True))
+    typer.echo(f"{model}: rule {result['rule']}, members {', '.join(result['members'])}")
+
+
+@app.command()
+@handles_errors
+def train(model: ModelName, n_jobs: Jobs = None, root: Root = Path(".")) -> None:
+    """Fit the selected model on all data; save it under artifacts/<model>/model/."""
+    from tsops import steps
+
+    result = steps.train(root, model, n_jobs)
+    typer.echo(
+        f"{model}: trained {result['rule']} of {', '.join(result['members'])} "
+        f"(cutoff {result['cutoff']})"
+    )
+
+
+@app.command()
+@handles_errors
+def evaluate(model: ModelName, root: Root = Path(".")) -> None:
+    """Write metrics.json and plots from the backtest (for dvc metrics/plots)."""
+    from tsops import steps
+
+    doc = steps.evaluate_step(root, model)
+    sel = doc["selected"]
+    typer.echo(
+        f"{model}: MASE {sel['mase']:.4f} sMAPE {sel['smape']:.2f} "
+        f"RMSSE {sel['rmsse']:.4f} skill vs naive {doc['skill_vs_naive']:.1%}"
+    )
+
+
+@app.command()
+@handles_errors
+def gate(
+    model: ModelName,
+    no_champion: Annotated[
+        bool, typer.Option("--no-champion", help="skip the comparison with the registry's champion")
+    ] = False,
+    root: Root = Path("."),
+) -> None:
+    """Compare the candidate with seasonal naive and the champion; exit 1 when it fails."""
+    from tsops import steps
+
+    result = steps.gate(root, model, against_champion=not no_champion)
+    typer.echo(result.table())
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def register(
+    model: ModelName,
+    alias: Annotated[str, typer.Option(help="alias to set when the gate passes")] = "challenger",
+    root: Root = Path("."),
+) -> None:
+    """Log the trained model to MLflow, register a version, set the alias if the gate passes."""
+    from tsops import steps
+
+    registered, result = steps.register(root, model, alias)
+    typer.echo(result.table())
+    state = "already registered as" if registered.reused else "registered"
+    typer.echo(f"{model}: {state} version {registered.version} (run {registered.run_id})")
+    if result.passed:
+        typer.echo(f"{model}: alias {alias} -> version {registered.version}")
+    else:
+        typer.echo(f"{model}: gate failed, alias {alias} not moved", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def alias(
+    model: ModelName,
+    name: Annotated[str, typer.Argument(help="alias, e.g. champion or challenger")],
+    version: Annotated[str, typer.Argument(help="registered version number")],
+    root: Root = Path("."),
+) -> None:
+    """Point an alias at a version (promotion, or rollback of the champion)."""
+    from tsops.registry import set_alias
+
+    set_alias(root, model, name, version)
+    typer.echo(f"{model}: alias {name} -> version {version}")
+
+
+@app.command()
+@handles_errors
+def versions(model: ModelName, root: Root = Path(".")) -> None:
+    """List registered versions with aliases, gate result and lineage."""
+    from tsops.registry import versions_table
+
+    table = versions_table(root, model)
+    typer.echo(table.to_string(index=False) if not table.empty else f"{model}: no versions")
+
+
+@app.command()
+@handles_errors
+def predict(
+    model: ModelName,
+    alias_name: Annotated[str | None, typer.Option("--alias", help="registry alias")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="registry version")] = None,
+    series: Annotated[
+        list[str] | None, typer.Option("--series", help="series id (repeatable)")
+    ] = None,
+    h: Annotated[int | None, typer.Option("--h", help="horizon (default: the model's)")] = None,
+    level: Annotated[list[float] | None, typer.Option("--level", help="interval level")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Load a model from the MLflow registry and print its forecast."""
+    import pandas as pd
+
+    from tsops.registry import load_registered
+
+    if alias_name is None and version is None:
+        alias_name = "challenger"
+    pyfunc, ref = load_registered(root, model, alias_name, version)
+    ids = series or _example_ids(pyfunc)
+    params: dict[str, Any] = {}
+    if h is not None:
+        params["h"] = h
+    if level:
+        params["level"] = level
+    forecast = pyfunc.predict(pd.DataFrame({"unique_id": ids}), params=params or None)
+    typer.echo(f"forecast from {ref}:")
+    with pd.option_context("display.width", 160, "display.max_rows", 60):
+        typer.echo(forecast.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+
+
+def _example_ids(pyfunc) -> list[str]:
+    example = pyfunc.input_example
+    return list(example["unique_id"]) if example is not None else []
+
+
+if __name__ == "__main__":
+    app()

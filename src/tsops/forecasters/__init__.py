@@ -1,0 +1,99 @@
+"""The forecaster kinds a model.yaml candidate can name, and the factory that builds them.
+
+Local kinds (one statistical model per series) are wrapped in ``PerSeries``; the
+global kind (one model across all series) is a ``Forecaster`` itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from tsops.forecasters.arima import ARIMA
+from tsops.forecasters.base import Forecaster, ForecastError, LocalModel, PerSeries
+from tsops.forecasters.ets import ETS
+from tsops.forecasters.gbm import GlobalGBM
+from tsops.forecasters.naive import SeasonalNaive
+from tsops.forecasters.theta import Theta
+
+KINDS: dict[str, type[LocalModel] | type[Forecaster]] = {
+    "seasonal_naive": SeasonalNaive,
+    "ets": ETS,
+    "arima": ARIMA,
+    "theta": Theta,
+    "gbm": GlobalGBM,
+}
+
+#: set from model.yaml's top-level keys (and the runner), never from candidate params
+_RESERVED = ("freq", "season_length", "n_jobs")
+
+__all__ = [
+    "ARIMA",
+    "ETS",
+    "KINDS",
+    "ForecastError",
+    "Forecaster",
+    "GlobalGBM",
+    "PerSeries",
+    "SeasonalNaive",
+    "Theta",
+    "kind_params",
+    "make_forecaster",
+]
+
+
+def kind_params(kind: str) -> dict[str, Any]:
+    """The hyperparameters a kind accepts in ``params``, with their defaults."""
+    cls = _kind_class(kind)
+    signature = inspect.signature(cls.__init__)
+    return {
+        name: (None if p.default is inspect.Parameter.empty else p.default)
+        for name, p in signature.parameters.items()
+        if name != "self" and name not in _RESERVED
+    }
+
+
+def make_forecaster(
+    kind: str,
+    params: dict[str, Any],
+    *,
+    freq: str,
+    season_length: int,
+    n_jobs: int | None = 1,
+) -> Forecaster:
+    """An unfitted forecaster of ``kind`` with hyperparameters ``params``.
+
+    Raises ``ValueError`` naming the kind or parameter when either is unknown (or a
+    parameter value is invalid), listing the valid ones.
+    """
+    cls = _kind_class(kind)
+    params = dict(params or {})
+    valid = kind_params(kind)
+    reserved = sorted(set(params) & set(_RESERVED))
+    if reserved:
+        raise ValueError(
+            f"forecaster kind {kind!r}: {', '.join(reserved)} cannot be set in params; "
+            "it comes from the model's top-level freq / season_length"
+        )
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"forecaster kind {kind!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"valid parameters: {', '.join(valid) or 'none'}"
+        )
+    try:
+        if issubclass(cls, LocalModel):
+            model = cls(season_length=season_length, **params)
+            return PerSeries(model, freq=freq, n_jobs=n_jobs)
+        return cls(freq=freq, season_length=season_length, n_jobs=n_jobs, **params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"forecaster kind {kind!r}: {exc}") from exc
+
+
+def _kind_class(kind: str) -> type[LocalModel] | type[Forecaster]:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown forecaster kind {kind!r}; valid kinds: {', '.join(sorted(KINDS))}"
+        ) from None

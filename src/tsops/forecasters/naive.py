@@ -1,0 +1,168 @@
+"""Seasonal naive, plus the small helpers every local model here shares.
+
+The seasonal naive forecast repeats the last observed season; it is the baseline
+the gate compares candidates with, and the model the statistical wrappers fall
+back to when statsmodels cannot fit a series (too short, constant, degenerate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Self
+
+import numpy as np
+
+from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
+from tsops.schema import MEAN_COL, hi_col, lo_col
+
+#: what a statsmodels fit raises on degenerate data (LinAlgError is a ValueError)
+NUMERIC_ERRORS = (ValueError, ArithmeticError, IndexError)
+
+_CONTROLLER = None  # threadpoolctl's view of the loaded BLAS, built on first use
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Run one statsmodels fit or filter silently and on one BLAS thread.
+
+    Thousands of series are fitted per run; warnings about one of them are noise
+    in the logs, and the caller checks the result for finiteness instead. Import
+    statsmodels before entering: its import adds "always" filters that would win.
+
+    The matrices of these models are tiny, so BLAS threads only add overhead, and
+    OpenBLAS threads spinning on a busy or CPU-limited machine (a pod, parallel
+    test runs) made fits over ten times slower; series-level parallelism is
+    ``PerSeries``' job.
+    """
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    with (
+        _CONTROLLER.limit(limits=1, user_api="blas"),
+        warnings.catch_warnings(),
+        np.errstate(all="ignore"),
+    ):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def as_series(y: np.ndarray, what: str = "series") -> np.ndarray:
+    """``y`` as a 1-d float array with at least one observation and no NaN / inf."""
+    arr = np.asarray(y, dtype=float).ravel()
+    if arr.size == 0:
+        raise ForecastError(f"{what} is empty: send at least one observation")
+    if not np.isfinite(arr).all():
+        raise ForecastError(
+            f"{what} contains NaN or infinite values: fill the gaps first "
+            "(model.yaml `fill`) or drop them"
+        )
+    return arr
+
+
+def tidy_intervals(out: dict[str, np.ndarray], levels: Sequence[float]) -> dict[str, np.ndarray]:
+    """Make ``lo <= mean <= hi`` and nesting across levels hold exactly.
+
+    Simulated or numerically noisy bounds can violate these by a hair; consumers
+    (coverage metrics, plots, the median ensemble) rely on them.
+    """
+    mean = np.asarray(out[MEAN_COL], dtype=float)
+    result = {MEAN_COL: mean}
+    lo_prev, hi_prev = mean, mean
+    for level in sorted(levels):
+        lo_prev = np.minimum(np.asarray(out[lo_col(level)], dtype=float), lo_prev)
+        hi_prev = np.maximum(np.asarray(out[hi_col(level)], dtype=float), hi_prev)
+        result[lo_col(level)], result[hi_col(level)] = lo_prev, hi_prev
+    return result
+
+
+def is_finite_forecast(out: dict[str, np.ndarray]) -> bool:
+    return all(np.isfinite(v).all() for v in out.values())
+
+
+class CachedResults:
+    """Keeps a statsmodels results object out of pickles.
+
+    A SARIMAX results object pickles to ~13 MB for a 120-point monthly series
+    (filter and smoother matrices), against ~1 KB of parameters; a fitted
+    ``PerSeries`` is shipped between processes and stored as a model artifact,
+    so only parameters are kept and the results are rebuilt (a cheap filter pass
+    with fixed parameters, no optimisation) the first time they are needed.
+    """
+
+    _results: object | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_results", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def results(self):
+        if self._results is None:
+            self._results = self._rebuild()
+        return self._results
+
+    def _rebuild(self):  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+class SeasonalNaive(LocalModel):
+    """Repeat the last season; ``season_length=1`` is the naive (random walk) forecast.
+
+    Intervals follow Hyndman & Athanasopoulos (fpp3, §5.5): the in-sample
+    seasonal-naive residual standard deviation times ``sqrt(k)``, with
+    ``k = ceil(step / season_length)`` the number of seasons ahead. A series
+    shorter than one season plus one observation is forecast naively.
+    """
+
+    min_length = 1
+
+    def __init__(self, season_length: int = 1):
+        if int(season_length) < 1:
+            raise ValueError(f"season_length must be >= 1, got {season_length!r}")
+        self.season_length = int(season_length)
+
+    def fit(self, y: np.ndarray) -> Self:
+        y = as_series(y)
+        # A residual needs one full season before it; otherwise the naive model.
+        self.period_ = self.season_length if len(y) > self.season_length else 1
+        resid = y[self.period_ :] - y[: -self.period_]
+        self.sigma_ = float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0
+        self.last_ = y[-self.period_ :].copy()
+        self.min_length = self.period_
+        return self
+
+    def update(self, y: np.ndarray) -> Self:
+        y = as_series(y)
+        if len(y) < self.period_:
+            raise ForecastError(
+                f"seasonal naive needs at least one season ({self.period_} observations) "
+                f"to forecast from; got {len(y)}"
+            )
+        new = copy.copy(self)
+        new.last_ = y[-self.period_ :].copy()
+        return new
+
+    def forecast(self, h: int, levels: Sequence[float]) -> dict[str, np.ndarray]:
+        steps = np.arange(1, h + 1)
+        mean = np.resize(self.last_, h).astype(float)
+        seasons_ahead = np.ceil(steps / self.period_)
+        sd = self.sigma_ * np.sqrt(seasons_ahead)
+        return tidy_intervals(gaussian_intervals(mean, sd, levels), levels)
+
+
+def naive_fallback(y: np.ndarray, season_length: int) -> SeasonalNaive:
+    """The model used when a statistical model cannot be fitted to ``y``."""
+    return SeasonalNaive(season_length).fit(y)
+
+
+def seasonal_ok(n: int, season_length: int, cycles: int = 2) -> bool:
+    """Whether ``n`` observations hold enough full seasons to estimate seasonality."""
+    return season_length > 1 and n >= cycles * season_length

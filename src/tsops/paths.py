@@ -1,0 +1,44 @@
+"""Where each step of a model's pipeline reads and writes, relative to the repo root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    root: Path
+    name: str
+
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data" / self.name / "series.parquet"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts" / self.name
+
+    @property
+    def validation(self) -> Path:
+        return self.artifacts / "validation.json"
+
+    @property
+    def backtest(self) -> Path:
+        return self.artifacts / "backtest"
+
+    @property
+    def model(self) -> Path:
+        return self.artifacts / "model"
+
+    @property
+    def metrics(self) -> Path:
+        return self.artifacts / "metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.artifacts / "plots"

@@ -1,0 +1,120 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.code.fakes import last, mean
+from tsops.backtest import cross_validation, split_at, windows
+from tsops.config import parse_model_config
+from tsops.forecasters.combine import Combined
+from tsops.selection import RULES, SELECTED, rule_cv, select, with_rules
+from tsops.synthetic import make_series
+
+CONFIG = """
+name: demo
+source: {kind: file, path: x.csv}
+freq: MS
+horizon: 3
+season_length: 1
+levels: [80]
+baseline: mean
+candidates:
+  mean: {kind: seasonal_naive}
+  last: {kind: seasonal_naive}
+backtest: {windows: 3, step: 2}
+selection: {rule: RULE}
+serving: {}
+fill: none
+seed: 0
+"""
+
+
+def test_windows_end_at_the_data_end():
+    assert [w.offset for w in windows(3, 3, 2)] == [7, 5, 3]
+
+
+def test_split_at_counts_from_each_series_end():
+    df = make_series(lengths=[10, 6], season_length=1)
+    train, test = split_at(df, offset=4, h=3)
+    assert train.groupby("unique_id").size().tolist() == [6, 2]
+    assert test.groupby("unique_id").size().tolist() == [3, 3]
+    for uid in ("s0", "s1"):
+        assert train[train.unique_id == uid].ds.max() < test[test.unique_id == uid].ds.min()
+
+
+def test_cross_validation_shape_and_no_leakage():
+    df = make_series(n_series=2, length=20, season_length=1)
+    cv, scales = cross_validation(
+        df, {"last": last, "mean": mean}, h=3, n_windows=3, step=2, levels=[80], season_length=1
+    )
+    assert len(cv) == 2 * 2 * 3 * 3
+    assert (cv["ds"] > cv["cutoff"]).all()
+    assert cv.groupby(["model", "unique_id"])["cutoff"].nunique().eq(3).all()
+    # the Last forecast equals the value at the cutoff: proves training stopped there
+    lasts = cv[cv.model == "last"].merge(
+        df.rename(columns={"ds": "cutoff", "y": "y_at_cutoff"}), on=["unique_id", "cutoff"]
+    )
+    np.testing.assert_allclose(lasts["mean"], lasts["y_at_cutoff"])
+    assert len(scales) == 2 * 3
+
+
+def _config(rule):
+    return parse_model_config(CONFIG.replace("RULE", rule))
+
+
+def _trend_and_flat_cv():
+    """s0 trends (Last wins), s1 is noise around a level (Mean wins)."""
+    rng = np.random.default_rng(1)
+    dates = pd.date_range("2020-01-01", periods=30, freq="MS")
+    df = pd.concat(
+        [
+            pd.DataFrame({"unique_id": "s0", "ds": dates, "y": np.arange(30.0) * 5}),
+            pd.DataFrame({"unique_id": "s1", "ds": dates, "y": 50 + rng.normal(0, 5, 30)}),
+        ],
+        ignore_index=True,
+    )
+    cv, scales = cross_validation(
+        df, {"mean": mean, "last": last}, h=3, n_windows=3, step=2, levels=[80], season_length=1
+    )
+    return df, cv, scales
+
+
+def test_per_series_selection_picks_each_series_winner():
+    _, cv, scales = _trend_and_flat_cv()
+    selection = select(cv, scales, _config("per_series"))
+    assert selection.choice == {"s0": "last", "s1": "mean"}
+    assert selection.members == ["mean", "last"]
+
+
+def test_rules_are_scored_on_held_out_windows():
+    _, cv, scales = _trend_and_flat_cv()
+    config = _config("per_series")
+    honest = rule_cv(cv, scales, config, "per_series")
+    assert len(honest) == 2 * 3 * 3  # one forecast per series, window and step
+    full = with_rules(cv, scales, config)
+    assert set(full["model"]) == {"mean", "last", *RULES, SELECTED}
+    sel = full[full.model == SELECTED].drop(columns="model").reset_index(drop=True)
+    pd.testing.assert_frame_equal(sel, honest.drop(columns="model").reset_index(drop=True))
+
+
+def test_median_ensemble_of_two_is_their_mean():
+    _, cv, scales = _trend_and_flat_cv()
+    config = parse_model_config(CONFIG.replace("RULE", "median_ensemble, members: [mean, last]"))
+    ens = rule_cv(cv, scales, config, "median_ensemble").sort_values(["unique_id", "ds", "cutoff"])
+    pair = cv.pivot_table(index=["unique_id", "ds", "cutoff"], columns="model", values="mean")
+    np.testing.assert_allclose(ens["mean"].to_numpy(), pair.mean(axis=1).to_numpy())
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_combined_forecaster_follows_the_rule(rule):
+    df, cv, scales = _trend_and_flat_cv()
+    selection = select(cv, scales, _config(rule))
+    members = {"mean": mean(), "last": last()}
+    combined = Combined({m: members[m] for m in selection.members}, rule, selection.choice)
+    forecast = combined.fit(df).predict(3, level=[80])
+    assert list(forecast.columns) == ["unique_id", "ds", "mean", "lo-80", "hi-80"]
+    assert forecast["unique_id"].tolist() == ["s0"] * 3 + ["s1"] * 3
+    if rule == "per_series":
+        s0 = forecast[forecast.unique_id == "s0"]["mean"]
+        assert (s0 == df[df.unique_id == "s0"]["y"].iloc[-1]).all()
+    only_s1 = combined.predict(2, level=[80], ids=["s1"])
+    assert only_s1["unique_id"].tolist() == ["s1", "s1"]

@@ -1,0 +1,92 @@
+"""The real pipeline in a throwaway repo: tsops ingest, dvc add/repro, MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import run
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
+    repo = repo_copy
+    run(["tsops", "ingest", "--all"], repo)
+    first_bytes = (repo / "data/tiny/series.parquet").read_bytes()
+    run(["tsops", "ingest", "tiny"], repo)
+    assert (repo / "data/tiny/series.parquet").read_bytes() == first_bytes, (
+        "ingest not deterministic"
+    )
+
+    run(["dvc", "add", "-q", "data"], repo)
+    run(["dvc", "push", "-q"], repo)
+    assert any((repo / "dvc-storage").rglob("*")), "local DVC remote is empty after push"
+
+    out = run(["dvc", "repro"], repo).stdout
+    for stage in ("validate@tiny", "backtest@tiny", "train@tiny", "evaluate@tiny"):
+        assert stage in out
+    again = run(["dvc", "repro"], repo).stdout
+    assert "up to date" in again.lower(), again
+    assert "Running stage" not in again
+
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    flat = json.dumps(metrics)
+    assert "artifacts/tiny/metrics.json" in flat and "mase" in flat
+
+    # a change to gate thresholds touches no stage; a change to levels reruns the right ones
+    config = repo / "models/tiny/model.yaml"
+    config.write_text(
+        config.read_text().replace("min_skill_vs_naive: -1.0", "min_skill_vs_naive: -0.9")
+    )
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+    config.write_text(config.read_text().replace("levels: [80, 95]", "levels: [80, 90]"))
+    rerun = run(["dvc", "repro"], repo).stdout
+    assert "Running stage 'backtest@tiny'" in rerun
+    assert "Running stage 'validate@tiny'" not in rerun
+
+    reg = run(["tsops", "register", "tiny"], repo)
+    assert "alias challenger -> version 1" in reg.stdout
+    again = run(["tsops", "register", "tiny"], repo)
+    assert "already registered as version 1" in again.stdout
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/tiny@challenger")
+    forecast = model.predict(pd.DataFrame({"unique_id": ["N1402"]}), params={"h": 4})
+    assert forecast["unique_id"].tolist() == ["N1402"] * 4
+    assert {"mean", "lo-80", "hi-90", "cutoff"} <= set(forecast.columns)
+    version = mlflow.MlflowClient().get_model_version_by_alias("tiny", "challenger")
+    commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert version.tags["tsops.git_commit"] == commit
+    dvc_md5 = (repo / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    assert version.tags["tsops.data_dvc_md5"] == dvc_md5
+
+    printed = run(["tsops", "predict", "tiny", "--alias", "challenger", "--h", "3"], repo).stdout
+    assert "forecast from models:/tiny@challenger" in printed
+
+    run(["tsops", "alias", "tiny", "champion", "1"], repo)
+    bad = run(["tsops", "alias", "tiny", "champion", "7"], repo, check=False)
+    assert bad.returncode != 0 and "no version 7" in bad.stderr
+
+
+def test_tracking_server_down_registers_nothing(repo_copy):
+    repo = repo_copy
+    run(["tsops", "ingest", "tiny"], repo)
+    for step in ("validate", "backtest", "train", "evaluate"):
+        run(["tsops", step, "tiny"], repo)
+    down = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
+    result = run(["tsops", "register", "tiny"], repo, check=False, env=down)
+    assert result.returncode == 1
+    assert "not reachable" in result.stderr and "Nothing was registered" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (repo / "mlflow.db").exists()
