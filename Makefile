@@ -40,7 +40,7 @@ register: install  ## log, gate and register $(MODEL) in MLflow (alias challenge
 	tsops register $(MODEL)
 
 predict: install  ## load $(MODEL)@challenger from the registry and print a forecast
-	tsops predict $(MODEL) --alias challenger
+	tsops predict $(MODEL) --alias challenger --h 6
 
 run: pipeline register predict  ## the main job: data -> pipeline -> MLflow registry -> forecast
 	@echo

@@ -75,6 +75,9 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
     assert "forecast from models:/tiny@challenger" in printed
 
     run(["tsops", "alias", "tiny", "champion", "1"], repo)
+    gate = run(["tsops", "gate", "tiny"], repo).stdout
+    assert "regression_vs_champion" in gate and "vs champion v1" in gate
+    assert "gate: passed" in gate
     bad = run(["tsops", "alias", "tiny", "champion", "7"], repo, check=False)
     assert bad.returncode != 0 and "no version 7" in bad.stderr
 

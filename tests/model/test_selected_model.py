@@ -1,0 +1,76 @@
+"""Behaviour of the model the pipeline registers, on the default model's own data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tsops.backtest import run_backtest
+from tsops.config import load_model_config
+from tsops.datasets import load_source
+from tsops.evaluate import score
+from tsops.selection import SELECTED, select, with_rules
+from tsops.train import train
+from tsops.validate import check_frame
+
+ROOT = Path(__file__).resolve().parents[2]
+N_SERIES = 12
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    config = load_model_config(ROOT / "models", "m3-monthly")
+    source = config.source.model_copy(update={"series": N_SERIES})
+    config = config.model_copy(update={"source": source})
+    raw = load_source(config.source, config.freq, ROOT)
+    df = check_frame(raw, freq=config.freq, min_length=config.min_length)
+    cv, scales = run_backtest(df, config, n_jobs=1)
+    selection = select(cv, scales, config)
+    scores = score(with_rules(cv, scales, config), scales, config.levels)
+    fitted = train(df, config, selection, n_jobs=1)
+    return config, df, scores["overall"].set_index("model"), fitted
+
+
+def test_selected_beats_seasonal_naive_in_backtest(default_model):
+    config, _, overall, _ = default_model
+    assert overall.loc[SELECTED, "mase"] < 0.9 * overall.loc[config.baseline, "mase"]
+    assert overall.loc[SELECTED, "smape"] < overall.loc[config.baseline, "smape"]
+
+
+def test_intervals_widen_with_horizon(default_model):
+    config, _, _, fitted = default_model
+    forecast = fitted.predict(config.horizon, level=[80, 95])
+    width = (forecast["hi-95"] - forecast["lo-95"]).to_numpy().reshape(-1, config.horizon)
+    assert np.mean(width[:, -1] > width[:, 0]) >= 0.9
+    assert (forecast["hi-95"] >= forecast["hi-80"]).all()
+    assert (forecast["lo-95"] <= forecast["lo-80"]).all()
+
+
+def test_same_data_and_seed_give_the_same_forecast(default_model):
+    config, df, _, fitted = default_model
+    from tsops.selection import Selection
+
+    again = train(df, config, Selection(fitted.rule, sorted(fitted.members)), n_jobs=1)
+    pd.testing.assert_frame_equal(fitted.predict(6, level=[80]), again.predict(6, level=[80]))
+
+
+def test_history_moves_the_forecast_origin(default_model):
+    config, df, _, fitted = default_model
+    uid = df["unique_id"].iloc[0]
+    series = df[df["unique_id"] == uid]
+    new_ds = pd.date_range(series["ds"].iloc[-1], periods=4, freq=config.freq)[1:]
+    recent = series["y"].iloc[-15:-12].to_numpy()  # same months a year earlier
+
+    def with_history(factor: float) -> pd.DataFrame:
+        history = pd.DataFrame({"unique_id": uid, "ds": new_ds, "y": recent * factor})
+        return fitted.predict(6, history=history, ids=[uid])
+
+    plain = fitted.predict(6, ids=[uid])
+    same, higher = with_history(1.0), with_history(1.5)
+    assert plain["ds"].iloc[0] == series["ds"].iloc[-1] + pd.offsets.MonthBegin(1)
+    assert (same["ds"] == higher["ds"]).all()
+    assert same["ds"].iloc[0] == new_ds[-1] + pd.offsets.MonthBegin(1)
+    assert (higher["mean"] > same["mean"]).all()
