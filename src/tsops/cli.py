@@ -276,6 +276,61 @@ def predict(
         typer.echo(forecast.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def serve(ctx: typer.Context) -> None:
+    """Start the KServe model server (V1 + V2 protocols) on registered or local models.
+
+    Takes kserve's own flags plus --model [NAME=]REF (repeatable), --http_host
+    (default 127.0.0.1), --forecast_log_dir; run `tsops serve --help` for all of them.
+    """
+    from tsops.serving.server import main as serve_main
+
+    serve_main(list(ctx.args))
+
+
+@app.command()
+@handles_errors
+def export(
+    reference: Annotated[
+        str, typer.Argument(help="models:/<name>/<version> or models:/<name>@<alias>")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
+    root: Root = Path("."),
+) -> None:
+    """Copy a registered model into a directory with release.json (to bake into an image)."""
+    from tsops.serving.loader import ModelLoadError, export_model
+
+    try:
+        release = export_model(reference, out, root)
+    except ModelLoadError as exc:
+        _fail(str(exc))
+    typer.echo(f"exported {release['name']} version {release['version']} -> {out}")
+
+
+@app.command()
+@handles_errors
+def forecast(
+    model: Annotated[
+        str, typer.Option("--model", help="models:/<name>/<version>, @alias or a model directory")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write")],
+    h: Annotated[int | None, typer.Option("--h", help="horizon (default: the model's)")] = None,
+    level: Annotated[list[float] | None, typer.Option("--level", help="interval level")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Batch forecasts of every series (the CronJob's job), same schema as the online answer."""
+    from tsops.serving.batch import batch_forecast
+    from tsops.serving.loader import ModelLoadError
+
+    try:
+        frame = batch_forecast(model, out, h=h, levels=level, tracking_root=root)
+    except ModelLoadError as exc:
+        _fail(str(exc))
+    typer.echo(f"{frame['unique_id'].nunique()} series x {frame['step'].max()} steps -> {out}")
+
+
 def _example_ids(pyfunc) -> list[str]:
     example = pyfunc.input_example
     return list(example["unique_id"]) if example is not None else []

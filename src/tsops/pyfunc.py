@@ -109,13 +109,11 @@ def forecast_request(
     return forecast
 
 
-def log_pyfunc(model_dir: Path, spec: dict, ids: list[str]):
-    """Log ``model_dir`` (from ``tsops train``) as the run's pyfunc model."""
+def _pyfunc_kwargs(model_dir: Path, spec: dict, ids: list[str]) -> dict[str, Any]:
     import tsops
     from tsops.train import FORECASTER_FILE, SPEC_FILE
 
-    return mlflow.pyfunc.log_model(
-        name="model",
+    return dict(
         python_model=TsopsForecaster(),
         artifacts={
             FORECASTER_ARTIFACT: str(Path(model_dir) / FORECASTER_FILE),
@@ -126,3 +124,13 @@ def log_pyfunc(model_dir: Path, spec: dict, ids: list[str]):
         input_example=input_example(ids),
         pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
     )
+
+
+def log_pyfunc(model_dir: Path, spec: dict, ids: list[str]):
+    """Log ``model_dir`` (from ``tsops train``) as the active run's pyfunc model."""
+    return mlflow.pyfunc.log_model(name="model", **_pyfunc_kwargs(model_dir, spec, ids))
+
+
+def save_pyfunc(model_dir: Path, spec: dict, ids: list[str], out: Path) -> None:
+    """Write ``model_dir`` as an MLflow model folder at ``out`` without a tracking store."""
+    mlflow.pyfunc.save_model(str(out), **_pyfunc_kwargs(model_dir, spec, ids))

@@ -1,0 +1,1 @@
+"""Online forecasts: a KServe model server for tsops models (V1 and V2 protocols)."""

@@ -1,0 +1,233 @@
+"""The KServe model: one registered tsops model behind the V1 and V2 protocols.
+
+Follows kserve's own sklearnserver: ``__init__`` is cheap, ``load()`` loads and sets
+``ready``, bad input raises ``InvalidInput`` (HTTP 400), nothing else leaks out as a
+500. Forecasts without history come from a table computed once at load time (the
+model's cutoff never moves between requests), so the request path is a lookup.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve import Model
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from prometheus_client import Counter
+
+from tsops.forecasters.base import ForecastError
+from tsops.schema import ID_COL, MEAN_COL, TIME_COL, hi_col, lo_col
+from tsops.serving.forecast_log import ForecastLog
+from tsops.serving.loader import LoadedModel, ModelLoadError, load_model
+from tsops.serving.requests import ForecastQuery, RequestError, parse_v1, parse_v2
+
+FORECASTS = Counter(
+    "tsops_forecasts_total",
+    "Series forecasts served",
+    ["model", "version", "history"],
+)
+REJECTED = Counter("tsops_rejected_requests_total", "Requests answered with a 4xx", ["model"])
+
+
+class ForecastModel(Model):
+    """Serves one tsops model under ``name`` (e.g. ``m3-monthly`` or ``challenger``)."""
+
+    def __init__(
+        self,
+        name: str,
+        reference: str,
+        forecast_log: ForecastLog | None = None,
+        tracking_root: Path = Path("."),
+    ):
+        super().__init__(name)
+        self.reference = reference
+        self.forecast_log = forecast_log
+        self.tracking_root = tracking_root
+        self.loaded: LoadedModel | None = None
+        self.ready = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def load(self) -> bool:
+        try:
+            self.loaded = load_model(self.reference, self.tracking_root)
+        except ModelLoadError as exc:
+            raise InferenceError(f"model {self.name!r}: {exc}") from exc
+        spec = self.loaded.spec
+        self.freq = spec["freq"]
+        self.horizon = int(spec["horizon"])
+        self.max_horizon = int(spec["max_horizon"])
+        self.levels = [float(x) for x in spec["levels"]]
+        self.series = set(map(str, self.loaded.forecaster.cutoffs_.index))
+        self._table = self._precompute()
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        if self.forecast_log is not None:
+            self.forecast_log.close()
+
+    def _precompute(self) -> dict[str, dict[str, Any]]:
+        """Forecasts from the cutoff at the maximum horizon and the default levels."""
+        frame = self.loaded.forecaster.predict(self.max_horizon, level=self.levels)
+        cutoffs = self.loaded.forecaster.cutoffs_
+        table = {}
+        for uid, group in frame.groupby(ID_COL, sort=False):
+            entry: dict[str, Any] = {
+                "cutoff": pd.Timestamp(cutoffs[uid]).isoformat(),
+                "ds": [t.isoformat() for t in pd.DatetimeIndex(group[TIME_COL])],
+            }
+            for col in group.columns[2:]:
+                entry[col] = group[col].to_numpy(dtype=float)
+            table[str(uid)] = entry
+        return table
+
+    # -- request path --------------------------------------------------------------------
+
+    def _request_id(self, headers: dict[str, str] | None) -> str:
+        return (headers or {}).get("x-request-id") or uuid.uuid4().hex
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None):
+        kwargs = {
+            "default_h": self.horizon,
+            "max_h": self.max_horizon,
+            "default_levels": self.levels,
+            "freq": self.freq,
+            "request_id": self._request_id(headers),
+        }
+        try:
+            if isinstance(payload, bytes | bytearray):
+                payload = _json_body(payload)
+            if isinstance(payload, InferRequest):
+                query = parse_v2(payload, **kwargs)
+            else:
+                query = parse_v1(payload, **kwargs)
+            unknown = [u for u in query.ids if u not in self.series]
+            if unknown:
+                raise RequestError(
+                    f"unique_id {unknown[:3]} not known to model {self.name!r} "
+                    f"({len(self.series)} series, e.g. {sorted(self.series)[:3]}); "
+                    "ask for series the model was trained on"
+                )
+        except RequestError as exc:
+            REJECTED.labels(self.name).inc()
+            raise InvalidInput(str(exc)) from exc
+        return query
+
+    def predict(self, query: ForecastQuery, headers: dict[str, str] | None = None):
+        if query.history is None and set(query.levels) <= set(self.levels):
+            results = [self._from_table(uid, query.h, query.levels) for uid in query.ids]
+        else:
+            results = self._compute(query)
+        version = self.loaded.version
+        FORECASTS.labels(self.name, version, str(query.history is not None).lower()).inc(
+            len(results)
+        )
+        if self.forecast_log is not None:
+            self.forecast_log.append(self._log_records(query, results))
+        if query.protocol == "v2":
+            return self._v2_response(query, results)
+        return {
+            "model_name": self.name,
+            "model_version": version,
+            "registered_model": self.loaded.registered_name,
+            "request_id": query.request_id,
+            "predictions": [_jsonable(r) for r in results],
+        }
+
+    def _from_table(self, uid: str, h: int, levels: list[float]) -> dict[str, Any]:
+        entry = self._table[uid]
+        out: dict[str, Any] = {"unique_id": uid, "cutoff": entry["cutoff"], "ds": entry["ds"][:h]}
+        out[MEAN_COL] = entry[MEAN_COL][:h]
+        for level in levels:
+            out[lo_col(level)] = entry[lo_col(level)][:h]
+            out[hi_col(level)] = entry[hi_col(level)][:h]
+        return out
+
+    def _compute(self, query: ForecastQuery) -> list[dict[str, Any]]:
+        forecaster = self.loaded.forecaster
+        try:
+            frame = forecaster.predict(
+                query.h, level=query.levels, history=query.history, ids=query.ids
+            )
+        except ForecastError as exc:
+            REJECTED.labels(self.name).inc()
+            raise InvalidInput(str(exc)) from exc
+        cutoffs = {uid: self._table[uid]["cutoff"] for uid in query.ids}
+        if query.history is not None:
+            for uid, last in query.history.groupby(ID_COL)[TIME_COL].max().items():
+                cutoffs[str(uid)] = pd.Timestamp(last).isoformat()
+        results = []
+        for uid, group in frame.groupby(ID_COL, sort=False):
+            entry: dict[str, Any] = {
+                "unique_id": str(uid),
+                "cutoff": cutoffs[str(uid)],
+                "ds": [t.isoformat() for t in pd.DatetimeIndex(group[TIME_COL])],
+            }
+            for col in group.columns[2:]:
+                entry[col] = group[col].to_numpy(dtype=float)
+            results.append(entry)
+        return results
+
+    def _v2_response(self, query: ForecastQuery, results: list[dict[str, Any]]) -> InferResponse:
+        n, h = len(results), query.h
+        outputs = [
+            InferOutput("unique_id", [n], "BYTES", [r["unique_id"] for r in results]),
+            InferOutput("cutoff", [n], "BYTES", [r["cutoff"] for r in results]),
+            InferOutput("ds", [n, h], "BYTES", [t for r in results for t in r["ds"]]),
+        ]
+        value_cols = [c for c in results[0] if c not in ("unique_id", "cutoff", "ds")]
+        for col in value_cols:
+            data = np.concatenate([r[col] for r in results]).astype(float)
+            outputs.append(InferOutput(col, [n, h], "FP64", data.tolist()))
+        return InferResponse(
+            response_id=query.request_id,
+            model_name=self.name,
+            model_version=self.loaded.version,
+            infer_outputs=outputs,
+        )
+
+    def _log_records(self, query: ForecastQuery, results: list[dict[str, Any]]) -> list[dict]:
+        served_at = time.time()
+        base = {
+            "request_id": query.request_id,
+            "model_name": self.name,
+            "registered_model": self.loaded.registered_name,
+            "model_version": self.loaded.version,
+            "protocol": query.protocol,
+            "with_history": query.history is not None,
+            "served_at": served_at,
+        }
+        records = []
+        for r in results:
+            cols = [c for c in r if c not in ("unique_id", "cutoff", "ds")]
+            values = {c: np.asarray(r[c], dtype=float).tolist() for c in cols}
+            for step, ds in enumerate(r["ds"]):
+                record = dict(
+                    base, unique_id=r["unique_id"], cutoff=r["cutoff"], ds=ds, step=step + 1
+                )
+                for c in cols:
+                    record[c] = values[c][step]
+                records.append(record)
+        return records
+
+
+def _json_body(raw: bytes) -> Any:
+    """kserve hands over the raw body when the client sent no JSON content type."""
+    import orjson
+
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(
+            f"body is not JSON ({exc}); send a JSON object with Content-Type: application/json"
+        ) from exc
+
+
+def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in result.items()}
