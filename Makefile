@@ -9,11 +9,12 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.9
 MODEL ?= m3-monthly
+PORT ?= 8080
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run pipeline register predict lint test test-fast test-integration ui clean lock
+.PHONY: help install run pipeline register predict serve-demo lint test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,7 +43,10 @@ register: install  ## log, gate and register $(MODEL) in MLflow (alias challenge
 predict: install  ## load $(MODEL)@challenger from the registry and print a forecast
 	tsops predict $(MODEL) --alias challenger --h 6
 
-run: pipeline register predict  ## the main job: data -> pipeline -> MLflow registry -> forecast
+serve-demo: install  ## serve $(MODEL)@challenger, send one V1 and one V2 request, stop
+	scripts/serve-demo.sh models:/$(MODEL)@challenger $(PORT)
+
+run: pipeline register predict serve-demo  ## the main job: data -> pipeline -> registry -> server -> forecasts
 	@echo
 	@echo "Next:"
 	@echo "  dvc metrics show                    backtest metrics of every model"

@@ -352,3 +352,41 @@ def test_every_forecast_is_logged_and_flushed_on_shutdown(tmp_path):
         "model_version",
     } <= set(first)
     assert {r["request_id"] for r in records} == {f"r{i}" for i in range(5)}
+
+
+def test_v2_metadata_lists_the_tensors(server):
+    meta = httpx.get(f"{server.url}/v2/models/tiny").json()
+    assert {i["name"] for i in meta["inputs"]} >= {"unique_id", "history_ds", "history_y"}
+    assert {"mean", "lo-80", "hi-95"} <= {o["name"] for o in meta["outputs"]}
+
+
+def test_versions_and_unknown_models_are_404(server):
+    assert httpx.get(f"{server.url}/v2/models/tiny/versions/7/ready").status_code == 200
+    wrong = httpx.get(f"{server.url}/v2/models/tiny/versions/3/ready")
+    assert wrong.status_code == 404 and "serves version '7'" in wrong.json()["error"]
+    missing = httpx.post(f"{server.url}/v2/repository/models/other/load")
+    assert missing.status_code == 404 and "tiny" in missing.json()["error"]
+
+
+def test_batch_forecast_has_the_online_schema(tmp_path):
+    from tsops.serving.batch import batch_forecast
+
+    model_dir = build_model_dir(tmp_path)
+    out = tmp_path / "forecasts.parquet"
+    frame = batch_forecast(str(model_dir), out, h=5, levels=[80])
+    import pandas as pd
+
+    written = pd.read_parquet(out)
+    assert len(written) == 6 * 5 == len(frame)
+    assert list(written.columns) == [
+        "unique_id",
+        "cutoff",
+        "ds",
+        "step",
+        "mean",
+        "lo-80",
+        "hi-80",
+        "model_name",
+        "model_version",
+    ]
+    assert (written["cutoff"] == pd.Timestamp("2019-12-01")).all()

@@ -68,6 +68,28 @@ class ForecastModel(Model):
         self.ready = True
         return self.ready
 
+    def get_input_types(self) -> list[dict]:
+        """V2 metadata: the tensors a request may carry."""
+        return [
+            {"name": "unique_id", "datatype": "BYTES", "shape": [-1]},
+            {"name": "history_unique_id", "datatype": "BYTES", "shape": [-1]},
+            {"name": "history_ds", "datatype": "BYTES", "shape": [-1]},
+            {"name": "history_y", "datatype": "FP64", "shape": [-1]},
+            {"name": "level", "datatype": "FP64", "shape": [-1]},
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        outputs = [
+            {"name": "unique_id", "datatype": "BYTES", "shape": [-1]},
+            {"name": "cutoff", "datatype": "BYTES", "shape": [-1]},
+            {"name": "ds", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": MEAN_COL, "datatype": "FP64", "shape": [-1, -1]},
+        ]
+        for level in getattr(self, "levels", []):
+            for col in (lo_col(level), hi_col(level)):
+                outputs.append({"name": col, "datatype": "FP64", "shape": [-1, -1]})
+        return outputs
+
     def stop(self) -> None:
         if self.forecast_log is not None:
             self.forecast_log.close()
