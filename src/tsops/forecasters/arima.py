@@ -108,7 +108,7 @@ class ARIMA(CachedResults, LocalModel):
             if ok:
                 self.spec_ = spec
                 self.params_ = np.asarray(res.params, dtype=float)
-                self._results = res
+                self._results = None  # see CachedResults.results
                 self.min_length = _needed(spec)
                 return self
         self.spec_, self.params_ = None, np.empty(0)

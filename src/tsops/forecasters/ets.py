@@ -136,7 +136,7 @@ class ETS(CachedResults, LocalModel):
             return self._fall_back(y)
         self.spec_, res = best
         self.params_ = dict(zip(res.model.param_names, np.asarray(res.params), strict=True))
-        self._results = res
+        self._results = None  # see CachedResults.results
         self.fresh_start_ = False
         self.head_ = y[: self._head_length()].copy()
         if not (np.isfinite(res.mse) and is_finite_forecast(self.forecast(1, []))):
