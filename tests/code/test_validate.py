@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import time
 
 import numpy as np
 import pandas as pd
@@ -374,12 +373,10 @@ def test_validation_error_survives_pickling():
 # -- speed -------------------------------------------------------------------------------
 
 
-def test_m3_monthly_sized_panel_validates_quickly():
+def test_m3_monthly_sized_panel_validates():
+    # Speed is measured in benchmarks/, not asserted here: timings flake on a busy machine.
     df = make_series(n_series=1428, length=126).astype({"ds": str, "y": str})
-    start = time.perf_counter()
     problems = v.validate_frame(df, freq="MS", min_length=30)
     out = v.check_frame(df, freq="MS", min_length=30, fill="ffill")
-    elapsed = time.perf_counter() - start
     assert problems == []
     assert len(out) == 1428 * 126
-    assert elapsed < 3.0, f"validating 1,428 x 126 rows took {elapsed:.2f}s"
