@@ -74,8 +74,17 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
     printed = run(["tsops", "predict", "tiny", "--alias", "challenger", "--h", "3"], repo).stdout
     assert "forecast from models:/tiny@challenger" in printed
 
-    batch = run(["tsops", "forecast", "--model", "models:/tiny@challenger", "--out",
-                 str(repo / "forecasts.parquet")], repo)
+    batch = run(
+        [
+            "tsops",
+            "forecast",
+            "--model",
+            "models:/tiny@challenger",
+            "--out",
+            str(repo / "forecasts.parquet"),
+        ],
+        repo,
+    )
     assert "6 series x 6 steps" in batch.stdout
     assert pd.read_parquet(repo / "forecasts.parquet")["model_version"].eq("1").all()
     run(["tsops", "export", "models:/tiny/1", "--out", str(repo / "exported")], repo)
