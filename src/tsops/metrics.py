@@ -64,9 +64,8 @@ def _coverage_cols(points: pd.DataFrame) -> list[str]:
     return [c for c in points.columns if c.startswith("coverage-")]
 
 
-def per_series(points: pd.DataFrame) -> pd.DataFrame:
-    """Metrics per model and series, averaged over windows and horizon steps."""
-    agg = points.groupby([MODEL_COL, ID_COL], sort=True).agg(
+def _aggregate(points: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    agg = points.groupby(keys, sort=True).agg(
         mase=("ase", "mean"),
         smape=("smape", "mean"),
         msse=("sse", "mean"),
@@ -74,32 +73,19 @@ def per_series(points: pd.DataFrame) -> pd.DataFrame:
     )
     agg.insert(2, "rmsse", np.sqrt(agg.pop("msse")))
     return agg.reset_index()
+
+
+def per_series(points: pd.DataFrame) -> pd.DataFrame:
+    """Metrics per model and series, averaged over windows and horizon steps."""
+    return _aggregate(points, [MODEL_COL, ID_COL])
 
 
 def per_horizon(points: pd.DataFrame) -> pd.DataFrame:
     """Metrics per model and horizon step, averaged over series and windows."""
-    agg = points.groupby([MODEL_COL, STEP_COL], sort=True).agg(
-        mase=("ase", "mean"),
-        smape=("smape", "mean"),
-        msse=("sse", "mean"),
-        **{c: (c, "mean") for c in _coverage_cols(points)},
-    )
-    agg.insert(2, "rmsse", np.sqrt(agg.pop("msse")))
-    return agg.reset_index()
+    return _aggregate(points, [MODEL_COL, STEP_COL])
 
 
 def overall(series_metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per model: each metric averaged over series (M4 style)."""
     cols = [c for c in series_metrics.columns if c not in (MODEL_COL, ID_COL)]
     return series_metrics.groupby(MODEL_COL, sort=True)[cols].mean().reset_index()
-
-
-def summarize(cv: pd.DataFrame, scales: pd.DataFrame, levels: Sequence[float]) -> dict:
-    """All three views of a cross-validation frame: overall, per series, per horizon."""
-    points = pointwise_errors(cv, scales, levels)
-    series = per_series(points)
-    return {
-        "overall": overall(series),
-        "per_series": series,
-        "per_horizon": per_horizon(points),
-    }

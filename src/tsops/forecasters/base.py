@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -163,7 +163,7 @@ class PerSeries(Forecaster):
     ) -> pd.DataFrame:
         levels = check_levels(level)
         wanted = self._wanted_ids(ids, history)
-        hist = _group_history(history)
+        hist = group_history(history)
         frames = []
         for uid in wanted:
             model, end = self.models_[uid], self._cutoffs_[uid]
@@ -176,16 +176,23 @@ class PerSeries(Forecaster):
         return pd.concat(frames, ignore_index=True) if frames else empty_forecast(levels)
 
     def _wanted_ids(self, ids: Sequence[str] | None, history: pd.DataFrame | None) -> list[str]:
-        wanted = list(self.models_) if ids is None else list(ids)
-        unknown = [u for u in wanted if u not in self.models_]
-        if history is not None:
-            unknown += sorted(set(history[ID_COL]) - set(self.models_) - set(unknown))
-        if unknown:
-            raise ForecastError(
-                f"unknown series {unknown[:5]}: the model was trained on "
-                f"{len(self.models_)} series; ask for one of them or retrain with the new series"
-            )
-        return wanted
+        return wanted_ids(ids, history, self.models_)
+
+
+def wanted_ids(
+    ids: Sequence[str] | None, history: pd.DataFrame | None, known: Collection[str]
+) -> list[str]:
+    """The series to forecast (all ``known`` ones by default), checked to be known."""
+    wanted = list(known) if ids is None else [str(u) for u in ids]
+    unknown = [u for u in wanted if u not in known]
+    if history is not None and not history.empty:
+        unknown += sorted(set(history[ID_COL].astype(str)) - set(known) - set(unknown))
+    if unknown:
+        raise ForecastError(
+            f"unknown series {unknown[:5]}: the model was trained on "
+            f"{len(known)} series; ask for one of them or retrain with the new series"
+        )
+    return wanted
 
 
 def split_series(df: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[pd.Timestamp]]:
@@ -198,7 +205,8 @@ def split_series(df: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[pd
     return ids, arrays, ends
 
 
-def _group_history(history: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+def group_history(history: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """History rows per series, each sorted by time."""
     if history is None or history.empty:
         return {}
     ordered = history.sort_values([ID_COL, TIME_COL], kind="stable")

@@ -8,7 +8,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from tsops.forecasters.base import Forecaster, ForecastError
+from tsops.forecasters.base import Forecaster, wanted_ids
 from tsops.schema import ID_COL, MEAN_COL, TIME_COL, interval_columns
 
 
@@ -42,6 +42,7 @@ class Combined(Forecaster):
         for member in self.members.values():
             member.fit(df)
         self._cutoffs_ = next(iter(self.members.values())).cutoffs_
+        self._known = dict.fromkeys(map(str, self._cutoffs_.index))
         return self
 
     def predict(
@@ -51,13 +52,7 @@ class Combined(Forecaster):
         history: pd.DataFrame | None = None,
         ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        wanted = list(self._cutoffs_.index) if ids is None else list(ids)
-        unknown = [u for u in wanted if u not in self._cutoffs_.index]
-        if unknown:
-            raise ForecastError(
-                f"unknown series {unknown[:5]}: the model was trained on "
-                f"{len(self._cutoffs_)} series; ask for one of them or retrain with the new series"
-            )
+        wanted = wanted_ids(ids, history, self._known)
         if self.rule == "per_series":
             return self._predict_per_series(h, level, history, wanted)
         forecasts = [m.predict(h, level, history, wanted) for m in self.members.values()]

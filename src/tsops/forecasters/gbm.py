@@ -23,10 +23,11 @@ from tsops.features import (
 )
 from tsops.forecasters.base import (
     Forecaster,
-    ForecastError,
     empty_forecast,
+    group_history,
     splice_history,
     split_series,
+    wanted_ids,
 )
 from tsops.schema import (
     ID_COL,
@@ -269,10 +270,10 @@ class GlobalGBM(Forecaster):
         ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         levels = check_levels(level)
-        wanted = self._wanted_ids(ids, history)
+        wanted = wanted_ids(ids, history, self.y_)
         if not wanted:
             return empty_forecast(levels)
-        hist = _group_history(history)
+        hist = group_history(history)
         tails, ends = [], []
         for uid in wanted:
             y, end = self.y_[uid], self._cutoffs_[uid]
@@ -296,25 +297,6 @@ class GlobalGBM(Forecaster):
         frame = pd.DataFrame(data)
         frame[ID_COL] = frame[ID_COL].astype(str)
         return frame
-
-    def _wanted_ids(self, ids: Sequence[str] | None, history: pd.DataFrame | None) -> list[str]:
-        wanted = list(self.y_) if ids is None else [str(u) for u in ids]
-        unknown = [u for u in wanted if u not in self.y_]
-        if history is not None and not history.empty:
-            unknown += sorted(set(history[ID_COL].astype(str)) - set(self.y_) - set(unknown))
-        if unknown:
-            raise ForecastError(
-                f"unknown series {unknown[:5]}: the model was trained on "
-                f"{len(self.y_)} series; ask for one of them or retrain with the new series"
-            )
-        return wanted
-
-
-def _group_history(history: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
-    if history is None or history.empty:
-        return {}
-    history = sort_frame(history)
-    return {str(uid): g for uid, g in history.groupby(ID_COL, sort=False, observed=True)}
 
 
 def _shift(times: pd.DatetimeIndex, periods: int, freq: str) -> pd.DatetimeIndex:
