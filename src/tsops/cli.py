@@ -19,6 +19,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _mount_subcommands() -> None:
+    from tsops.manifests import manifests_app
+
+    app.add_typer(manifests_app, name="manifests")
+
+
 Root = Annotated[
     Path, typer.Option("--root", help="repository root (holds models/, data/, artifacts/)")
 ]
@@ -335,6 +342,8 @@ def _example_ids(pyfunc) -> list[str]:
     example = pyfunc.input_example
     return list(example["unique_id"]) if example is not None else []
 
+
+_mount_subcommands()
 
 if __name__ == "__main__":
     app()
