@@ -338,6 +338,95 @@ def forecast(
     typer.echo(f"{frame['unique_id'].nunique()} series x {frame['step'].max()} steps -> {out}")
 
 
+Env = Annotated[str, typer.Option("--env", help="overlay: local, staging or production")]
+
+
+def _gitops(edits_fn: Callable[[], list]) -> None:
+    """Compute every edit, then write them all; any error writes nothing."""
+    from tsops.gitops import GitOpsError, apply
+
+    try:
+        edits = edits_fn()
+    except GitOpsError as exc:
+        _fail(f"{exc} (no file changed)")
+    for path in apply(edits):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@handles_errors
+def release(
+    model: ModelName,
+    version: Annotated[str, typer.Argument(help="release version X.Y.Z (git tag <model>/vX.Y.Z)")],
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="registry version (default: the challenger's)"),
+    ] = None,
+    env: Env = "staging",
+    root: Root = Path("."),
+) -> None:
+    """Point the staging overlay at a registered version, with its lineage as annotations."""
+    from tsops.gitops import release_edits
+    from tsops.registry import release_lineage
+
+    found, lineage = release_lineage(root, model, model_version)
+    _gitops(lambda: release_edits(root, model, version, found, lineage, env=env))
+
+
+@app.command()
+@handles_errors
+def promote(
+    model: ModelName,
+    source: Annotated[str, typer.Option("--from", help="environment to copy from")] = "staging",
+    target: Annotated[str, typer.Option("--to", help="environment to copy to")] = "production",
+    canary: Annotated[
+        int | None, typer.Option("--canary", help="start as a canary with this traffic %")
+    ] = None,
+    root: Root = Path("."),
+) -> None:
+    """Copy a release from one overlay to the next (the promotion pull request's change)."""
+    from tsops.gitops import promote_edits
+
+    _gitops(lambda: promote_edits(root, model, source, target, canary))
+
+
+@app.command("canary")
+@handles_errors
+def canary_cmd(
+    model: ModelName,
+    percent: Annotated[int, typer.Option("--percent", help="0 rolls back, 100 promotes fully")],
+    env: Env = "production",
+    root: Root = Path("."),
+) -> None:
+    """Set the canary's traffic share in an overlay (on a live cluster: scripts/canary.sh)."""
+    from tsops.gitops import canary_edits
+
+    _gitops(lambda: canary_edits(root, model, env, percent))
+
+
+@app.command()
+@handles_errors
+def ab(
+    model: ModelName,
+    weights: Annotated[str, typer.Option("--weights", help="e.g. current=70,candidate=30")],
+    env: Env = "production",
+    root: Root = Path("."),
+) -> None:
+    """Switch the A/B split on in an overlay with these Splitter weights (sum 100)."""
+    from tsops.gitops import ab_edits
+
+    _gitops(lambda: ab_edits(root, model, env, weights))
+
+
+@app.command()
+@handles_errors
+def rollback(model: ModelName, env: Env = "production", root: Root = Path(".")) -> None:
+    """Send all traffic back to the previous revision (canary 0)."""
+    from tsops.gitops import rollback_edits
+
+    _gitops(lambda: rollback_edits(root, model, env))
+
+
 def _example_ids(pyfunc) -> list[str]:
     example = pyfunc.input_example
     return list(example["unique_id"]) if example is not None else []

@@ -1571,17 +1571,37 @@ def _main_image_entry(kust: dict) -> dict | None:
     return (main or entries or [None])[0]
 
 
+def _bumped_from(before: list[dict], after: list[dict], new_image: str) -> set[str]:
+    """The images (before the bump) of containers that run ``new_image`` after it."""
+    after_images = {}
+    for doc in after:
+        for pod_path, pod in pod_specs(doc):
+            for c_path, c in _containers(pod):
+                after_images[(resource_id(doc), f"{pod_path}.{c_path}")] = c.get("image")
+    found = set()
+    for doc in before:
+        for pod_path, pod in pod_specs(doc):
+            for c_path, c in _containers(pod):
+                if after_images.get((resource_id(doc), f"{pod_path}.{c_path}")) == new_image:
+                    found.add(c.get("image"))
+    return found
+
+
 def image_bump_findings(
     before: list[dict], after: list[dict], new_image: str, label: str
 ) -> list[Finding]:
     """After an images: newTag bump, every container that ran the bumped image runs the new
-    tag, and at least one of them is an InferenceService's model server."""
+    tag, and at least one of them is an InferenceService's model server.
+
+    A container that ran another tag of the same repository (the A/B candidate pins its
+    own release) is not the bumped image and must keep its tag."""
     old_images = {}
     for doc in before:
         for pod_path, pod in pod_specs(doc):
             for c_path, c in _containers(pod):
                 old_images[(resource_id(doc), f"{pod_path}.{c_path}")] = c.get("image")
     new_name = split_image(new_image)[0]
+    bumped_from = _bumped_from(before, after, new_image)
     reached_isvc = False
     findings = []
     for doc in after:
@@ -1589,6 +1609,8 @@ def image_bump_findings(
             for c_path, c in _containers(pod):
                 old = old_images.get((resource_id(doc), f"{pod_path}.{c_path}"))
                 if old is None or split_image(old)[0] != new_name:
+                    continue
+                if bumped_from and old not in bumped_from:
                     continue
                 if c.get("image") == new_image:
                     reached_isvc |= doc.get("kind") == "InferenceService"

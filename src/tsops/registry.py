@@ -270,3 +270,32 @@ def champion_spec(root: Path, name: str) -> tuple[str, dict] | None:
         return None
     spec = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/spec.json")
     return champion.version, spec
+
+
+def release_lineage(
+    root: Path, name: str, version: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """The registry version to release (default: the challenger's) and its lineage."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(root)
+    if version is None:
+        found = version_for_alias(c, name, "challenger")
+        if found is None:
+            raise RegistryError(
+                f"{name!r} has no challenger; register one (`tsops register {name}`) "
+                "or pass --model-version"
+            )
+    else:
+        try:
+            found = c.get_model_version(name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(
+                f"registered model {name!r} has no version {version} ({_versions_hint(c, name)})"
+            ) from exc
+    lineage = {
+        "git-commit": found.tags.get("tsops.git_commit", "unknown"),
+        "data-md5": found.tags.get("tsops.data_dvc_md5", "unknown"),
+        "mlflow-run": found.run_id or "unknown",
+    }
+    return str(found.version), lineage
