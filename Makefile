@@ -10,11 +10,12 @@ BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.9
 MODEL ?= m3-monthly
 PORT ?= 8080
+CRDS ?= ../shared/crds
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run pipeline register predict serve-demo lint test test-fast test-integration ui clean lock
+.PHONY: help install run pipeline register predict serve-demo validate-manifests lint test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,6 +54,9 @@ run: pipeline register predict serve-demo  ## the main job: data -> pipeline -> 
 	@echo "  dvc plots show                      forecast and error-by-horizon plots (dvc_plots/index.html)"
 	@echo "  tsops versions $(MODEL)              registered versions, aliases, lineage"
 	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
+
+validate-manifests: install  ## render and validate every overlay (CRDS=dir with the KServe/Argo CD CRDs)
+	tsops manifests validate --crds $(CRDS)
 
 lint: install  ## pre-commit hooks on every file (ruff, ruff-format, YAML, whitespace)
 	pre-commit run --all-files --show-diff-on-failure
