@@ -1,0 +1,999 @@
+"""Serving benchmark: tsops' KServe server against MLServer + mlserver-mlflow and a bare
+ASGI "hello" endpoint, on 127.0.0.1, with wrk as the load generator.
+
+What runs, each on its own free 127.0.0.1 port and load-tested one at a time:
+
+- ``tsops``: ``python -m tsops.serving`` with its defaults (kserve's per-request latency
+  and access log lines, the forecast log on), V1 and V2, without and with history;
+- ``tsops-quiet`` / ``tsops-quiet-nolog`` (c16 only, to attribute cost): the same with
+  kserve's per-request log lines off (``--enable_latency_logging false`` and a log
+  config with ``kserve.trace`` and ``uvicorn.access`` at WARNING), and additionally
+  without the forecast log (``--forecast_log_dir ''``);
+- ``mlserver``: MLServer 1.7.1 + mlserver-mlflow 1.7.1 in its own venv
+  (``benchmarks/serving/.venv-mlserver``, made from ``requirements-mlserver.txt`` if
+  missing), serving the same MLflow model folder through ``mlserver_runtime.py`` (two
+  compatibility fixes, see there), V2 with the pandas codec, without and with history;
+- ``hello-asgi`` / ``hello-fastapi``: ``hello_app.py`` on the tsops venv's uvicorn, the
+  ceiling of the HTTP stack.
+
+The model is ``tests/integration/serving_fixtures.build_model_dir``: six M3 monthly
+series, the median of seasonal naive and Theta, an MLflow pyfunc folder. Requests ask for
+one series (N1402) at the model's default horizon (6) and levels (80, 95); "history"
+requests add 12 monthly observations after the model's cutoff, so the forecast is
+recomputed from them (tsops answers requests without history from a precomputed table;
+MLServer calls the pyfunc model every time).
+
+Every case runs at concurrency 1 and 16 (wrk ``-t1 -c1`` / ``-t1 -c16``: closed loop,
+keep-alive), ``--warmup`` seconds discarded then ``--duration`` seconds measured,
+``--repeats`` times (each repeat restarts every server). Before each repeat it waits, at
+most ``--load-wait`` seconds, for the 1-minute load average to fall under
+``--max-load``. For each measurement it also records the CPU time of the server's
+process tree and of wrk, and the CPU that other processes used meanwhile (the machine is
+shared). Every request body is sent once before the load and its answer checked: a 200
+with the same forecast from every server.
+
+With ``--profile`` (and py-spy on PATH or given by ``--py-spy``), tsops is then run once
+more under c16 load per case while ``py-spy record --gil`` samples it; the samples are
+grouped into where a request's time goes (``results/profile-*.txt.gz`` are the folded
+stacks).
+
+Usage (from the repository root; about 17 minutes with the defaults and --profile)::
+
+    apt-get install -y wrk
+    .venv/bin/python benchmarks/serving/run.py --profile --py-spy /tmp/pyspy/bin/py-spy
+    .venv/bin/python benchmarks/serving/run.py --nice -10 --load-wait 60 ...  # busy machine
+    .venv/bin/python benchmarks/serving/run.py --duration 3 --warmup 1 --repeats 1 \\
+        --max-load 99 --servers tsops,hello-asgi                     # quick check
+
+Results: ``benchmarks/serving/results/serving.json`` and ``serving.md`` (a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = HERE / "results"
+MLSERVER_VENV = HERE / ".venv-mlserver"
+MODEL = "forecast"
+SERIES = "N1402"
+# 12 months after the model's cutoff (2019-12): a "with history" request re-anchors the
+# forecast at 2020-12
+HISTORY_DS = [f"2020-{month:02d}-01" for month in range(1, 13)]
+HISTORY_Y = [
+    1510.0,
+    1490.0,
+    1620.0,
+    1700.0,
+    2950.0,
+    1800.0,
+    1650.0,
+    2500.0,
+    2100.0,
+    1900.0,
+    1750.0,
+    1980.0,
+]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGET_NO_HISTORY = 3.0
+TARGET_HISTORY = 2.0
+TARGET_P99_MS = 10.0
+#: command prefix for servers and wrk (``--nice``), e.g. ["nice", "-n", "-10"]
+NICE: list[str] = []
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+def _v2_tensor(name: str, datatype: str, data: list) -> dict:
+    return {"name": name, "datatype": datatype, "shape": [len(data)], "data": data}
+
+
+def request_bodies() -> dict[tuple[str, bool], dict]:
+    """(dialect, with history) -> JSON body; dialects: tsops V1, tsops V2, MLServer V2."""
+    n = len(HISTORY_DS)
+    ids = _v2_tensor("unique_id", "BYTES", [SERIES])
+    return {
+        ("v1", False): {"instances": [{"unique_id": SERIES}]},
+        ("v1", True): {
+            "instances": [{"unique_id": SERIES, "history": {"ds": HISTORY_DS, "y": HISTORY_Y}}]
+        },
+        ("v2", False): {"inputs": [ids]},
+        ("v2", True): {
+            "inputs": [
+                ids,
+                _v2_tensor("history_unique_id", "BYTES", [SERIES] * n),
+                _v2_tensor("history_ds", "BYTES", HISTORY_DS),
+                _v2_tensor("history_y", "FP64", HISTORY_Y),
+            ]
+        },
+        # MLServer's MLflow runtime decodes the inputs as one pandas DataFrame (the
+        # model's signature gives the content type "pd"): one row per series wanted,
+        # plus history rows with ds and y
+        ("mlserver", False): {"inputs": [ids]},
+        ("mlserver", True): {
+            "inputs": [
+                _v2_tensor("unique_id", "BYTES", [SERIES] * n),
+                _v2_tensor("ds", "BYTES", HISTORY_DS),
+                _v2_tensor("y", "FP64", HISTORY_Y),
+            ]
+        },
+        ("hello", False): {"inputs": [ids]},
+    }
+
+
+def forecast_mean(dialect: str, answer: dict) -> list[float] | None:
+    """The ``mean`` forecast in an answer, or None when it has none."""
+    try:
+        if dialect == "v1":
+            return [float(x) for x in answer["predictions"][0]["mean"]]
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        return [float(x) for x in outputs["mean"]["data"]]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+# -- servers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """One server: how to start it, which requests it answers, and its process."""
+
+    name: str
+    cmd_fn: Any  # port -> argv
+    cases: list[tuple[str, bool, str]]  # (dialect, history, path)
+    concurrency: list[int]
+    ready_path: str
+    any_status_ready: bool = False
+    prepare: Any = None  # port -> None, writes config files
+    env: dict[str, str] | None = None  # added to the environment
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    stop_how: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, workdir: Path) -> None:
+        self.port = free_port()
+        if self.prepare:
+            self.prepare(self.port)
+        self.log = workdir / f"{self.name}-{self.port}.log"
+        with open(self.log, "w") as out:
+            # own session: the server and its workers form one process group, ours
+            self.proc = subprocess.Popen(
+                [*NICE, *self.cmd_fn(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+            except urllib.error.HTTPError:
+                if self.any_status_ready:
+                    return time.monotonic() - started
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        tail = self.log.read_text()[-3000:]
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{tail}")
+
+    def stop(self, timeout: float = 30) -> str:
+        """SIGTERM, then SIGKILL to the server's own process group after ``timeout``."""
+        if self.proc is None:
+            return ""
+        how = "exited by itself"
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+                how = "SIGTERM"
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                how = f"SIGKILL after {timeout:.0f}s without exiting on SIGTERM"
+        # workers the leader left behind (MLServer's inference pool, resource tracker)
+        time.sleep(0.5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            how += "; leftover workers killed"
+        except ProcessLookupError:
+            pass
+        self.proc = None
+        self.stop_how = how
+        return how
+
+
+def python_of(venv: Path) -> str:
+    return str(venv / "bin" / "python")
+
+
+def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Server]:
+    tsops_py = python_of(REPO / ".venv")
+    both = [1, 16]
+    tsops_cases = [
+        ("v1", False, f"/v1/models/{MODEL}:predict"),
+        ("v2", False, f"/v2/models/{MODEL}/infer"),
+        ("v1", True, f"/v1/models/{MODEL}:predict"),
+        ("v2", True, f"/v2/models/{MODEL}/infer"),
+    ]
+
+    def tsops_cmd(*extra: str, log_dir: str | None = None):
+        def cmd(port: int) -> list[str]:
+            logs = str(workdir / "forecast-logs") if log_dir is None else log_dir
+            return [
+                tsops_py,
+                "-m",
+                "tsops.serving",
+                "--model",
+                f"{MODEL}={model_dir}",
+                "--http_port",
+                str(port),
+                "--forecast_log_dir",
+                logs,
+                *extra,
+            ]
+
+        return cmd
+
+    quiet_log = str(HERE / "quiet-logging.json")
+    quiet = ("--enable_latency_logging", "false", "--log_config_file", quiet_log)
+
+    repo = workdir / "mlserver-repo"
+
+    def mlserver_prepare(port: int) -> None:
+        (repo / MODEL).mkdir(parents=True, exist_ok=True)
+        settings = {
+            "debug": False,
+            "host": "127.0.0.1",
+            "http_port": port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+        }
+        (repo / "settings.json").write_text(json.dumps(settings, indent=2))
+        model_settings = {
+            "name": MODEL,
+            "implementation": "mlserver_runtime.TsopsMLflowRuntime",
+            "parameters": {"uri": str(model_dir)},
+        }
+        (repo / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+        shutil.copy(HERE / "mlserver_runtime.py", repo / MODEL / "mlserver_runtime.py")
+
+    def uvicorn_cmd(app: str):
+        def cmd(port: int) -> list[str]:
+            return [
+                tsops_py,
+                "-m",
+                "uvicorn",
+                app,
+                "--app-dir",
+                str(HERE),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
+
+        return cmd
+
+    ready = f"/v2/models/{MODEL}/ready"
+    return [
+        Server("tsops", tsops_cmd(), tsops_cases, both, ready),
+        Server("tsops-quiet", tsops_cmd(*quiet), tsops_cases, [16], ready),
+        Server("tsops-quiet-nolog", tsops_cmd(*quiet, log_dir=""), tsops_cases, [16], ready),
+        Server(
+            "mlserver",
+            lambda port: [str(mlserver_venv / "bin" / "mlserver"), "start", str(repo)],
+            [
+                ("mlserver", False, f"/v2/models/{MODEL}/infer"),
+                ("mlserver", True, f"/v2/models/{MODEL}/infer"),
+            ],
+            both,
+            ready,
+            prepare=mlserver_prepare,
+        ),
+        Server(
+            "hello-asgi",
+            uvicorn_cmd("hello_app:app"),
+            [("hello", False, "/hello")],
+            both,
+            "/hello",
+            any_status_ready=True,
+        ),
+        Server(
+            "hello-fastapi",
+            uvicorn_cmd("hello_app:fastapi_app"),
+            [("hello", False, "/hello")],
+            both,
+            "/hello",
+            any_status_ready=True,
+        ),
+    ]
+
+
+def ensure_mlserver_venv(venv: Path) -> None:
+    """Create ``venv`` from requirements-mlserver.txt unless it already matches it."""
+    reqs = HERE / "requirements-mlserver.txt"
+    digest = hashlib.sha256(reqs.read_bytes()).hexdigest()
+    marker = venv / ".requirements.sha256"
+    if marker.exists() and marker.read_text().strip() == digest:
+        return
+    base = getattr(sys, "_base_executable", None) or shutil.which("python3")
+    print(f"creating {venv} (MLServer's own venv; a few minutes)", flush=True)
+    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = [python_of(venv), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-r", str(reqs)], check=True)
+    marker.write_text(digest + "\n")
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, utime+stime in ticks) of every process."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return stats
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by ``root`` and its live descendants."""
+    stats = _proc_stats()
+    children = collections.defaultdict(list)
+    for pid, (ppid, _) in stats.items():
+        children[ppid].append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo.extend(children[pid])
+    return total / CLK_TCK
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        parts = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = parts[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: float) -> dict:
+    cmd = [
+        *NICE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(HERE / "post.lua"),
+        url,
+    ]
+    done = subprocess.run(
+        cmd,
+        env={**os.environ, "BODY_FILE": str(body_file)},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result: {done.stdout}\n{done.stderr}")
+    return json.loads(line[len("RESULT ") :])
+
+
+def measure(server: Server, path: str, body_file: Path, connections: int, args) -> dict:
+    url = server.url + path
+    wrk(url, body_file, connections, args.warmup)
+    load_before = os.getloadavg()[0]
+    server_cpu0, busy0 = tree_cpu_seconds(server.proc.pid), busy_cpu_seconds()
+    wrk_cpu0 = _children_cpu()
+    raw = wrk(url, body_file, connections, args.duration)
+    wrk_cpu = _children_cpu() - wrk_cpu0
+    server_cpu = tree_cpu_seconds(server.proc.pid) - server_cpu0
+    busy = busy_cpu_seconds() - busy0
+    seconds = raw["duration_us"] / 1e6
+    requests = raw["requests"]
+    errors = sum(v for k, v in raw.items() if k.startswith("err_"))
+    return {
+        "requests": requests,
+        "seconds": round(seconds, 3),
+        "rps": round(requests / seconds, 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "mean_ms": round(raw["mean_us"] / 1000, 3),
+        "errors": errors,
+        "non_2xx": raw["err_status"],
+        "server_cpu_cores": round(server_cpu / seconds, 2),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(requests, 1), 3),
+        "wrk_cpu_cores": round(wrk_cpu / seconds, 2),
+        "other_cpu_cores": round(max(0.0, busy - server_cpu - wrk_cpu) / seconds, 2),
+        "load1_before": round(load_before, 2),
+    }
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def post(url: str, body: bytes, timeout: float = 60) -> tuple[int, Any]:
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def wait_for_quiet(max_load: float, timeout: float) -> dict:
+    started = time.monotonic()
+    first = os.getloadavg()
+    while os.getloadavg()[0] >= max_load and time.monotonic() - started < timeout:
+        time.sleep(10)
+    last = os.getloadavg()
+    return {
+        "load_at_start": [round(x, 2) for x in first],
+        "load_when_started": [round(x, 2) for x in last],
+        "waited_s": round(time.monotonic() - started, 1),
+        "quiet": last[0] < max_load,
+    }
+
+
+# -- profiling -----------------------------------------------------------------------------
+
+# (bucket, function-name prefixes) and (bucket, file-path parts): a sample goes to the
+# bucket of its innermost frame that matches one (stdlib and pydantic frames match none,
+# so they count for the library or tsops frame that called them)
+NAMED_BUCKETS = [
+    ("forecast log: enqueue (ForecastLog.append)", ("ForecastLog.append",)),
+    ("forecast log: build records", ("ForecastModel._log_records",)),
+    (
+        "logging: access + kserve latency/trace lines",
+        ("Logger.", "Handler.", "StreamHandler.", "PrintTimings.", "Formatter."),
+    ),
+    ("prometheus counters", ("Counter.inc", "MetricWrapperBase.labels")),
+    (
+        "tsops: parse + validate request (pydantic, history checks)",
+        ("ForecastModel.preprocess", "parse_v1", "parse_v2", "history_frame"),
+    ),
+    (
+        "tsops: forecast (table lookup or model with history)",
+        ("ForecastModel._from_table", "ForecastModel._compute"),
+    ),
+    ("tsops: build response", ("ForecastModel._v2_response", "_jsonable")),
+    ("kserve: InferResponse.to_rest", ("InferResponse.to_rest", "DataPlane.encode")),
+    (
+        "fastapi: response serialization (jsonable_encoder, json.dumps)",
+        ("serialize_response", "jsonable_encoder", "JSONResponse.render"),
+    ),
+    (
+        "fastapi/kserve: read + decode request body",
+        (
+            "Request.json",
+            "Request.body",
+            "Request.stream",
+            "DataPlane.decode",
+            "InferRequest.from_rest",
+            "InferRequest.__init__",
+            "solve_dependencies",
+            "request_body_to_args",
+            "_extract_form_body",
+            "_validate_value_with_model_field",
+        ),
+    ),
+    (
+        "kserve: dataplane + model call plumbing",
+        ("V2Endpoints.", "V1Endpoints.", "DataPlane.", "Model.__call__", "ModelRepository."),
+    ),
+    ("tsops: RequestGuard middleware", ("RequestGuard.",)),
+    (
+        "uvicorn/httptools: HTTP parsing + socket I/O",
+        (
+            "RequestResponseCycle.send",
+            "HttpToolsProtocol.",
+            "_SelectorSocketTransport.",
+            "RequestResponseCycle.receive",
+        ),
+    ),
+]
+FILE_BUCKETS = [
+    ("fastapi/starlette: routing + middleware", ("fastapi/", "starlette/", "timing_asgi/")),
+    ("uvicorn/httptools: HTTP parsing + socket I/O", ("uvicorn/", "httptools")),
+    ("asyncio event loop", ("asyncio/", "uvloop")),
+]
+
+
+def bucket_of(frames: list[str]) -> str:
+    """The bucket of the innermost frame that names one (function first, then file)."""
+    if any(f.startswith("ForecastLog._run") for f in frames):
+        return "forecast log: writer thread (JSON lines to disk)"
+    for frame in reversed(frames):
+        for name, prefixes in NAMED_BUCKETS:
+            if frame.startswith(prefixes):
+                return name
+        for name, parts in FILE_BUCKETS:
+            if any(p in frame for p in parts):
+                return name
+    return "other"
+
+
+def summarize_profile(raw: Path, rps: float, seconds: float, rate: int) -> dict:
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        counts[bucket_of(stack.split(";"))] += int(n)
+        total += int(n)
+    per_request_us = 1e6 / rate / max(rps * seconds, 1)
+    return {
+        "samples": total,
+        "gil_seconds_per_second": round(total / rate / seconds, 2),
+        "buckets": [
+            {
+                "bucket": name,
+                "share": round(n / total, 3),
+                "us_per_request": round(n * per_request_us, 1),
+            }
+            for name, n in counts.most_common()
+        ],
+    }
+
+
+def profile_tsops(server: Server, cases, workdir: Path, args) -> dict:
+    server.start(workdir)
+    server.wait_ready()
+    out = {}
+    try:
+        for dialect, history, path in cases:
+            label = f"{dialect}-{'history' if history else 'no-history'}"
+            body_file = workdir / f"body-{dialect}-{history}.json"
+            raw = RESULTS / f"profile-tsops-{label}.txt"
+            seconds, rate = args.duration, 200
+            wrk(server.url + path, body_file, 16, args.warmup)
+            loader = subprocess.Popen(
+                [
+                    *NICE,
+                    "wrk",
+                    "-t1",
+                    "-c16",
+                    f"-d{seconds + 3}s",
+                    "--timeout",
+                    "5s",
+                    "-s",
+                    str(HERE / "post.lua"),
+                    server.url + path,
+                ],
+                env={**os.environ, "BODY_FILE": str(body_file)},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(1)
+            subprocess.run(
+                [
+                    args.py_spy,
+                    "record",
+                    "--pid",
+                    str(server.proc.pid),
+                    "--duration",
+                    str(seconds),
+                    "--rate",
+                    str(rate),
+                    "--gil",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=seconds + 60,
+            )
+            stdout, _ = loader.communicate(timeout=seconds + 60)
+            result = json.loads(next(x for x in stdout.splitlines() if x.startswith("RESULT "))[7:])
+            rps = result["requests"] / (result["duration_us"] / 1e6)
+            out[label] = {"rps_while_profiled": round(rps, 1), "raw": raw.name}
+            out[label].update(summarize_profile(raw, rps, seconds, rate))
+            # keep the folded stacks (flamegraph.pl, speedscope) small
+            with open(raw, "rb") as src, gzip.open(f"{raw}.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            raw.unlink()
+            out[label]["raw"] = f"{raw.name}.gz"
+            print(f"  profiled {label}: {rps:.0f} req/s", flush=True)
+    finally:
+        server.stop()
+    return out
+
+
+# -- reporting -----------------------------------------------------------------------------
+
+
+def versions(mlserver_venv: Path) -> dict:
+    mine = {}
+    for dist in (
+        "kserve",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "pydantic",
+        "orjson",
+        "mlflow",
+        "pandas",
+        "numpy",
+        "statsmodels",
+    ):
+        try:
+            mine[dist] = version(dist)
+        except PackageNotFoundError:
+            mine[dist] = None
+    code = (
+        "import json, importlib.metadata as m; print(json.dumps({d: m.version(d) for d in "
+        "['mlserver', 'mlserver-mlflow', 'fastapi', 'starlette', 'uvicorn', 'uvloop', "
+        "'pydantic', 'mlflow', 'pandas', 'numpy']}))"
+    )
+    theirs = None
+    if (mlserver_venv / "bin" / "python").exists():
+        done = subprocess.run(
+            [python_of(mlserver_venv), "-c", code], capture_output=True, text=True
+        )
+        theirs = json.loads(done.stdout) if done.returncode == 0 else done.stderr[-500:]
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "tsops_venv": mine,
+        "mlserver_venv": theirs,
+        "wrk": wrk_version.splitlines()[0] if wrk_version else None,
+    }
+
+
+def git_state() -> dict:
+    """The commit measured, and whether the served code had uncommitted changes."""
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "src_changes": git("status", "--porcelain", "--", "src").splitlines(),
+    }
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next(
+        (x.split(":", 1)[1].strip() for x in cpuinfo if x.startswith("model name")),
+        platform.processor(),
+    )
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem = next(x.split()[1] for x in meminfo if x.startswith("MemTotal"))
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": round(int(mem) / 1024**2, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    rps = [r["rps"] for r in runs]
+    return {
+        "rps": round(sum(rps) / len(rps), 1),
+        "rps_runs": rps,
+        "p50_ms": round(sum(r["p50_ms"] for r in runs) / len(runs), 2),
+        "p99_ms_worst": max(r["p99_ms"] for r in runs),
+        "p99_ms_runs": [r["p99_ms"] for r in runs],
+        "errors": sum(r["errors"] for r in runs),
+        "server_cpu_ms_per_request": round(
+            sum(r["server_cpu_ms_per_request"] for r in runs) / len(runs), 3
+        ),
+        "other_cpu_cores_max": max(r["other_cpu_cores"] for r in runs),
+        "spread": round((max(rps) - min(rps)) / max(max(rps), 1e-9), 3),
+    }
+
+
+def compare(cases: dict) -> list[dict]:
+    rows = []
+    for history in (False, True):
+        mls_key = f"mlserver mlserver {'history' if history else 'no-history'} c16"
+        mls = cases.get(mls_key, {}).get("summary")
+        for dialect in ("v1", "v2"):
+            for conc in (1, 16):
+                key = f"tsops {dialect} {'history' if history else 'no-history'} c{conc}"
+                mine = cases.get(key, {}).get("summary")
+                base_key = mls_key.replace("c16", f"c{conc}")
+                base = cases.get(base_key, {}).get("summary")
+                if not mine or not base:
+                    continue
+                ratio = mine["rps"] / base["rps"]
+                row = {
+                    "case": key,
+                    "tsops_rps": mine["rps"],
+                    "mlserver_rps": base["rps"],
+                    "ratio": round(ratio, 2),
+                    "tsops_p99_ms": mine["p99_ms_worst"],
+                    "mlserver_p99_ms": base["p99_ms_worst"],
+                }
+                if conc == 16 and mls:
+                    need = TARGET_HISTORY if history else TARGET_NO_HISTORY
+                    met = ratio >= need
+                    target = f">= {need:g}x MLServer"
+                    if not history:
+                        met = met and mine["p99_ms_worst"] <= TARGET_P99_MS
+                        target += f", p99 <= {TARGET_P99_MS:g} ms"
+                    row.update(target=target, met=met)
+                rows.append(row)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| server | request | c | req/s (runs) | p50 ms | p99 ms (runs) | server CPU ms/req "
+        "| other CPU (cores) | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for case in result["cases"].values():
+        s = case["summary"]
+        runs = " / ".join(f"{x:,.0f}" for x in s["rps_runs"])
+        p99 = " / ".join(f"{x:.1f}" for x in s["p99_ms_runs"])
+        lines.append(
+            f"| {case['server']} | {case['request']} | {case['concurrency']} | "
+            f"**{s['rps']:,.0f}** ({runs}) | {s['p50_ms']:.2f} | {p99} | "
+            f"{s['server_cpu_ms_per_request']:.2f} | {s['other_cpu_cores_max']:.2f} | "
+            f"{s['errors']} |"
+        )
+    lines += [
+        "",
+        "| tsops case | tsops req/s | MLServer req/s | ratio | tsops p99 ms | MLServer p99 ms "
+        "| target | met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in result["comparison"]:
+        met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
+        lines.append(
+            f"| {row['case']} | {row['tsops_rps']:,.0f} | {row['mlserver_rps']:,.0f} | "
+            f"{row['ratio']:.2f}x | {row['tsops_p99_ms']:.1f} | {row['mlserver_p99_ms']:.1f} | "
+            f"{row.get('target', '')} | {met} |"
+        )
+    if result.get("profile"):
+        for label, prof in result["profile"].items():
+            lines += [
+                "",
+                f"Profile, tsops {label} at c16 ({prof['rps_while_profiled']:,.0f} req/s while "
+                f"sampled; GIL held {prof['gil_seconds_per_second']:.2f} s/s):",
+                "",
+                "| where | share | µs/request |",
+                "| --- | ---: | ---: |",
+            ]
+            for b in prof["buckets"]:
+                lines.append(f"| {b['bucket']} | {100 * b['share']:.1f}% | {b['us_per_request']} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def build_model(workdir: Path) -> Path:
+    sys.path.insert(0, str(REPO))
+    from tests.integration.serving_fixtures import build_model_dir
+
+    return build_model_dir(workdir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per run")
+    parser.add_argument("--warmup", type=int, default=2, help="discarded seconds before each")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per case (servers restart)")
+    parser.add_argument("--servers", default="", help="comma-separated subset of server names")
+    parser.add_argument("--max-load", type=float, default=1.0, help="wait for load1 below this")
+    parser.add_argument("--load-wait", type=float, default=600, help="longest wait for that, s")
+    parser.add_argument("--mlserver-venv", type=Path, default=MLSERVER_VENV)
+    parser.add_argument("--model-dir", type=Path, help="reuse an MLflow model folder")
+    parser.add_argument("--profile", action="store_true", help="py-spy tsops under c16 load")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy executable")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run servers and wrk at this niceness (e.g. -10 on a machine busy with "
+        "other work; the same for every server)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    args = parser.parse_args(argv)
+    # SIGTERM (and SIGINT, which a background job may ignore) unwind through the
+    # finally blocks: servers are stopped and what was measured is written
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.nice:
+        NICE[:] = ["nice", "-n", str(args.nice)]
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    if args.profile and not args.py_spy:
+        raise SystemExit("--profile needs py-spy: pip install py-spy (any venv), or --py-spy PATH")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="tsops-serving-bench-"))
+    print(f"work folder {workdir}", flush=True)
+    model_dir = args.model_dir or build_model(workdir)
+    servers = make_servers(model_dir, workdir, args.mlserver_venv)
+    if args.servers:
+        wanted = set(args.servers.split(","))
+        servers = [s for s in servers if s.name in wanted]
+    if any(s.name == "mlserver" for s in servers):
+        ensure_mlserver_venv(args.mlserver_venv)
+    bodies = request_bodies()
+    for (dialect, history), body in bodies.items():
+        (workdir / f"body-{dialect}-{history}.json").write_text(json.dumps(body))
+
+    result: dict[str, Any] = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([".venv/bin/python", "benchmarks/serving/run.py", *sys.argv[1:]]),
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "repeats": args.repeats,
+            "load_generator": "wrk -t1 -cN --timeout 5s (closed loop, keep-alive), post.lua",
+            "nice": args.nice,
+            "request": f"one series ({SERIES}), default h (6) and levels (80, 95); history = "
+            f"{len(HISTORY_DS)} monthly points after the model's cutoff",
+            "model": "tests/integration/serving_fixtures.build_model_dir: 6 M3 monthly series, "
+            "median of seasonal naive and Theta, MLflow pyfunc",
+        },
+        "machine": machine(),
+        "versions": versions(args.mlserver_venv),
+        "git": git_state(),
+        "repeats": [],
+        "servers": {},
+        "checks": {},
+        "cases": {},
+    }
+    runs: dict[str, list[dict]] = collections.defaultdict(list)
+    meta: dict[str, dict] = {}
+    try:
+        for repeat in range(args.repeats):
+            quiet = wait_for_quiet(args.max_load, args.load_wait)
+            result["repeats"].append(quiet)
+            print(f"repeat {repeat + 1}/{args.repeats}: load {quiet}", flush=True)
+            for server in servers:
+                server.start(workdir)
+                try:
+                    ready_s = server.wait_ready()
+                    info = result["servers"].setdefault(server.name, {"ready_s": [], "stop": []})
+                    info["ready_s"].append(round(ready_s, 1))
+                    info["command"] = " ".join(server.cmd_fn(server.port))
+                    for dialect, history, path in server.cases:
+                        body_file = workdir / f"body-{dialect}-{history}.json"
+                        status, answer = post(server.url + path, body_file.read_bytes())
+                        mean = forecast_mean(dialect, answer) if status == 200 else None
+                        hist = "history" if history else "no-history"
+                        check_key = f"{server.name} {dialect} {hist}"
+                        result["checks"][check_key] = {"status": status, "mean": mean}
+                        if status != 200 or (dialect != "hello" and not mean):
+                            raise RuntimeError(f"{check_key}: HTTP {status}: {str(answer)[:500]}")
+                        for conc in server.concurrency:
+                            key = f"{server.name} {dialect} {hist} c{conc}"
+                            run = measure(server, path, body_file, conc, args)
+                            runs[key].append(run)
+                            meta[key] = {
+                                "server": server.name,
+                                "request": f"{dialect} {hist}",
+                                "concurrency": conc,
+                                "path": path,
+                            }
+                            print(
+                                f"  {key:38s} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:6.2f}"
+                                f"  p99 {run['p99_ms']:7.2f} ms  errors {run['errors']}"
+                                f"  other-cpu {run['other_cpu_cores']:.2f}",
+                                flush=True,
+                            )
+                finally:
+                    how = server.stop()
+                    result["servers"].setdefault(server.name, {"ready_s": [], "stop": []})
+                    result["servers"][server.name]["stop"].append(how)
+        if args.profile:
+            tsops = next(
+                s for s in make_servers(model_dir, workdir, args.mlserver_venv) if s.name == "tsops"
+            )
+            print("profiling tsops", flush=True)
+            result["profile"] = profile_tsops(tsops, tsops.cases, workdir, args)
+    finally:
+        for key, case_runs in runs.items():
+            result["cases"][key] = {**meta[key], "runs": case_runs, "summary": summarize(case_runs)}
+        result["comparison"] = compare(result["cases"])
+        result["consistency"] = consistency(result["checks"])
+        result["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        result["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, args.out)
+        args.out.with_suffix(".md").write_text(markdown(result))
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(markdown(result))
+
+
+def consistency(checks: dict) -> dict:
+    """Do all servers answer the same forecast for the same request?"""
+    out = {}
+    for history in ("no-history", "history"):
+        means = {k: v["mean"] for k, v in checks.items() if k.endswith(f" {history}") and v["mean"]}
+        if not means:
+            continue
+        first = next(iter(means.values()))
+        same = all(
+            len(m) == len(first)
+            and all(abs(a - b) <= 1e-6 * max(1, abs(b)) for a, b in zip(m, first, strict=True))
+            for m in means.values()
+        )
+        out[history] = {"servers": sorted(means), "same_forecast": same, "mean": first}
+    return out
+
+
+if __name__ == "__main__":
+    main()
