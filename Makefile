@@ -15,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run pipeline register predict serve-demo validate-manifests lint test test-fast test-integration ui clean lock
+.PHONY: help install run pipeline register predict serve-demo validate-manifests test-container lint test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ run: pipeline register predict serve-demo  ## the main job: data -> pipeline -> 
 
 validate-manifests: install  ## render and validate every overlay (CRDS=dir with the KServe/Argo CD CRDs)
 	tsops manifests validate --crds $(CRDS)
+
+test-container: install  ## build the serving image with podman, run it read-only without capabilities, ask it for forecasts
+	bash scripts/test-container.sh
 
 lint: install  ## pre-commit hooks on every file (ruff, ruff-format, YAML, whitespace)
 	pre-commit run --all-files --show-diff-on-failure

@@ -45,6 +45,12 @@ class Combined(Forecaster):
         self._known = dict.fromkeys(map(str, self._cutoffs_.index))
         return self
 
+    def _known_ids(self) -> dict[str, None]:
+        # models pickled before this attribute existed are still registered and served
+        if getattr(self, "_known", None) is None:
+            self._known = dict.fromkeys(map(str, self._cutoffs_.index))
+        return self._known
+
     def predict(
         self,
         h: int,
@@ -52,7 +58,7 @@ class Combined(Forecaster):
         history: pd.DataFrame | None = None,
         ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        wanted = wanted_ids(ids, history, self._known)
+        wanted = wanted_ids(ids, history, self._known_ids())
         if self.rule == "per_series":
             return self._predict_per_series(h, level, history, wanted)
         forecasts = [m.predict(h, level, history, wanted) for m in self.members.values()]
