@@ -364,8 +364,11 @@ def test_versions_and_unknown_models_are_404(server):
     assert httpx.get(f"{server.url}/v2/models/tiny/versions/7/ready").status_code == 200
     wrong = httpx.get(f"{server.url}/v2/models/tiny/versions/3/ready")
     assert wrong.status_code == 404 and "serves version '7'" in wrong.json()["error"]
-    missing = httpx.post(f"{server.url}/v2/repository/models/other/load")
+    missing = httpx.get(f"{server.url}/v2/models/other/ready")
     assert missing.status_code == 404 and "tiny" in missing.json()["error"]
+    unload = httpx.post(f"{server.url}/v2/repository/models/tiny/unload")
+    assert unload.status_code == 403 and "--model" in unload.json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/tiny/ready").status_code == 200
 
 
 def test_batch_forecast_has_the_online_schema(tmp_path):

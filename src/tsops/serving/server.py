@@ -96,7 +96,8 @@ class RequestGuard:
     - a POST without a JSON content type and without the binary-tensor header is read as
       JSON, so plain clients (curl -d, tritonclient with JSON tensors) are understood;
     - an unknown model name is a 404 and a model version is honoured: the served version
-      is routed to the model, any other is a 404 (kserve answers 501/503 to both).
+      is routed to the model, any other is a 404 (kserve answers 501/503 to both);
+    - the model repository extension (load/unload) is refused with 403.
     """
 
     def __init__(
@@ -109,6 +110,16 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith("/v2/repository/"):
+            # Models are loaded at start (--model); an unauthenticated unload would take a
+            # served model down, so the repository extension is off.
+            await self._error(
+                send,
+                403,
+                "the model repository extension is disabled: models are loaded at start "
+                "with --model; restart the server (or roll out a new revision) to change them",
+            )
             return
         if self.versions:
             routed = self._route(scope)
