@@ -5,7 +5,7 @@ them (candidates, backtest windows and step, selection rule), with ``source.seri
 lifted so every series is used:
 
 1. backtest  ``run_backtest`` on the training part ``s.x`` of each series
-2. selection ``select`` (plus ``with_rules`` + ``score`` for the backtest metrics)
+2. selection ``select``
 3. refit     ``train``: the selected forecaster fitted on the whole training part
 4. forecast  ``predict`` of the next 18 months
 
@@ -14,7 +14,9 @@ follow each series) with sMAPE and MASE (M4 style: mean absolute error over the 
 seasonal-naive MAE at lag 12 of the training part; both averaged over series). In the
 same run and on the same holdout it also scores every candidate, every selection rule
 and two references fitted on the full training part with ``make_forecaster``: seasonal
-naive and Theta (the method that won M3).
+naive and Theta (the method that won M3); the backtest metrics (``with_rules`` +
+``score``) are recorded next to them. Wall time, CPU time and peak memory are recorded
+per phase, with the machine, package versions and a hash of the code measured.
 
 Usage (from the repository root)::
 
@@ -535,6 +537,14 @@ def run(n_series: int | None, n_jobs: int | None, memory: MemorySampler) -> dict
     }
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it: records carry no machine paths."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def print_summary(result: dict[str, Any]) -> None:
     hold, back = result["holdout"], result["backtest"]
     rows = [(f"{SELECTED} ({result['selection']['rule']})", hold[SELECTED], back[SELECTED])]
@@ -543,8 +553,8 @@ def print_summary(result: dict[str, Any]) -> None:
     rows += [(f"reference {k}", v, None) for k, v in hold["references"].items()]
     print(f"\n{'':34} {'holdout sMAPE':>13} {'MASE':>7}   {'backtest sMAPE':>14} {'MASE':>7}")
     for label, h_row, b_row in rows:
-        b = f"{b_row['smape']:14.3f} {b_row['mase']:7.3f}" if b_row else f"{'':14} {'':7}"
-        print(f"{label:34} {h_row['smape']:13.3f} {h_row['mase']:7.3f}   {b}")
+        b = f"{b_row['smape']:14.3f} {b_row['mase']:7.3f}" if b_row else ""
+        print(f"{label:34} {h_row['smape']:13.3f} {h_row['mase']:7.3f}   {b}".rstrip())
     timing, memory = result["timing"], result["memory"]
     print(
         f"\npipeline {timing['pipeline_s']:.1f}s ({timing['series_per_s_pipeline']:.2f} series/s), "
@@ -571,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args.series, args.n_jobs, memory)
     write_json(result, args.out)
     print_summary(result)
-    log(f"wrote {args.out}")
+    log(f"wrote {shown(args.out)}")
     return 0
 
 
