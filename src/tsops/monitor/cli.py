@@ -1,0 +1,271 @@
+"""``tsops monitor``: realized accuracy and canary verdicts from the forecast log.
+
+Thin wrappers: read the log and the actuals, call ``tsops.monitor.accuracy`` /
+``tsops.monitor.canary``, print, and write reports atomically with ``tsops.io``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tsops.monitor.accuracy import AccuracyResult
+
+monitor_app = typer.Typer(
+    help="Realized accuracy of served forecasts and canary verdicts, per model version.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: exit code of ``canary`` when the verdict is rollback (1 is an error, 2 a usage error)
+ROLLBACK_EXIT = 3
+LOG_DIR_ENV = "TSOPS_FORECAST_LOG_DIR"
+
+Root = Annotated[
+    Path, typer.Option("--root", help="repository root (holds models/, data/, artifacts/)")
+]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model", help="model folder under models/: season length, freq and the actuals' source"
+    ),
+]
+LogDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--log",
+        help="forecast log directory, read recursively (default: $TSOPS_FORECAST_LOG_DIR, "
+        "else <root>/forecast-logs); only records of --model's registered model are used",
+    ),
+]
+Actuals = Annotated[
+    Path | None,
+    typer.Option(
+        "--actuals",
+        help="CSV or Parquet long frame (unique_id, ds, y) to score against instead of "
+        "the model's source",
+    ),
+]
+Now = Annotated[
+    str | None,
+    typer.Option("--now", help="target times up to this count as passed (default: now, UTC)"),
+]
+Since = Annotated[str | None, typer.Option("--since", help="only target times ds at or after this")]
+Until = Annotated[
+    str | None, typer.Option("--until", help="only target times ds at or before this")
+]
+Out = Annotated[
+    Path | None, typer.Option("--out", help="directory to write the reports to (files replaced)")
+]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Known failures become one readable message and exit code 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tsops.config import ConfigError
+        from tsops.monitor.accuracy import MonitorError
+        from tsops.validate import ValidationError
+
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            _fail(f"the actuals are not a usable long frame:\n{exc}")
+        except (ConfigError, MonitorError, FileNotFoundError) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _score(
+    root: Path,
+    model: str,
+    log: Path | None,
+    actuals: Path | None,
+    now: str | None,
+    since: str | None,
+    until: str | None,
+) -> AccuracyResult:
+    from tsops import steps
+    from tsops.monitor.accuracy import load_forecast_log, realized_accuracy
+
+    config, _ = steps.load(root, model)
+    log_dir = log or Path(os.environ.get(LOG_DIR_ENV) or root / "forecast-logs")
+    records = _of_model(load_forecast_log(log_dir), model, log_dir)
+    return realized_accuracy(
+        records,
+        _load_actuals(root, config, actuals),
+        config.season_length,
+        now=now,
+        period=(since, until),
+    )
+
+
+def _of_model(log: pd.DataFrame, model: str, log_dir: Path) -> pd.DataFrame:
+    """The records of ``model``'s registered versions (a log directory can hold others)."""
+    from tsops.monitor.accuracy import MonitorError
+
+    if "registered_model" not in log.columns:
+        return log
+    mine = log["registered_model"].astype(str) == model
+    if not mine.any():
+        others = ", ".join(sorted(log["registered_model"].astype(str).unique()))
+        raise MonitorError(
+            f"{log_dir} has no forecasts of registered model {model!r} (it has: {others}); "
+            "pass the --model those forecasts belong to, or the --log of this model's server"
+        )
+    if not mine.all():
+        others = ", ".join(sorted(log.loc[~mine, "registered_model"].astype(str).unique()))
+        typer.echo(
+            f"note: {int((~mine).sum())} record(s) of other registered models ignored ({others})",
+            err=True,
+        )
+    return log[mine].reset_index(drop=True)
+
+
+def _load_actuals(root: Path, config: Any, override: Path | None) -> pd.DataFrame:
+    from tsops.datasets import load_source
+    from tsops.io import read_frame
+    from tsops.monitor.accuracy import prepare_actuals
+
+    if override is not None:
+        return prepare_actuals(read_frame(override))
+    source = config.source
+    raw = load_source(source, config.freq, root)
+    return prepare_actuals(
+        raw, id_col=source.id_col, time_col=source.time_col, target_col=source.target_col
+    )
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    from tsops.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _write_text(text: str, path: Path) -> None:
+    from tsops.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False, default=str)
+
+
+@monitor_app.command()
+@reports_errors
+def accuracy(
+    model: Model,
+    log: LogDir = None,
+    actuals: Actuals = None,
+    now: Now = None,
+    since: Since = None,
+    until: Until = None,
+    out: Out = None,
+    root: Root = Path("."),
+) -> None:
+    """Realized MASE, sMAPE and interval coverage per model version, series and step.
+
+    Forecasts whose target time has passed but whose actual is missing are reported
+    as late, those with a target time in the future as pending. With --out, writes
+    accuracy.json, by_version.csv, by_series.csv, by_step.csv, late.csv and
+    pairs.parquet (every record with its status).
+    """
+    from tsops.io import write_json, write_parquet
+
+    result = _score(root, model, log, actuals, now, since, until)
+    typer.echo(result.summary())
+    if out is not None:
+        write_json(result.to_dict(), out / "accuracy.json")
+        _write_csv(result.by_version, out / "by_version.csv")
+        _write_csv(result.by_series, out / "by_series.csv")
+        _write_csv(result.by_step, out / "by_step.csv")
+        _write_csv(result.late, out / "late.csv")
+        write_parquet(result.pairs(), out / "pairs.parquet")
+        typer.echo(f"wrote {out}/accuracy.json and tables")
+
+
+@monitor_app.command()
+@reports_errors
+def canary(
+    model: Model,
+    baseline: Annotated[
+        str,
+        typer.Option(
+            "--baseline", help="version serving now: 3, a served name (champion) or NAME:VERSION"
+        ),
+    ],
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate", help="version under test: 4, a served name (challenger) or NAME:VERSION"
+        ),
+    ],
+    alpha: Annotated[float, typer.Option("--alpha", help="significance level")] = 0.05,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin", help="non-inferiority margin: relative to the baseline's MASE (0.02 = 2%)"
+        ),
+    ] = 0.02,
+    min_targets: Annotated[
+        int, typer.Option("--min-targets", help="paired target times needed before any verdict")
+    ] = 12,
+    power: Annotated[
+        float, typer.Option("--power", help="power of the sample size reported with hold")
+    ] = 0.8,
+    log: LogDir = None,
+    actuals: Actuals = None,
+    now: Now = None,
+    since: Since = None,
+    until: Until = None,
+    out: Out = None,
+    root: Root = Path("."),
+) -> None:
+    """Diebold–Mariano test of candidate against baseline on the same series and targets.
+
+    Prints the verdict as JSON on stdout (the summary goes to stderr) and exits 0 for
+    promote or hold, 3 for rollback, 1 on an error. With --out, writes canary.json,
+    canary.md and canary_targets.csv (the loss differential per target time).
+    """
+    from tsops.io import write_json
+    from tsops.monitor.canary import compare_versions
+
+    result = _score(root, model, log, actuals, now, since, until)
+    typer.echo(result.summary().splitlines()[0], err=True)
+    verdict = compare_versions(
+        result.scored,
+        baseline,
+        candidate,
+        alpha=alpha,
+        margin=margin,
+        min_targets=min_targets,
+        power=power,
+    )
+    document = verdict.to_dict()
+    if out is not None:
+        write_json(document, out / "canary.json")
+        _write_text(verdict.to_markdown(), out / "canary.md")
+        _write_csv(verdict.per_target, out / "canary_targets.csv")
+    typer.echo(_json(document))
+    if verdict.verdict == "rollback":
+        raise typer.Exit(ROLLBACK_EXIT)
