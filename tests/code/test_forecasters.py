@@ -23,6 +23,8 @@ from tsops.forecasters import (
     kind_params,
     make_forecaster,
 )
+from tsops.forecasters.base import forecast_frame, group_history
+from tsops.forecasters.combine import Combined
 from tsops.schema import forecast_columns, future_dates, hi_col, lo_col
 from tsops.synthetic import make_series
 
@@ -172,6 +174,23 @@ def test_history_equal_to_the_training_tail_changes_nothing(kind, train, fitted,
     tail = train.groupby("unique_id").tail(8)
     out = fitted[kind].predict(H, LEVELS, history=tail)
     pd.testing.assert_frame_equal(out, forecasts[kind], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "median"])
+def test_predict_series_is_predict_without_the_frame(kind, panel, fitted):
+    """The server's array path and the frame path give the same numbers and cutoffs."""
+    forecaster = (
+        Combined({k: fitted[k] for k in ("theta", "seasonal_naive")}, "median_ensemble")
+        if kind == "median"
+        else fitted[kind]
+    )
+    fresh = panel[panel["unique_id"] == "s1"].tail(7)
+    frame = forecaster.predict(H, LEVELS, history=fresh, ids=["s1", "s0"])
+    series = forecaster.predict_series(H, LEVELS, group_history(fresh), ["s1", "s0"])
+    assert [f.unique_id for f in series] == ["s1", "s0"]
+    assert series[0].cutoff == fresh["ds"].iloc[-1]
+    assert series[1].cutoff == forecaster.cutoffs_["s0"]
+    pd.testing.assert_frame_equal(forecast_frame(series, LEVELS), frame)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -8,8 +8,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from tsops.forecasters.base import Forecaster, wanted_ids
-from tsops.schema import ID_COL, MEAN_COL, TIME_COL, interval_columns
+from tsops.forecasters.base import Forecaster, Histories, SeriesForecast, wanted_ids
 
 
 class Combined(Forecaster):
@@ -41,52 +40,53 @@ class Combined(Forecaster):
     def fit(self, df: pd.DataFrame) -> Self:
         for member in self.members.values():
             member.fit(df)
-        self._cutoffs_ = next(iter(self.members.values())).cutoffs_
-        self._known = dict.fromkeys(map(str, self._cutoffs_.index))
+        self._known = dict.fromkeys(map(str, self.cutoffs_.index))
         return self
+
+    @property
+    def cutoffs_(self) -> pd.Series:
+        # every member is fitted on the same frame; members may also be fitted alone
+        return next(iter(self.members.values())).cutoffs_
 
     def _known_ids(self) -> dict[str, None]:
         # models pickled before this attribute existed are still registered and served
         if getattr(self, "_known", None) is None:
-            self._known = dict.fromkeys(map(str, self._cutoffs_.index))
+            self._known = dict.fromkeys(map(str, self.cutoffs_.index))
         return self._known
 
-    def predict(
+    def predict_series(
         self,
         h: int,
-        level: Sequence[float] | None = None,
-        history: pd.DataFrame | None = None,
+        levels: Sequence[float],
+        histories: Histories | None = None,
         ids: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        wanted = wanted_ids(ids, history, self._known_ids())
+    ) -> list[SeriesForecast]:
+        histories = histories or {}
+        wanted = wanted_ids(ids, histories, self._known_ids())
         if self.rule == "per_series":
-            return self._predict_per_series(h, level, history, wanted)
-        forecasts = [m.predict(h, level, history, wanted) for m in self.members.values()]
+            return self._predict_per_series(h, levels, histories, wanted)
+        forecasts = [m.predict_series(h, levels, histories, wanted) for m in self.members.values()]
         if len(forecasts) == 1:
             return forecasts[0]
-        value_cols = [MEAN_COL, *interval_columns(level)]
-        combined = forecasts[0][[ID_COL, TIME_COL]].copy()
-        stacked = np.stack([f[value_cols].to_numpy(dtype=float) for f in forecasts])
-        combined[value_cols] = np.median(stacked, axis=0)
+        combined = []
+        for parts in zip(*forecasts, strict=True):
+            first = parts[0]
+            values = {
+                col: np.median(np.stack([p.values[col] for p in parts]), axis=0)
+                for col in first.values
+            }
+            combined.append(SeriesForecast(first.unique_id, first.cutoff, first.ds, values))
         return combined
 
     def _predict_per_series(
-        self,
-        h: int,
-        level: Sequence[float] | None,
-        history: pd.DataFrame | None,
-        wanted: list[str],
-    ) -> pd.DataFrame:
+        self, h: int, levels: Sequence[float], histories: Histories, wanted: list[str]
+    ) -> list[SeriesForecast]:
         by_member: dict[str, list[str]] = {}
         for uid in wanted:
             by_member.setdefault(self.choice[uid], []).append(uid)
-        parts = []
+        found: dict[str, SeriesForecast] = {}
         for name, uids in by_member.items():
-            member_history = None
-            if history is not None and not history.empty:
-                member_history = history[history[ID_COL].isin(uids)]
-            parts.append(self.members[name].predict(h, level, member_history, uids))
-        order = {uid: i for i, uid in enumerate(wanted)}
-        out = pd.concat(parts, ignore_index=True)
-        out = out.sort_values(ID_COL, key=lambda s: s.map(order), kind="stable")
-        return out.reset_index(drop=True)
+            member_histories = {u: histories[u] for u in uids if u in histories}
+            for forecast in self.members[name].predict_series(h, levels, member_histories, uids):
+                found[forecast.unique_id] = forecast
+        return [found[uid] for uid in wanted]

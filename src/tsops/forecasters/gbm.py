@@ -6,7 +6,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,8 @@ from tsops.features import (
 )
 from tsops.forecasters.base import (
     Forecaster,
-    empty_forecast,
-    group_history,
+    Histories,
+    SeriesForecast,
     splice_history,
     split_series,
     wanted_ids,
@@ -33,7 +33,6 @@ from tsops.schema import (
     ID_COL,
     MEAN_COL,
     TIME_COL,
-    check_levels,
     hi_col,
     lo_col,
     sort_frame,
@@ -262,41 +261,37 @@ class GlobalGBM(Forecaster):
         growth = np.sqrt(np.arange(h_cal + 1, h + 1) / h_cal)[:, None]
         return np.vstack([calibrated, calibrated[-1] * growth])
 
-    def predict(
+    def predict_series(
         self,
         h: int,
-        level: Sequence[float] | None = None,
-        history: pd.DataFrame | None = None,
+        levels: Sequence[float],
+        histories: Histories | None = None,
         ids: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        levels = check_levels(level)
-        wanted = wanted_ids(ids, history, self.y_)
+    ) -> list[SeriesForecast]:
+        histories = histories or {}
+        wanted = wanted_ids(ids, histories, self.y_)
         if not wanted:
-            return empty_forecast(levels)
-        hist = group_history(history)
+            return []
         tails, ends = [], []
         for uid in wanted:
             y, end = self.y_[uid], self._cutoffs_[uid]
-            if uid in hist:
-                y, end = splice_history(y, end, hist[uid], self.freq, uid, self.min_length)
+            if uid in histories:
+                y, end = splice_history(y, end, histories[uid], self.freq, uid, self.min_length)
             tails.append(y)
             ends.append(end)
         ends_index = pd.DatetimeIndex(ends)
         with self._threads():
             mean, scale = self._recursive(self.model_, tails, ends_index, h)
         half = self._error_quantiles(h, levels)[None, :, :] * scale[:, None, None]
-
-        data: dict[str, Any] = {
-            ID_COL: np.repeat(np.asarray(wanted, dtype=object), h),
-            TIME_COL: _future_grid(ends_index, h, self.freq).ravel(),
-            MEAN_COL: mean.ravel(),
-        }
-        for k, lev in enumerate(levels):
-            data[lo_col(lev)] = (mean - half[:, :, k]).ravel()
-            data[hi_col(lev)] = (mean + half[:, :, k]).ravel()
-        frame = pd.DataFrame(data)
-        frame[ID_COL] = frame[ID_COL].astype(str)
-        return frame
+        grid = _future_grid(ends_index, h, self.freq)
+        out = []
+        for i, uid in enumerate(wanted):
+            values = {MEAN_COL: mean[i]}
+            for k, lev in enumerate(levels):
+                values[lo_col(lev)] = mean[i] - half[i, :, k]
+                values[hi_col(lev)] = mean[i] + half[i, :, k]
+            out.append(SeriesForecast(uid, ends_index[i], pd.DatetimeIndex(grid[i]), values))
+        return out
 
 
 def _shift(times: pd.DatetimeIndex, periods: int, freq: str) -> pd.DatetimeIndex:

@@ -22,6 +22,34 @@ from tsops.schema import MEAN_COL, hi_col, lo_col
 NUMERIC_ERRORS = (ValueError, ArithmeticError, IndexError)
 
 _CONTROLLER = None  # threadpoolctl's view of the loaded BLAS, built on first use
+_PROCESS_QUIET = False  # set by quiet_process(): quiet() has nothing left to do
+
+
+def _controller():
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+def quiet_process() -> None:
+    """Make the whole process what ``quiet()`` makes one fit: for a server that
+    forecasts on every request.
+
+    Entering ``quiet()`` per request costs more than a small forecast, and
+    ``warnings.catch_warnings()`` resets the warning registry each time, so every
+    "once" warning of the web stack is printed again after each request. Call after
+    statsmodels is imported (loading a model imports it): its import adds "always"
+    filters that would otherwise win.
+    """
+    global _PROCESS_QUIET
+    _controller().limit(limits=1, user_api="blas")  # stays in force: no ``with``
+    for module in (r"statsmodels\.", r"tsops\.forecasters\.", r"scipy\.", r"numpy\."):
+        warnings.filterwarnings("ignore", module=module)
+    np.seterr(all="ignore")
+    _PROCESS_QUIET = True
 
 
 @contextlib.contextmanager
@@ -37,13 +65,11 @@ def quiet() -> Iterator[None]:
     test runs) made fits over ten times slower; series-level parallelism is
     ``PerSeries``' job.
     """
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
+    if _PROCESS_QUIET:
+        yield
+        return
     with (
-        _CONTROLLER.limit(limits=1, user_api="blas"),
+        _controller().limit(limits=1, user_api="blas"),
         warnings.catch_warnings(),
         np.errstate(all="ignore"),
     ):

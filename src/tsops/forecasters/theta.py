@@ -12,7 +12,7 @@ from statsmodels.tsa.forecasting.theta import ThetaModel, ThetaModelResults
 from statsmodels.tsa.seasonal import seasonal_decompose
 from statsmodels.tsa.stattools import acf
 
-from tsops.forecasters.base import ForecastError, LocalModel
+from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
     CachedResults,
@@ -24,7 +24,6 @@ from tsops.forecasters.naive import (
     seasonal_ok,
     tidy_intervals,
 )
-from tsops.schema import MEAN_COL, hi_col, lo_col
 
 #: 90% quantile of chi-squared(1): the seasonality test ThetaModel applies
 _CHI2_90 = 2.705543454095404
@@ -162,12 +161,13 @@ class Theta(CachedResults, LocalModel):
             return self.fallback_.forecast(h, levels)
         res = self.results()
         with quiet():
-            out = {MEAN_COL: np.asarray(res.forecast(h, self.theta), dtype=float)}
-            for level in levels:
-                bounds = res.prediction_intervals(h, self.theta, alpha=1 - level / 100.0)
-                out[lo_col(level)] = bounds["lower"].to_numpy(dtype=float)
-                out[hi_col(level)] = bounds["upper"].to_numpy(dtype=float)
-        return tidy_intervals(out, levels)
+            mean = np.asarray(res.forecast(h, self.theta), dtype=float)
+        # ThetaModelResults.prediction_intervals recomputes the point forecast for every
+        # level and returns DataFrames (most of an online forecast's time); its variance,
+        # that of an IMA(1,1), is applied here once for all levels instead.
+        steps_before = np.arange(h)
+        sd = np.sqrt(self.sigma2_ * (1 + steps_before * (1 + (self.alpha_ - 1) ** 2)))
+        return tidy_intervals(gaussian_intervals(mean, sd, levels), levels)
 
 
 def _seasonality_test(y: np.ndarray, period: int) -> bool:
