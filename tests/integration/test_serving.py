@@ -322,10 +322,12 @@ def test_schemathesis_finds_no_server_errors(server):
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
-def test_every_forecast_is_logged_and_flushed_on_shutdown(tmp_path):
+@pytest.mark.parametrize("request_logs", [False, True])
+def test_every_forecast_is_logged_and_flushed_on_shutdown(tmp_path, request_logs):
     model_dir = build_model_dir(tmp_path)
     log_dir = tmp_path / "logs"
-    srv = Server(["--model", f"tiny={model_dir}"], log_dir=log_dir)
+    flags = ["--request_logs"] if request_logs else []
+    srv = Server(["--model", f"tiny={model_dir}", *flags], log_dir=log_dir)
     try:
         srv.wait_ready("tiny")
         for i in range(5):
@@ -352,6 +354,9 @@ def test_every_forecast_is_logged_and_flushed_on_shutdown(tmp_path):
         "model_version",
     } <= set(first)
     assert {r["request_id"] for r in records} == {f"r{i}" for i in range(5)}
+    # one line per request (access, timing) only when asked for
+    access_lines = srv.output.read_text().count('"POST /v1/models/tiny%3Apredict')
+    assert access_lines == (5 if request_logs else 0)
 
 
 def test_v2_metadata_lists_the_tensors(server):

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from tsops.schema import ID_COL, TARGET_COL, TIME_COL
+from tsops.forecasters.base import SeriesHistory
 
 MAX_SERIES_PER_REQUEST = 1000
 MAX_HISTORY_POINTS = 10_000
@@ -39,7 +39,7 @@ class ForecastQuery:
     ids: list[str]
     h: int
     levels: list[float]
-    history: pd.DataFrame | None
+    history: dict[str, SeriesHistory] | None
     protocol: str
     request_id: str
 
@@ -128,12 +128,14 @@ def check_levels(levels: Any, default: list[float]) -> list[float]:
     return sorted(set(out))
 
 
-def history_frame(rows: list[tuple[str, list[str], list[float]]], freq: str) -> pd.DataFrame | None:
+def series_histories(
+    rows: list[tuple[str, list[str], list[float]]], freq: str
+) -> dict[str, SeriesHistory] | None:
     """Check each series' history (parseable, finite, strictly increasing, on the grid)."""
     if not rows:
         return None
     offset = pd.tseries.frequencies.to_offset(freq)
-    frames = []
+    histories = {}
     for uid, ds, y in rows:
         field = f"history of {uid!r}"
         try:
@@ -154,8 +156,8 @@ def history_frame(rows: list[tuple[str, list[str], list[float]]], freq: str) -> 
                 f"{field}: ds must be consecutive periods of the model's frequency {freq!r} "
                 f"starting at {times[0].date()}, e.g. {[str(t.date()) for t in expected[:3]]}"
             )
-        frames.append(pd.DataFrame({ID_COL: uid, TIME_COL: times, TARGET_COL: values}))
-    return pd.concat(frames, ignore_index=True)
+        histories[uid] = SeriesHistory(times, values)
+    return histories
 
 
 def parse_v1(
@@ -186,7 +188,7 @@ def parse_v1(
         ids=[inst.unique_id for inst in request.instances],
         h=h,
         levels=levels,
-        history=history_frame(rows, freq),
+        history=series_histories(rows, freq),
         protocol="v1",
         request_id=request_id,
     )
@@ -297,7 +299,7 @@ def parse_v2(
         if missing:
             raise RequestError(f"history_unique_id {missing[:3]} not listed in unique_id")
         rows = [(uid, ds, y) for uid, (ds, y) in grouped.items()]
-    return ForecastQuery(ids, h, levels, history_frame(rows, freq), "v2", request_id)
+    return ForecastQuery(ids, h, levels, series_histories(rows, freq), "v2", request_id)
 
 
 def _param_value(value: Any) -> Any:
