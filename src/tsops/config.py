@@ -93,6 +93,42 @@ class ServingConfig(_Strict):
     memory: str = "1Gi"
 
 
+class RetrainConfig(_Strict):
+    """When ``tsops retrain`` retrains: any one enabled trigger fires it."""
+
+    on_new_period: bool = Field(
+        True, description="a new complete period of actuals has landed since the training data"
+    )
+    max_error_ratio: float | None = Field(
+        1.25,
+        gt=0,
+        description="realized MASE of the served version above this multiple of its "
+        "backtest MASE (null: off)",
+    )
+    min_scored: int = Field(
+        12, ge=1, description="forecast/actual pairs needed before the error trigger counts"
+    )
+    on_drift: bool = Field(True, description="Evidently finds the target distribution drifted")
+
+
+class MonitoringConfig(_Strict):
+    """What ``tsops monitor`` watches; not used by training, so not a DVC parameter."""
+
+    stale_after_periods: int = Field(
+        3, ge=1, description="alert when the served model's cutoff is older than this"
+    )
+    actuals_overdue_periods: int = Field(
+        2, ge=1, description="alert when the newest actual is older than this many periods"
+    )
+    drift_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of drifted columns at which Evidently's dataset drift counts",
+    )
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+
 class ModelConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     description: str = ""
@@ -109,6 +145,7 @@ class ModelConfig(_Strict):
     selection: SelectionConfig
     gate: GateConfig = Field(default_factory=GateConfig)
     serving: ServingConfig
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     fill: Literal["none", "ffill", "interpolate", "zero"] = Field(
         description="opt-in policy for gaps found by validation (none to reject gaps)"
     )
