@@ -55,7 +55,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None):
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """The tracked files of this repository in a new git repo, with one tiny model."""
-    dest = tmp_path / "repo"
+    return copy_repo(tmp_path / "repo")
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def copy_repo(dest: Path, name: str = "tiny", model_yaml: str = TINY_MODEL) -> Path:
+    """The tracked files of this repository in a new git repo at ``dest``, with the one
+    model ``name`` (its model.yaml ``model_yaml``) in place of the repo's models."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
         cwd=ROOT,
@@ -71,18 +84,12 @@ def repo_copy(tmp_path: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     shutil.rmtree(dest / "models")
-    (dest / "models" / "tiny").mkdir(parents=True)
-    (dest / "models" / "tiny" / "model.yaml").write_text(TINY_MODEL)
-    (dest / "params.yaml").write_text("models:\n  - tiny\n")
+    (dest / "models" / name).mkdir(parents=True)
+    (dest / "models" / name / "model.yaml").write_text(model_yaml)
+    (dest / "params.yaml").write_text(f"models:\n  - {name}\n")
     dvc_yaml = (dest / "dvc.yaml").read_text()
     (dest / "dvc.yaml").write_text(dvc_yaml[: dvc_yaml.index("\nplots:")] + "\n")
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "copy"], dest, env=env)
+    run(["git", "commit", "-q", "-m", "copy"], dest, env=GIT_IDENTITY)
     return dest

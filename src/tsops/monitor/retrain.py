@@ -12,7 +12,7 @@ twice for the same data prepares nothing new.
 from __future__ import annotations
 
 import hashlib
-import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from tsops.config import RetrainConfig
+from tsops.monitor.branches import commit_on_branch, git
 from tsops.schema import ID_COL, TARGET_COL, TIME_COL
 
 BRANCH_PREFIX = "retrain/"
@@ -173,61 +174,38 @@ def decide(
 # -- the branch -----------------------------------------------------------------------
 
 
-def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RetrainError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
-def branch_exists(root: Path, branch: str, remote: str | None = "origin") -> bool:
-    """Whether ``branch`` exists here or on ``remote`` (when the repo has that remote)."""
-    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).stdout:
-        return True
-    if remote and remote in _git(root, "remote").stdout.split():
-        found = _git(root, "ls-remote", "--heads", remote, branch, check=False)
-        return bool(found.stdout.strip())
-    return False
-
-
 def prepare_branch(
     root: Path,
     decision: RetrainDecision,
-    run: Any,
+    run: Callable[[list[str]], Any],
     remote: str | None = "origin",
 ) -> tuple[str, bool]:
     """Create the retraining branch with the new data snapshot and pipeline outputs.
 
     ``run(cmd)`` runs one pipeline command (``tsops ingest``, ``dvc add``, ``dvc
     repro``) in ``root`` and raises on failure. Returns ``(branch, created)``;
-    ``created`` is False when the branch already exists here or on ``remote``.
-    On a failure the working copy goes back to the branch it was on.
+    ``created`` is False when the branch already exists here or on ``remote``. The
+    working copy stays on the new branch; on a failure it goes back.
     """
     branch = decision.branch
     if not decision.fire or branch is None:
         raise RetrainError(f"no retraining to prepare for {decision.model}: no trigger fired")
-    if branch_exists(root, branch, remote):
-        return branch, False
-    dirty = _git(root, "status", "--porcelain", "--", "data.dvc", "dvc.lock").stdout.strip()
+    dirty = git(root, "status", "--porcelain", "--", "data.dvc", "dvc.lock").stdout.strip()
     if dirty:
         raise RetrainError(
             f"data.dvc or dvc.lock has uncommitted changes ({dirty}); commit or discard "
             "them before preparing a retraining branch"
         )
-    start = _git(root, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
-    _git(root, "switch", "-c", branch)
-    try:
+
+    def retrain() -> list[str]:
         run(["tsops", "ingest", decision.model])
         run(["dvc", "add", "-q", "data"])
-        run(["dvc", "repro", "-q", f"evaluate@{decision.model}"])
-        _git(root, "add", "data.dvc", "dvc.lock")
-        message = (
-            f"Retrain {decision.model}: {'; '.join(decision.reasons)}\n\n"
-            f"Data fingerprint {decision.data_fingerprint}. Prepared by `tsops retrain`."
-        )
-        _git(root, "commit", "-q", "-m", message)
-    except BaseException:
-        _git(root, "switch", "-f", start, check=False)
-        _git(root, "branch", "-D", branch, check=False)
-        raise
-    return branch, True
+        run(["dvc", "repro", "-q", f"train@{decision.model}", f"evaluate@{decision.model}"])
+        return ["data.dvc", "dvc.lock"]
+
+    message = (
+        f"Retrain {decision.model}: {'; '.join(decision.reasons)}\n\n"
+        f"Data fingerprint {decision.data_fingerprint}. Prepared by `tsops retrain`."
+    )
+    created = commit_on_branch(root, branch, message, retrain, stay=True, remote=remote)
+    return branch, created
