@@ -269,3 +269,249 @@ def canary(
     typer.echo(_json(document))
     if verdict.verdict == "rollback":
         raise typer.Exit(ROLLBACK_EXIT)
+
+
+# ------------------------------------------------------------------- drift and staleness
+
+#: exit code of ``drift`` and ``staleness`` when an alert fires (1 is an error, 2 a
+#: usage error, 3 a canary rollback), so a CronJob or workflow can tell them apart
+ALERT_EXIT = 4
+
+ToMlflow = Annotated[
+    bool,
+    typer.Option(
+        "--mlflow/--no-mlflow",
+        help="append the numbers to the run monitor-<model> of the served version in the "
+        "MLflow store ($MLFLOW_TRACKING_URI, else <root>/mlflow.db)",
+    ),
+]
+PrometheusFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--prometheus",
+        help="write the numbers as tsops_monitor_* gauges to this .prom file (the "
+        "node-exporter textfile collector's format; replaced atomically)",
+    ),
+]
+Pushgateway = Annotated[
+    str | None,
+    typer.Option("--pushgateway", help="also push the gauges to this Prometheus Pushgateway URL"),
+]
+
+
+def _log_dir(root: Path, log: Path | None) -> Path:
+    return log or Path(os.environ.get(LOG_DIR_ENV) or root / "forecast-logs")
+
+
+def _latest_served(model: str, log_dir: Path) -> tuple[str, pd.DataFrame]:
+    """The version served most recently and its log records.
+
+    "Most recently" is the newest ``served_at``. During a canary both versions answer
+    and whichever answered last is taken: point --log at one server's folder to choose.
+    """
+    from tsops.monitor.accuracy import load_forecast_log
+
+    records = _of_model(load_forecast_log(log_dir), model, log_dir)
+    version = str(records.loc[records["served_at"].idxmax(), "model_version"])
+    return version, records[records["model_version"] == version].reset_index(drop=True)
+
+
+def _served_cutoffs(records: pd.DataFrame) -> pd.Series:
+    """Per series, the cutoff of the most recent forecast served of it.
+
+    That is the cutoff clients last got: the model's training cutoff, or a later one
+    when the request sent history (the forecast then starts after that history).
+    """
+    latest = records.sort_values(["served_at", "cutoff"], kind="stable").drop_duplicates(
+        "unique_id", keep="last"
+    )
+    return latest.set_index("unique_id")["cutoff"]
+
+
+def _publish(
+    numbers: dict[str, float],
+    model: str,
+    version: str,
+    check: str,
+    root: Path,
+    to_mlflow: bool,
+    prometheus: Path | None,
+    pushgateway: str | None,
+) -> None:
+    from tsops.monitor.accuracy import MonitorError
+    from tsops.monitor.publish import log_to_mlflow, push_prometheus, write_prometheus
+    from tsops.registry import RegistryError
+
+    labels = {"model": model, "version": version}
+    if prometheus is not None:
+        write_prometheus(numbers, labels, prometheus)
+        typer.echo(f"wrote {prometheus}")
+    if pushgateway is not None:
+        push_prometheus(
+            numbers,
+            labels,
+            pushgateway,
+            job=f"tsops_monitor_{check}",
+            grouping_key={"model": model},
+        )
+        typer.echo(f"pushed to {pushgateway} (job tsops_monitor_{check})")
+    if to_mlflow:
+        try:
+            run_id = log_to_mlflow(numbers, model, version, root=root)
+        except RegistryError as exc:
+            raise MonitorError(f"the numbers were not logged to MLflow: {exc}") from exc
+        typer.echo(f"logged to MLflow run {run_id} (monitor-{model}, version {version})")
+
+
+@monitor_app.command()
+@reports_errors
+def drift(
+    model: Model,
+    log: LogDir = None,
+    actuals: Actuals = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="start of the current window; the reference is the training data before "
+            "it (default: each series' actuals after its training data)",
+        ),
+    ] = None,
+    out: Out = None,
+    to_mlflow: ToMlflow = False,
+    prometheus: PrometheusFile = None,
+    pushgateway: Pushgateway = None,
+    root: Root = Path("."),
+) -> None:
+    """Evidently data drift of the actuals since training against the training data.
+
+    The reference is the model's ingested data (data/<model>/series.parquet), the
+    current window the actuals (the model's source, or --actuals) after it. Both become
+    per-series scaled features (level, seasonal change, period-over-period change) so
+    series of different scales compare. With a forecast log (--log, or the default when
+    it exists) the served version's realized forecast quality is added, and the numbers
+    are labelled with that version.
+
+    Exits 0 without drift, 4 when the share of drifted features reaches
+    monitoring.drift_threshold in model.yaml, 1 on an error. With --out, writes
+    Evidently's drift.html and drift.json (quality.html and quality.json with scored
+    forecasts) and drift_summary.json.
+    """
+    from tsops import steps
+    from tsops.monitor.accuracy import _as_utc_naive, realized_accuracy
+    from tsops.monitor.drift import drift_report
+    from tsops.schema import ID_COL, TIME_COL
+
+    config, paths = steps.load(root, model)
+    reference = steps.read_data(paths, config)
+    observed = _load_actuals(root, config, actuals)
+    if since is not None:
+        start = _as_utc_naive(since)
+        reference = reference[reference[TIME_COL] < start]
+        current = observed[observed[TIME_COL] >= start]
+    else:
+        trained_until = observed[ID_COL].map(reference.groupby(ID_COL)[TIME_COL].max())
+        current = observed[trained_until.isna() | (observed[TIME_COL] > trained_until)]
+
+    log_dir = _log_dir(root, log)
+    version, scored = "unknown", None
+    if log is None and not (log_dir.is_dir() and any(log_dir.rglob("part-*"))):
+        # drift needs no forecasts; without any, there is just no quality to report
+        typer.echo(
+            f"note: no forecast log in {log_dir}, so no forecast quality and version "
+            "'unknown' (pass --log)",
+            err=True,
+        )
+    else:
+        version, records = _latest_served(model, log_dir)
+        scored = realized_accuracy(
+            records, observed, config.season_length, period=(since, None)
+        ).scored
+    result = drift_report(
+        reference,
+        current,
+        season_length=config.season_length,
+        threshold=config.monitoring.drift_threshold,
+        scored=scored,
+        freq=config.freq,
+    )
+    typer.echo(f"{model} (served version {version})")
+    typer.echo(result.summary())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+    _publish(result.numbers(), model, version, "drift", root, to_mlflow, prometheus, pushgateway)
+    if result.dataset_drift:
+        typer.secho(
+            f"alert: the data drifted ({', '.join(result.drifted_columns)}); look at "
+            f"drift.html (--out), then retrain on the new data (`tsops retrain {model}`) "
+            "if the change is real",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(ALERT_EXIT)
+
+
+@monitor_app.command()
+@reports_errors
+def staleness(
+    model: Model,
+    log: LogDir = None,
+    actuals: Actuals = None,
+    now: Annotated[
+        str | None, typer.Option("--now", help="the time ages are counted to (default: now, UTC)")
+    ] = None,
+    out: Out = None,
+    to_mlflow: ToMlflow = False,
+    prometheus: PrometheusFile = None,
+    pushgateway: Pushgateway = None,
+    root: Root = Path("."),
+) -> None:
+    """Is the served model stale, are the actuals overdue? Ages in periods of freq.
+
+    The served cutoff of a series is the cutoff of its most recent forecast in the
+    forecast log, from the version served most recently. Stale: that cutoff is more
+    than monitoring.stale_after_periods periods old; overdue: the newest actual of a
+    series (the model's source, or --actuals) is more than
+    monitoring.actuals_overdue_periods periods old.
+
+    Exits 0 when both are fine, 4 when either alert fires, 1 on an error. With --out,
+    writes staleness.json and staleness_by_series.csv.
+    """
+    from tsops import steps
+    from tsops.io import write_json
+    from tsops.monitor.accuracy import _utc_now
+    from tsops.monitor.staleness import staleness as check_staleness
+    from tsops.schema import ID_COL, TIME_COL
+
+    config, _ = steps.load(root, model)
+    version, records = _latest_served(model, _log_dir(root, log))
+    observed = _load_actuals(root, config, actuals)
+    result = check_staleness(
+        now if now is not None else _utc_now(),
+        _served_cutoffs(records),
+        observed.groupby(ID_COL)[TIME_COL].max(),
+        config.freq,
+        config.monitoring.stale_after_periods,
+        config.monitoring.actuals_overdue_periods,
+    )
+    typer.echo(f"{model} (served version {version}) at {result.now.isoformat()}")
+    typer.echo(result.summary())
+    if out is not None:
+        write_json(result.to_dict(), out / "staleness.json")
+        _write_csv(result.by_series, out / "staleness_by_series.csv")
+        typer.echo(f"wrote {out}/staleness.json and staleness_by_series.csv")
+    _publish(
+        result.numbers(), model, version, "staleness", root, to_mlflow, prometheus, pushgateway
+    )
+    if result.alert:
+        alerts = [
+            name
+            for name, fired in (
+                ("model stale", result.model_stale),
+                ("actuals overdue", result.actuals_overdue),
+            )
+            if fired
+        ]
+        typer.secho(f"alert: {' and '.join(alerts)} (see above)", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(ALERT_EXIT)

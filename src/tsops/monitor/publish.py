@@ -1,0 +1,227 @@
+"""Monitoring numbers where people and alerts look: MLflow and Prometheus.
+
+``numbers`` is a flat ``{name: value}`` mapping, as ``DriftResult.numbers()`` and
+``StalenessResult.numbers()`` give it (booleans count as 0/1).
+
+- MLflow: one run per model version, named ``monitor-<model>`` and tagged
+  ``tsops.kind=monitoring``, ``tsops.model``, ``tsops.model_version``, in the model's
+  experiment (where its training runs are). Every check appends to that run's metric
+  histories, so the MLflow UI charts drift and staleness of a version over time. The
+  store is the one the registry uses (``tsops.registry``: ``MLFLOW_TRACKING_URI``, or
+  the embedded SQLite store at the repo root).
+- Prometheus: gauges ``tsops_monitor_<name>{model, version}``, in the text format the
+  node-exporter textfile collector reads (a CronJob writes ``*.prom`` into the
+  collector's directory) or pushed to a Pushgateway.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from tsops.monitor.accuracy import MonitorError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+METRIC_PREFIX = "tsops_monitor_"
+RUN_PREFIX = "monitor-"
+KIND_TAG = "tsops.kind"
+MODEL_TAG = "tsops.model"
+VERSION_TAG = "tsops.model_version"
+MONITORING = "monitoring"
+
+#: help text of the numbers tsops publishes; others get a generic one
+DESCRIPTIONS = {
+    "drift_share": "share of drifted feature columns (Evidently DataDriftPreset)",
+    "dataset_drift": "1 when the share of drifted columns reached the drift threshold",
+    "drifted_columns": "number of drifted feature columns",
+    "drift_threshold": "share of drifted columns at which the dataset counts as drifted",
+    "drift_score_level": "drift score of y scaled by the series' training mean level",
+    "drift_score_seasonal_change": "drift score of the scaled seasonal change",
+    "drift_score_step_change": "drift score of the scaled period-over-period change",
+    "reference_rows": "training observations the drift test compared against",
+    "current_rows": "observations after training the drift test compared",
+    "realized_mase": "realized MASE of served forecasts (series first, then the mean)",
+    "scaled_mae": "MAE of served forecasts in units of each series' seasonal-naive MAE",
+    "scaled_rmse": "RMSE of served forecasts in units of each series' seasonal-naive MAE",
+    "scaled_mean_error": "mean error (forecast - actual) on the same scale",
+    "scaled_abs_max_error": "largest absolute error on the same scale",
+    "mape": "mean absolute percentage error of served forecasts (percent)",
+    "r2": "R squared of served forecasts against actuals, scaled per series",
+    "scored_pairs": "forecast/actual pairs scored",
+    "cutoff_age_periods": "periods between the oldest served cutoff and now",
+    "stale_after_periods": "cutoff age in periods above which the model is stale",
+    "model_stale": "1 when some series is served from a cutoff older than allowed",
+    "stale_series": "series served from a cutoff older than allowed",
+    "actuals_age_periods": "periods between the oldest newest-actual of a series and now",
+    "actuals_overdue_periods": "age in periods above which a series' actuals are overdue",
+    "actuals_overdue": "1 when some series' actuals are overdue",
+    "actuals_overdue_series": "series whose newest actual is older than allowed",
+}
+
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def checked_numbers(numbers: Mapping[str, float | int | bool | None]) -> dict[str, float]:
+    """``numbers`` as floats; None is dropped, a bad name or value is an error."""
+    out = {}
+    for name, value in numbers.items():
+        if value is None:
+            continue
+        if not _NAME.match(name):
+            raise MonitorError(
+                f"metric name {name!r} is not usable in Prometheus: use letters, digits "
+                "and underscores, not starting with a digit"
+            )
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise MonitorError(f"metric {name!r} is not a number: {value!r}") from exc
+    return out
+
+
+# ------------------------------------------------------------------------------------ MLflow
+
+
+def log_to_mlflow(
+    numbers: Mapping[str, float | int | bool | None],
+    model_name: str,
+    version: str,
+    *,
+    root: Path = Path("."),
+    at: pd.Timestamp | None = None,
+) -> str:
+    """Append ``numbers`` as metrics to the monitoring run of ``model_name`` ``version``.
+
+    The run is found by its tags or created; ``at`` (default: now) is the metrics'
+    timestamp, and each metric's step counts up from 0 per run. Non-finite values are
+    left out (MLflow cannot chart them). Returns the run id. Raises
+    ``tsops.registry.RegistryError`` when the tracking store cannot be reached.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    from tsops.registry import client, ensure_experiment
+
+    values = {k: v for k, v in checked_numbers(numbers).items() if math.isfinite(v)}
+    c = client(root)
+    experiment_id = ensure_experiment(c, model_name, root)
+    run_id = _monitoring_run(c, experiment_id, model_name, str(version))
+    stamp = pd.Timestamp.now(tz="UTC") if at is None else pd.Timestamp(at)
+    millis = int(stamp.timestamp() * 1000)
+    metrics = []
+    for key, value in values.items():
+        history = c.get_metric_history(run_id, key)
+        step = max((m.step for m in history), default=-1) + 1
+        metrics.append(Metric(key, value, millis, step))
+    c.log_batch(run_id, metrics=metrics, tags=[RunTag("tsops.last_check", stamp.isoformat())])
+    return run_id
+
+
+def _monitoring_run(c, experiment_id: str, model_name: str, version: str) -> str:
+    runs = c.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{KIND_TAG}` = '{MONITORING}' and tags.`{MODEL_TAG}` = '{model_name}' "
+            f"and tags.`{VERSION_TAG}` = '{version}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs:
+        return runs[0].info.run_id
+    run = c.create_run(
+        experiment_id,
+        run_name=f"{RUN_PREFIX}{model_name}",
+        tags={KIND_TAG: MONITORING, MODEL_TAG: model_name, VERSION_TAG: version},
+    )
+    # a monitoring run collects checks for as long as the version is served; FINISHED
+    # keeps the UI from showing it as a run still in progress (it can still be logged to)
+    c.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+# -------------------------------------------------------------------------------- Prometheus
+
+
+def prometheus_registry(
+    numbers: Mapping[str, float | int | bool | None], labels: Mapping[str, str]
+) -> CollectorRegistry:
+    """A fresh registry with one gauge ``tsops_monitor_<name>`` per number."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    names = list(labels)
+    for name, value in checked_numbers(numbers).items():
+        gauge = Gauge(
+            f"{METRIC_PREFIX}{name}",
+            DESCRIPTIONS.get(name, f"tsops monitor: {name.replace('_', ' ')}"),
+            labelnames=names,
+            registry=registry,
+        )
+        gauge.labels(**{k: str(v) for k, v in labels.items()}).set(value)
+    return registry
+
+
+def prometheus_text(
+    numbers: Mapping[str, float | int | bool | None], labels: Mapping[str, str]
+) -> str:
+    """The Prometheus text exposition of ``numbers`` with ``labels`` on every sample."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(prometheus_registry(numbers, labels)).decode()
+
+
+def write_prometheus(
+    numbers: Mapping[str, float | int | bool | None], labels: Mapping[str, str], path: Path
+) -> Path:
+    """Write the gauges for the node-exporter textfile collector (atomic rename)."""
+    from prometheus_client import write_to_textfile
+
+    path = Path(path)
+    if path.suffix != ".prom":
+        raise MonitorError(
+            f"{path}: the node-exporter textfile collector only reads files ending in "
+            f".prom; name it e.g. {path.with_suffix('.prom').name}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), prometheus_registry(numbers, labels))
+    return path
+
+
+def push_prometheus(
+    numbers: Mapping[str, float | int | bool | None],
+    labels: Mapping[str, str],
+    gateway: str,
+    *,
+    job: str,
+    grouping_key: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> None:
+    """Push the gauges to a Pushgateway, replacing the group's previous push.
+
+    A push replaces every metric of its ``job`` and ``grouping_key``, so give each
+    check its own job (``tsops_monitor_drift``, ``tsops_monitor_staleness``): a number
+    that is gone from this check (no scored pairs yet) then disappears, while the
+    other check's numbers stay.
+    """
+    from prometheus_client import push_to_gateway
+
+    try:
+        push_to_gateway(
+            gateway,
+            job=job,
+            registry=prometheus_registry(numbers, labels),
+            grouping_key=dict(grouping_key or {}),
+            timeout=timeout,
+        )
+    except OSError as exc:
+        raise MonitorError(
+            f"could not push to the Pushgateway at {gateway} ({exc}); check the URL "
+            "(e.g. http://pushgateway.monitoring:9091) or leave out --pushgateway"
+        ) from exc
