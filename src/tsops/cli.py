@@ -48,17 +48,23 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tsops.config import ConfigError
-        from tsops.forecasters.base import ForecastError
-        from tsops.registry import RegistryError
-        from tsops.validate import ValidationError
-
         try:
             return fn(*args, **kwargs)
-        except ValidationError as exc:
-            _fail(f"validation failed, nothing was written:\n{exc}")
-        except (ConfigError, ForecastError, RegistryError, FileNotFoundError) as exc:
-            _fail(str(exc))
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            # Imported only now: the forecasters alone take seconds to import, which the
+            # commands that never load them (the GitOps ones) should not pay for.
+            from tsops.config import ConfigError
+            from tsops.forecasters.base import ForecastError
+            from tsops.registry import RegistryError
+            from tsops.validate import ValidationError
+
+            if isinstance(exc, ValidationError):
+                _fail(f"validation failed, nothing was written:\n{exc}")
+            if isinstance(exc, (ConfigError, ForecastError, RegistryError, FileNotFoundError)):
+                _fail(str(exc))
+            raise
 
     return wrapper
 
@@ -362,15 +368,28 @@ def release(
         str | None,
         typer.Option("--model-version", help="registry version (default: the challenger's)"),
     ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="image repository the release was pushed to, without tag "
+            "(e.g. ghcr.io/acme/tsops-serving; default: the one the overlay pins)",
+        ),
+    ] = None,
     env: Env = "staging",
     root: Root = Path("."),
 ) -> None:
     """Point the staging overlay at a registered version, with its lineage as annotations."""
-    from tsops.gitops import release_edits
+    from tsops.gitops import GitOpsError, check_image_repository, release_edits
     from tsops.registry import release_lineage
 
+    if image is not None:
+        try:  # before asking the registry: a typo should not wait for it
+            check_image_repository(image)
+        except GitOpsError as exc:
+            _fail(f"{exc} (no file changed)")
     found, lineage = release_lineage(root, model, model_version)
-    _gitops(lambda: release_edits(root, model, version, found, lineage, env=env))
+    _gitops(lambda: release_edits(root, model, version, found, lineage, env=env, image=image))
 
 
 @app.command()
@@ -416,6 +435,39 @@ def ab(
     from tsops.gitops import ab_edits
 
     _gitops(lambda: ab_edits(root, model, env, weights))
+
+
+@app.command("sync-champion")
+@handles_errors
+def sync_champion(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="registered model (default: the one production serves)"),
+    ] = None,
+    root: Root = Path("."),
+) -> None:
+    """Point the registry's champion at the version production serves according to git.
+
+    That is the release the production overlay pins, or, while it has a canary (also 0
+    after a rollback), the release it replaced, which takes the rest of the traffic.
+    CI runs it when an overlay change reaches main (.github/workflows/champion.yml).
+    """
+    from tsops.gitops import GitOpsError, serving
+    from tsops.registry import follow_git
+
+    try:
+        production = serving(root, "production")
+    except GitOpsError as exc:
+        _fail(str(exc))
+    if model is not None and model != production.model:
+        _fail(f"production serves {production.model!r}, not {model!r}")
+    where = f"git's production overlay serves {production.stable_release}"
+    before = follow_git(root, production.model, "champion", production.stable_version, where)
+    moved = "stays on" if before == production.stable_version else "->"
+    typer.echo(
+        f"{production.model}: champion {moved} version {production.stable_version} "
+        f"({production.describe()})"
+    )
 
 
 @app.command()

@@ -17,12 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 ENVIRONMENTS = ("local", "staging", "production")
 IMAGE_NAME = "tsops-serving"
 AB_COMPONENT = "../../components/ab"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 _CANARY_FIELD = "canaryTrafficPercent"
+# An image repository without tag or digest (the tag is always the release), e.g.
+# ghcr.io/acme/tsops-serving: an optional registry host[:port], then lowercase path parts.
+_IMAGE_REPOSITORY = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+RELEASE = "tsops.io/release"
+REGISTERED_MODEL = "tsops.io/registered-model"
+MODEL_VERSION = "tsops.io/model-version"
+# What a promotion replaced: where the traffic goes back to with canary 0 (KServe's
+# previously rolled-out revision).
+PREVIOUS_RELEASE = "tsops.io/previous-release"
+PREVIOUS_MODEL_VERSION = "tsops.io/previous-model-version"
 
 
 class GitOpsError(ValueError):
@@ -90,7 +104,7 @@ def overlay(root: Path, env: str) -> Path:
 
 def _check_model(env_dir: Path, model: str) -> None:
     doc = _load(env_dir / "model-version.yaml")
-    deployed = doc["metadata"]["annotations"].get("tsops.io/registered-model")
+    deployed = doc["metadata"]["annotations"].get(REGISTERED_MODEL)
     if deployed != model:
         raise GitOpsError(
             f"unknown model {model!r}: {env_dir.name} deploys {deployed!r}; "
@@ -109,14 +123,102 @@ def image_tag(model: str, semver: str) -> str:
     return f"{model}-v{semver}"
 
 
-def _set_image_tag(env_dir: Path, tag: str) -> Edit:
+def check_image_repository(image: str) -> str:
+    if not _IMAGE_REPOSITORY.match(image):
+        raise GitOpsError(
+            f"image {image!r} is not an image repository without tag or digest "
+            "(e.g. ghcr.io/acme/tsops-serving, lowercase): the tag is always the release, "
+            "<model>-vX.Y.Z"
+        )
+    return image
+
+
+def _image_entry(env_dir: Path) -> dict:
+    path = env_dir / "kustomization.yaml"
+    for image in _load(path).get("images") or []:
+        if image.get("name") == IMAGE_NAME:
+            return image
+    raise GitOpsError(f"{path} has no images: entry named {IMAGE_NAME!r}")
+
+
+def _set_image(env_dir: Path, tag: str, repository: str | None = None) -> Edit:
+    """The overlay's image: ``tag`` and, if given, the repository (``newName``)."""
     path = env_dir / "kustomization.yaml"
     doc = _load(path)
     for image in doc.get("images") or []:
         if image.get("name") == IMAGE_NAME:
             image["newTag"] = tag
+            if repository is not None:
+                image["newName"] = check_image_repository(repository)
             return Edit(path, _dump(doc))
     raise GitOpsError(f"{path} has no images: entry named {IMAGE_NAME!r}")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What an overlay deploys, read from its files (git's view, not the cluster's)."""
+
+    env: str
+    model: str
+    release: str
+    version: str  # registry version of the release the overlay pins
+    canary: int | None  # canaryTrafficPercent; None when fully promoted
+    previous_release: str | None = None
+    previous_version: str | None = None
+
+    @property
+    def _on_previous(self) -> bool:
+        # With a canary, KServe sends the rest of the traffic to the last revision rolled
+        # out fully, the release this one replaced; with nothing before it, the only
+        # revision takes everything.
+        return self.canary is not None and bool(self.previous_version)
+
+    @property
+    def stable_release(self) -> str:
+        return str(self.previous_release) if self._on_previous else self.release
+
+    @property
+    def stable_version(self) -> str:
+        """The version that takes the traffic the canary does not (all of it without one)."""
+        return str(self.previous_version) if self._on_previous else self.version
+
+    def describe(self) -> str:
+        text = f"{self.env} pins {self.release} (version {self.version})"
+        if self.canary is None:
+            return text + ", fully promoted"
+        text += f" at canary {self.canary}%"
+        if self._on_previous:
+            text += f", the rest on {self.previous_release} (version {self.previous_version})"
+        return text
+
+
+def serving(root: Path, env: str) -> Serving:
+    """The release ``env`` serves, its canary share and the release it replaced."""
+    env_dir = overlay(root, env)
+    annotations = _load(env_dir / "model-version.yaml")["metadata"]["annotations"]
+    missing = [k for k in (RELEASE, REGISTERED_MODEL, MODEL_VERSION) if not annotations.get(k)]
+    if missing:
+        raise GitOpsError(
+            f"{env_dir}/model-version.yaml has no {', '.join(missing)}; "
+            "write it with `tsops release` or `tsops promote`"
+        )
+    canary = None
+    if (env_dir / "canary.yaml").exists():
+        canary = _load(env_dir / "canary.yaml")["spec"]["predictor"].get(_CANARY_FIELD)
+        if canary is not None and (isinstance(canary, bool) or not isinstance(canary, int)):
+            raise GitOpsError(
+                f"{env_dir}/canary.yaml: {_CANARY_FIELD} is {canary!r}, not a whole number"
+            )
+    previous = annotations.get(PREVIOUS_MODEL_VERSION)
+    return Serving(
+        env=env,
+        model=str(annotations[REGISTERED_MODEL]),
+        release=str(annotations[RELEASE]),
+        version=str(annotations[MODEL_VERSION]),
+        canary=canary,
+        previous_release=annotations.get(PREVIOUS_RELEASE),
+        previous_version=None if previous is None else str(previous),
+    )
 
 
 def release_edits(
@@ -126,44 +228,61 @@ def release_edits(
     model_version: str,
     lineage: dict[str, str],
     env: str = "staging",
+    image: str | None = None,
 ) -> list[Edit]:
-    """Point ``env`` (staging) at release ``model/vX.Y.Z`` = registry version ``model_version``."""
+    """Point ``env`` (staging) at release ``model/vX.Y.Z`` = registry version ``model_version``,
+    built into ``image`` (a repository; default: the one the overlay pins)."""
     semver = parse_release(version)
+    if image is not None:
+        check_image_repository(image)
     env_dir = overlay(root, env)
     _check_model(env_dir, model)
     path = env_dir / "model-version.yaml"
     doc = _load(path)
     annotations = doc["metadata"]["annotations"]
-    annotations["tsops.io/release"] = f"{model}/v{semver}"
-    annotations["tsops.io/registered-model"] = model
-    annotations["tsops.io/model-version"] = str(model_version)
+    annotations[RELEASE] = f"{model}/v{semver}"
+    annotations[REGISTERED_MODEL] = model
+    annotations[MODEL_VERSION] = DoubleQuotedScalarString(model_version)
     for key, value in lineage.items():
         annotations[f"tsops.io/{key}"] = str(value)
-    return [Edit(path, _dump(doc)), _set_image_tag(env_dir, image_tag(model, semver))]
+    return [Edit(path, _dump(doc)), _set_image(env_dir, image_tag(model, semver), image)]
 
 
 def promote_edits(
     root: Path, model: str, source: str, target: str, canary: int | None = None
 ) -> list[Edit]:
-    """Copy the release of ``source`` to ``target``: its version file and its image tag."""
+    """Copy the release of ``source`` to ``target``: its version file and its image (name
+    and tag). The target's version file also records the release it replaces (the one
+    that takes the traffic back with canary 0)."""
     if source == target:
         raise GitOpsError("--from and --to name the same environment")
     src, dst = overlay(root, source), overlay(root, target)
     _check_model(src, model)
     _check_model(dst, model)
-    tag = next(
-        (
-            i["newTag"]
-            for i in _load(src / "kustomization.yaml").get("images") or []
-            if i.get("name") == IMAGE_NAME
-        ),
-        None,
-    )
-    if tag is None:
-        raise GitOpsError(f"{src}/kustomization.yaml pins no {IMAGE_NAME} image")
+    image = _image_entry(src)
+    if not image.get("newTag"):
+        raise GitOpsError(f"{src}/kustomization.yaml pins no {IMAGE_NAME} image tag")
+    doc = _load(src / "model-version.yaml")
+    annotations = doc["metadata"]["annotations"]
+    for key in (PREVIOUS_RELEASE, PREVIOUS_MODEL_VERSION):
+        annotations.pop(key, None)
+    try:
+        now: Serving | None = serving(root, target)
+    except GitOpsError:  # the target names no release yet: nothing to go back to
+        now = None
+    previous: tuple[str | None, str | None] = (None, None)
+    if now is not None and annotations.get(RELEASE) == now.release:
+        # promoted again (e.g. another canary start): it still replaces the same release
+        previous = (now.previous_release, now.previous_version)
+    elif now is not None:
+        previous = (now.stable_release, now.stable_version)
+    if previous[1] is not None and previous[0] != annotations.get(RELEASE):
+        annotations[PREVIOUS_RELEASE] = previous[0]
+        annotations[PREVIOUS_MODEL_VERSION] = DoubleQuotedScalarString(previous[1])
+    repository = image.get("newName")
     edits = [
-        Edit(dst / "model-version.yaml", (src / "model-version.yaml").read_text()),
-        _set_image_tag(dst, str(tag)),
+        Edit(dst / "model-version.yaml", _dump(doc)),
+        _set_image(dst, str(image["newTag"]), None if repository is None else str(repository)),
     ]
     if canary is not None:
         edits += canary_edits(root, model, target, canary, kustomization=edits[1])

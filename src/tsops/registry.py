@@ -127,6 +127,30 @@ def set_alias(root: Path, name: str, alias: str, version: str) -> None:
     c.set_registered_model_alias(name, alias, str(version))
 
 
+def follow_git(root: Path, name: str, alias: str, version: str, where: str) -> str | None:
+    """Point ``alias`` at the ``version`` git deploys (``where`` says where git says so).
+
+    Returns the version the alias pointed at before (``None``: it was not set). Fails,
+    moving nothing, when the registry has no such version: git then pins a model this
+    registry never registered.
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = client(root)
+    try:
+        c.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(
+            f"{where}, but the registry at {tracking_uri(root)} has no version {version} of "
+            f"{name!r} ({_versions_hint(c, name)}); point MLFLOW_TRACKING_URI at the registry "
+            "the release was registered in. No alias was moved."
+        ) from exc
+    before = version_for_alias(c, name, alias)
+    if before is None or str(before.version) != str(version):
+        c.set_registered_model_alias(name, alias, str(version))
+    return None if before is None else str(before.version)
+
+
 def _versions_hint(c, name: str) -> str:
     try:
         versions = sorted(int(v.version) for v in c.search_model_versions(f"name = '{name}'"))

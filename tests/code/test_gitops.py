@@ -16,6 +16,7 @@ from tsops.gitops import (
     promote_edits,
     release_edits,
     rollback_edits,
+    serving,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,15 +56,65 @@ def test_release_points_staging_at_the_version_with_lineage(repo):
     assert prod == "m3-monthly-v1.0.0", "release must only touch staging"
 
 
+def test_release_with_an_image_sets_the_repository(repo):
+    apply(release_edits(repo, "m3-monthly", "1.2.0", "3", LINEAGE, image="ghcr.io/acme/serving"))
+    image = load(overlay(repo, "staging") / "kustomization.yaml")["images"][0]
+    assert (image["newName"], image["newTag"]) == ("ghcr.io/acme/serving", "m3-monthly-v1.2.0")
+
+
 def test_promote_copies_the_release_with_a_canary(repo):
-    apply(release_edits(repo, "m3-monthly", "1.2.0", "3", LINEAGE))
+    apply(release_edits(repo, "m3-monthly", "1.2.0", "3", LINEAGE, image="ghcr.io/acme/serving"))
     apply(promote_edits(repo, "m3-monthly", "staging", "production", canary=10))
     prod = overlay(repo, "production")
-    assert (prod / "model-version.yaml").read_text() == (
-        overlay(repo, "staging") / "model-version.yaml"
-    ).read_text()
-    assert load(prod / "kustomization.yaml")["images"][0]["newTag"] == "m3-monthly-v1.2.0"
+    staged = load(overlay(repo, "staging") / "model-version.yaml")["metadata"]["annotations"]
+    promoted = load(prod / "model-version.yaml")["metadata"]["annotations"]
+    assert promoted == {
+        **staged,
+        "tsops.io/previous-release": "m3-monthly/v1.0.0",
+        "tsops.io/previous-model-version": "1",
+    }
+    assert (prod / "model-version.yaml").read_text().startswith("# The release this environment")
+    image = load(prod / "kustomization.yaml")["images"][0]
+    assert (image["newName"], image["newTag"]) == ("ghcr.io/acme/serving", "m3-monthly-v1.2.0")
     assert load(prod / "canary.yaml")["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def test_stable_version_follows_canary_full_promotion_and_rollback(repo):
+    # as shipped: a canary field but nothing before v1, so v1 takes all the traffic
+    assert serving(repo, "production").stable_version == "1"
+    apply(release_edits(repo, "m3-monthly", "1.2.0", "3", LINEAGE))
+    apply(promote_edits(repo, "m3-monthly", "staging", "production", canary=10))
+    stable = []
+    for percent in (50, 100, 0):
+        apply(canary_edits(repo, "m3-monthly", "production", percent))
+        now = serving(repo, "production")
+        assert (now.release, now.version) == ("m3-monthly/v1.2.0", "3")
+        stable.append((now.canary, now.stable_release, now.stable_version))
+    assert stable == [
+        (50, "m3-monthly/v1.0.0", "1"),
+        (None, "m3-monthly/v1.2.0", "3"),
+        (0, "m3-monthly/v1.0.0", "1"),
+    ]
+
+
+def test_promoting_the_same_release_again_keeps_what_it_replaced(repo):
+    apply(release_edits(repo, "m3-monthly", "1.2.0", "3", LINEAGE))
+    apply(promote_edits(repo, "m3-monthly", "staging", "production", canary=10))
+    apply(promote_edits(repo, "m3-monthly", "staging", "production", canary=30))
+    now = serving(repo, "production")
+    assert (now.canary, now.previous_release, now.previous_version) == (
+        30,
+        "m3-monthly/v1.0.0",
+        "1",
+    )
+    # the next release replaces the one that serves: v1 while v1.2.0 is still a canary
+    apply(release_edits(repo, "m3-monthly", "1.3.0", "4", LINEAGE))
+    apply(promote_edits(repo, "m3-monthly", "staging", "production", canary=10))
+    assert serving(repo, "production").previous_version == "1"
+    apply(canary_edits(repo, "m3-monthly", "production", 100))
+    apply(release_edits(repo, "m3-monthly", "1.4.0", "5", LINEAGE))
+    apply(promote_edits(repo, "m3-monthly", "staging", "production", canary=10))
+    assert serving(repo, "production").previous_release == "m3-monthly/v1.3.0"
 
 
 def test_canary_steps_full_promotion_and_rollback(repo):
@@ -101,6 +152,14 @@ def test_ab_switches_the_component_on_with_weights(repo):
         (lambda r: canary_edits(r, "other-model", "production", 10), "unknown model"),
         (lambda r: canary_edits(r, "m3-monthly", "prod", 10), "unknown environment"),
         (lambda r: release_edits(r, "m3-monthly", "latest", "3", LINEAGE), "X.Y.Z"),
+        (
+            lambda r: release_edits(r, "m3-monthly", "1.2.0", "3", LINEAGE, image="ghcr.io/a/b:v1"),
+            "without tag",
+        ),
+        (
+            lambda r: release_edits(r, "m3-monthly", "1.2.0", "3", LINEAGE, image="ghcr.io/Acme/b"),
+            "lowercase",
+        ),
         (lambda r: promote_edits(r, "m3-monthly", "staging", "staging"), "same environment"),
         (lambda r: rollback_edits(r, "m3-monthly", "staging"), "no canary"),
     ],

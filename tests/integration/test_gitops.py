@@ -77,6 +77,7 @@ def test_ab_weights_render_in_the_inference_graph(repo, crds):  # noqa: F811
         ["ab", "m3-monthly", "--env", "production", "--weights", "a=60,b=30"],
         ["ab", "m3-monthly", "--env", "production", "--weights", "current=60,candidate=30"],
         ["promote", "m3-monthly", "--from", "staging", "--to", "qa"],
+        ["release", "m3-monthly", "1.2.0", "--image", "ghcr.io/acme/tsops-serving:latest"],
     ],
 )
 def test_bad_commands_exit_non_zero_and_change_nothing(repo, args):
@@ -85,6 +86,15 @@ def test_bad_commands_exit_non_zero_and_change_nothing(repo, args):
     assert result.returncode != 0
     assert "no file changed" in result.stderr and "Traceback" not in result.stderr
     assert {p: p.read_text() for p in (repo / "manifests").rglob("*.yaml")} == before
+
+
+def test_sync_champion_refuses_a_version_the_registry_does_not_have(repo, tmp_path):
+    registry = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    result = run(["tsops", "sync-champion", "--root", str(repo)], repo, check=False, env=registry)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "production overlay serves m3-monthly/v1.0.0" in result.stderr
+    assert "has no version 1 of 'm3-monthly'" in result.stderr
+    assert "No alias was moved" in result.stderr
 
 
 def test_canary_script_patches_a_rendered_manifest(repo, tmp_path):
