@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from tsops.backtest import run_backtest
 from tsops.config import ModelConfig, load_model_config
 from tsops.datasets import load_source
-from tsops.evaluate import evaluate, score
 from tsops.gate import GateResult, evaluate_gate
 from tsops.io import atomic_dir, read_frame, read_json, write_json, write_parquet
 from tsops.paths import ModelPaths
 from tsops.schema import ID_COL, TIME_COL
-from tsops.selection import SELECTED, Selection, select, with_rules
 from tsops.validate import check_frame
+
+# The forecasting modules (statsmodels, scikit-learn, matplotlib) are imported by the
+# steps that use them: importing them costs ~4 s, and every `tsops ingest`, `validate`,
+# `gate` or `register` process (each DVC stage, each workflow step) paid it for nothing.
 
 Progress = Callable[[str], None] | None
 
@@ -98,6 +99,9 @@ def validate(root: Path, name: str, data: Path | None = None) -> dict:
 
 
 def backtest(root: Path, name: str, n_jobs: int | None = None, progress: Progress = None) -> dict:
+    from tsops.backtest import run_backtest
+    from tsops.selection import select, with_rules
+
     config, paths = load(root, name)
     df = read_data(paths, config)
     cv, scales = run_backtest(df, config, n_jobs=n_jobs, on_progress=progress)
@@ -111,6 +115,7 @@ def backtest(root: Path, name: str, n_jobs: int | None = None, progress: Progres
 
 
 def train(root: Path, name: str, n_jobs: int | None = None) -> dict:
+    from tsops.selection import Selection
     from tsops.train import save_trained, spec_of
     from tsops.train import train as fit_selected
 
@@ -124,6 +129,8 @@ def train(root: Path, name: str, n_jobs: int | None = None) -> dict:
 
 
 def evaluate_step(root: Path, name: str) -> dict:
+    from tsops.evaluate import evaluate, score
+
     config, paths = load(root, name)
     df = read_data(paths, config)
     cv = pd.read_parquet(paths.backtest / "cv.parquet")
@@ -139,7 +146,10 @@ def evaluate_step(root: Path, name: str) -> dict:
 
 def champion_metrics(root: Path, name: str, df: pd.DataFrame) -> tuple[str, dict] | None:
     """The champion's method backtested on the same windows of today's data."""
+    from tsops.backtest import run_backtest
+    from tsops.evaluate import score
     from tsops.registry import champion_spec
+    from tsops.selection import SELECTED, with_rules
 
     found = champion_spec(root, name)
     if found is None:
