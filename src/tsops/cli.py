@@ -22,8 +22,11 @@ app = typer.Typer(
 
 def _mount_subcommands() -> None:
     from tsops.manifests import manifests_app
+    from tsops.monitor.cli import monitor_app, retrain_command
 
     app.add_typer(manifests_app, name="manifests")
+    app.add_typer(monitor_app, name="monitor")
+    app.command("retrain")(retrain_command)
 
 
 Root = Annotated[

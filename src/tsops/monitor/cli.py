@@ -80,7 +80,10 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from tsops.config import ConfigError
+        from tsops.gitops import GitOpsError
         from tsops.monitor.accuracy import MonitorError
+        from tsops.monitor.branches import BranchError
+        from tsops.monitor.retrain import RetrainError
         from tsops.validate import ValidationError
 
         try:
@@ -89,6 +92,8 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(f"the actuals are not a usable long frame:\n{exc}")
         except (ConfigError, MonitorError, FileNotFoundError) as exc:
             _fail(str(exc))
+        except (GitOpsError, BranchError, RetrainError) as exc:
+            _fail(f"{exc} (no branch created)")
 
     return wrapper
 
@@ -153,6 +158,168 @@ def _load_actuals(root: Path, config: Any, override: Path | None) -> pd.DataFram
     )
 
 
+def _served_version(result: AccuracyResult) -> tuple[str | None, float | None, int]:
+    """The version served most recently, its realized MASE and scored pairs."""
+    pairs = result.pairs()
+    if pairs.empty:
+        return None, None, 0
+    version = str(pairs.loc[pairs["served_at"].idxmax(), "model_version"])
+    rows = result.by_version[result.by_version["model_version"].astype(str) == version]
+    if rows.empty:
+        return version, None, 0
+    best = rows.sort_values("n", ascending=False).iloc[0]
+    return version, float(best["mase"]), int(best["n"])
+
+
+def _backtest_mase(root: Path, model: str, version: str) -> float | None:
+    """The backtest MASE the registry recorded for ``version`` (None if unknown)."""
+    from mlflow.exceptions import MlflowException
+
+    from tsops.registry import RegistryError, client
+
+    try:
+        c = client(root)
+        run_id = c.get_model_version(model, version).run_id
+        value = c.get_run(run_id).data.metrics.get("selected.mase")
+    except (MlflowException, RegistryError):
+        return None  # the decision reports the expectation as unknown
+    return None if value is None else float(value)
+
+
+def _drift_of(
+    config: Any, trained: pd.DataFrame, observed: pd.DataFrame
+) -> tuple[bool | None, str]:
+    """Evidently's dataset drift of the actuals after the training data, for the policy."""
+    from tsops.monitor.accuracy import MonitorError
+    from tsops.monitor.drift import drift_report
+    from tsops.schema import ID_COL, TIME_COL
+
+    trained_until = observed[ID_COL].map(trained.groupby(ID_COL)[TIME_COL].max())
+    current = observed[trained_until.notna() & (observed[TIME_COL] > trained_until)]
+    try:
+        report = drift_report(
+            trained,
+            current,
+            season_length=config.season_length,
+            threshold=config.monitoring.drift_threshold,
+            freq=config.freq,
+        )
+    except MonitorError as exc:
+        return None, f"not measured: {exc}"
+    return report.dataset_drift, (
+        f"share of drifted features {report.drift_share:.2f} "
+        f"(dataset drift at >= {config.monitoring.drift_threshold})"
+    )
+
+
+def _pipeline_runner(root: Path) -> Callable[[list[str]], None]:
+    import subprocess
+    import sys
+
+    from tsops.monitor.accuracy import MonitorError
+
+    tools = Path(sys.executable).parent
+
+    def run(cmd: list[str]) -> None:
+        exe = tools / cmd[0]
+        full = [str(exe) if exe.exists() else cmd[0], *cmd[1:]]
+        done = subprocess.run(full, cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip()[-1500:]
+            raise MonitorError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}")
+
+    return run
+
+
+@reports_errors
+def retrain_command(
+    model: Annotated[str, typer.Argument(help="model folder under models/")],
+    log: LogDir = None,
+    actuals: Actuals = None,
+    now: Now = None,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="when a trigger fires: on a branch retrain/<model>-<data hash>, ingest the "
+            "new data, update data.dvc, run the pipeline, commit (once per data)",
+        ),
+    ] = False,
+    out: Out = None,
+    root: Root = Path("."),
+) -> None:
+    """Decide whether MODEL needs retraining, by the policy in its model.yaml.
+
+    Triggers (monitoring.retrain): new complete periods of actuals since the training
+    data, the served version's realized MASE above max_error_ratio times its backtest
+    MASE (the registry's), drift. Prints the decision as JSON (every trigger with its
+    numbers); with --apply and a fired trigger, also the branch and whether it was
+    created now (false: prepared before for the same data).
+    """
+    from tsops import steps
+    from tsops.io import read_frame, write_json
+    from tsops.monitor.accuracy import MonitorError
+    from tsops.monitor.retrain import data_fingerprint, decide, new_complete_periods
+    from tsops.monitor.retrain import prepare_branch as prepare
+
+    config, paths = steps.load(root, model)
+    if not paths.data.exists():
+        raise MonitorError(
+            f"{paths.data} does not exist: run `tsops ingest {model}` or `dvc pull` first"
+        )
+    current = _load_actuals(root, config, actuals)
+    trained = read_frame(paths.data)
+    log_dir = log or Path(os.environ.get(LOG_DIR_ENV) or root / "forecast-logs")
+    version, realized, n_scored, expected = None, None, 0, None
+    if log_dir.exists() and any(log_dir.rglob("part-*")):
+        version, realized, n_scored = _served_version(
+            _score(root, model, log, actuals, now, None, None)
+        )
+        if version is not None:
+            expected = _backtest_mase(root, model, version)
+    drift_detected, drift_detail = None, "off (on_drift: false)"
+    if config.monitoring.retrain.on_drift:
+        drift_detected, drift_detail = _drift_of(config, trained, current)
+    decision = decide(
+        model,
+        config.monitoring.retrain,
+        new_periods=new_complete_periods(trained, current, config.freq),
+        realized_mase=realized,
+        n_scored=n_scored,
+        expected_mase=expected,
+        served_version=version,
+        drift_detected=drift_detected,
+        drift_detail=drift_detail,
+        data_fingerprint=data_fingerprint(current),
+    )
+    typer.echo(decision.summary(), err=True)
+    document = decision.to_dict()
+    if apply and decision.fire:
+        branch, created = prepare(root, decision, _pipeline_runner(root))
+        document.update(branch=branch, created=created)
+        state = "prepared" if created else "already prepared (same data): nothing new"
+        typer.echo(f"{branch}: {state}", err=True)
+    if out is not None:
+        write_json(document, out / "retrain.json")
+    typer.echo(_json(document))
+
+
+def _write_plots(root: Path, model: str, result: AccuracyResult, out: Path) -> None:
+    """Realized error over time and forecast vs actual, with a markdown page linking them."""
+    from tsops.monitor.plots import forecast_vs_actual, plots_markdown, realized_error_over_time
+
+    versions = sorted(result.scored["model_version"].astype(str).unique())
+    expected = {v: m for v in versions if (m := _backtest_mase(root, model, v)) is not None}
+    paths = [
+        realized_error_over_time(result.scored, out / "realized_error.png", expected=expected),
+        forecast_vs_actual(result.scored, out / "forecast_vs_actual.png"),
+    ]
+    _write_text(
+        plots_markdown(paths, f"{model}: realized accuracy", relative_to=out), out / "report.md"
+    )
+    typer.echo(f"wrote {out}/report.md with {len(paths)} plots")
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     from tsops.io import atomic_path
 
@@ -202,6 +369,8 @@ def accuracy(
         _write_csv(result.late, out / "late.csv")
         write_parquet(result.pairs(), out / "pairs.parquet")
         typer.echo(f"wrote {out}/accuracy.json and tables")
+        if not result.scored.empty:
+            _write_plots(root, model, result, out)
 
 
 @monitor_app.command()
@@ -233,6 +402,18 @@ def canary(
     power: Annotated[
         float, typer.Option("--power", help="power of the sample size reported with hold")
     ] = 0.8,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="turn promote or rollback into the GitOps change (tsops canary --percent "
+            "100 / tsops rollback) committed on a branch canary/<model>-<env>-<verdict>-v<N>, "
+            "ready to open as a pull request; the working copy stays where it is",
+        ),
+    ] = False,
+    env: Annotated[
+        str, typer.Option("--env", help="overlay the canary runs in (with --apply)")
+    ] = "production",
     log: LogDir = None,
     actuals: Actuals = None,
     now: Now = None,
@@ -244,7 +425,8 @@ def canary(
     """Diebold–Mariano test of candidate against baseline on the same series and targets.
 
     Prints the verdict as JSON on stdout (the summary goes to stderr) and exits 0 for
-    promote or hold, 3 for rollback, 1 on an error. With --out, writes canary.json,
+    promote or hold, 3 for rollback, 1 on an error. With --apply the JSON's "applied"
+    names the branch holding the change (null for hold). With --out, writes canary.json,
     canary.md and canary_targets.csv (the loss differential per target time).
     """
     from tsops.io import write_json
@@ -262,6 +444,10 @@ def canary(
         power=power,
     )
     document = verdict.to_dict()
+    if apply:
+        from tsops.monitor.canary import apply_verdict
+
+        document["applied"] = apply_verdict(root, model, env, verdict)
     if out is not None:
         write_json(document, out / "canary.json")
         _write_text(verdict.to_markdown(), out / "canary.md")
