@@ -58,7 +58,7 @@ def commit_on_branch(
         if not changed:
             raise BranchError(f"nothing changed for {branch}; no branch prepared")
         git(root, "add", "--", *changed)
-        git(root, "commit", "-q", "-m", message)
+        git(root, *_identity(root), "commit", "-q", "-m", message)
     except BaseException:
         git(root, "reset", "-q", "--hard", check=False)
         git(root, "switch", "-q", "-f", start, check=False)
@@ -67,3 +67,10 @@ def commit_on_branch(
     if not stay:
         git(root, "switch", "-q", start)
     return True
+
+
+def _identity(root: Path) -> list[str]:
+    """A committer for machines without one (CI runners, pods); a configured one wins."""
+    if git(root, "config", "user.email", check=False).stdout.strip():
+        return []
+    return ["-c", "user.name=tsops", "-c", "user.email=tsops@users.noreply.github.com"]
