@@ -144,6 +144,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     TSOPS_HEALTHCHECK_URL=http://127.0.0.1:8080/v2/health/ready
 
 COPY --from=model /mnt/models /mnt/models
+# The model folders' settings, for the monitoring CronJob (`tsops monitor ... --root
+# /home/tsops`): freq, season length, staleness thresholds.
+COPY models /home/tsops/models
 
 USER 10001:10001
 WORKDIR /home/tsops
