@@ -1,8 +1,8 @@
 """Every served forecast, written where monitoring can read it later.
 
 The request path only appends what it answered (the request's metadata and its
-per-series results) to an in-memory queue. A background thread wakes once per
-``flush_seconds`` and writes the batch out as one part file: JSON lines with one
+per-series results) to an in-memory queue. A background thread encodes it in small
+slices and writes one part file per ``flush_seconds``: JSON lines with one
 line per series forecast (its target times, values and intervals as arrays), or
 Parquet with one row per target time. ``read_forecast_log`` yields one record per
 target time from either. ``close()`` drains the queue, so a clean shutdown loses
@@ -24,6 +24,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+#: how often the writer takes what the request path queued (see ``_run``)
+DRAIN_SECONDS = 0.1
 FORMATS = ("jsonl", "parquet")
 
 
@@ -78,31 +82,45 @@ class ForecastLog:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        # The queue is taken in slices every DRAIN_SECONDS and each slice encoded at
+        # once, so the writer holds the GIL for a fraction of a millisecond at a time;
+        # encoding a whole second of forecasts in one go (~10 ms at 3,000 requests/s)
+        # doubled the p99 latency of requests. A part file is still written once per
+        # flush_seconds (or max_batch target times).
+        pending: list[Any] = []
+        targets = 0
+        deadline = time.monotonic() + self.flush_seconds
         while True:
-            stopping = self._stop.wait(self.flush_seconds)
-            self._drain()
+            stopping = self._stop.wait(min(DRAIN_SECONDS, self.flush_seconds))
+            while True:
+                try:
+                    meta, results = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                for result in results:
+                    pending.append(self._encode(dict(meta, **result)))
+                    targets += len(result["ds"])
+                if targets >= self.max_batch:
+                    self._write(pending, targets)
+                    pending, targets = [], 0
+            if stopping or time.monotonic() >= deadline:
+                self._write(pending, targets)
+                pending, targets = [], 0
+                deadline = time.monotonic() + self.flush_seconds
             if stopping:
                 return
 
-    def _drain(self) -> None:
-        pending: list[dict[str, Any]] = []
-        targets = 0
-        while True:
-            try:
-                meta, results = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            for result in results:
-                pending.append(dict(meta, **result))
-                targets += len(result["ds"])
-            if targets >= self.max_batch:
-                self._write(pending, targets)
-                pending, targets = [], 0
-        self._write(pending, targets)
+    def _encode(self, series: dict[str, Any]) -> Any:
+        """A JSON line (bytes), or the dict itself for a Parquet part."""
+        if self.fmt == "jsonl":
+            # One line per series forecast, its target times as arrays: a line per
+            # target time cost six times the writer's time; read_forecast_log expands.
+            return orjson.dumps(series, option=orjson.OPT_APPEND_NEWLINE)
+        return series
 
-    def _write(self, series: list[dict[str, Any]], targets: int) -> None:
-        """One part file of ``series`` forecasts (``targets`` target times in all)."""
-        if not series:
+    def _write(self, encoded: list[Any], targets: int) -> None:
+        """One part file of series forecasts (``targets`` target times in all)."""
+        if not encoded:
             return
         day = time.strftime("%Y-%m-%d", time.gmtime())
         folder = self.directory / f"date={day}"
@@ -112,17 +130,12 @@ class ForecastLog:
         tmp = folder / f".{stem}.tmp"
         # write-then-rename: readers never see a half-written part file
         if self.fmt == "jsonl":
-            import orjson
-
-            # One line per series forecast, its target times as arrays: expanding to a
-            # line per target time here made the writer hold the GIL long enough to
-            # add ~100 ms to the p99 latency of requests; read_forecast_log expands.
             with open(tmp, "wb") as fh:
-                fh.writelines(orjson.dumps(s, option=orjson.OPT_APPEND_NEWLINE) for s in series)
+                fh.writelines(encoded)
         else:
             import pandas as pd
 
-            rows = [r for s in series for r in _expand(s)]
+            rows = [r for s in encoded for r in _expand(s)]
             pd.DataFrame.from_records(rows).to_parquet(tmp, index=False)
         os.replace(tmp, final)
         self.written += targets
