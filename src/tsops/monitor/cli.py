@@ -158,17 +158,30 @@ def _load_actuals(root: Path, config: Any, override: Path | None) -> pd.DataFram
     )
 
 
-def _served_version(result: AccuracyResult) -> tuple[str | None, float | None, int]:
-    """The version served most recently, its realized MASE and scored pairs."""
+def _served_version(
+    result: AccuracyResult, wanted: str | None = None
+) -> tuple[str | None, float | None, int]:
+    """The version the policy judges, its realized MASE and scored pairs.
+
+    ``wanted``, or else the version with the most scored pairs (the one taking most of
+    the traffic: during a canary, the champion), the most recently served on a tie.
+    """
+    import pandas as pd
+
     pairs = result.pairs()
     if pairs.empty:
         return None, None, 0
-    version = str(pairs.loc[pairs["served_at"].idxmax(), "model_version"])
-    rows = result.by_version[result.by_version["model_version"].astype(str) == version]
+    versions = result.by_version.assign(model_version=lambda f: f["model_version"].astype(str))
+    if wanted is None:
+        latest = pairs.groupby(pairs["model_version"].astype(str))["served_at"].max()
+        totals = versions.groupby("model_version")["n"].sum()
+        ranked = pd.DataFrame({"n": totals, "latest": latest}).fillna({"n": 0})
+        wanted = str(ranked.sort_values(["n", "latest"], ascending=False).index[0])
+    rows = versions[versions["model_version"] == wanted]
     if rows.empty:
-        return version, None, 0
+        return wanted, None, 0
     best = rows.sort_values("n", ascending=False).iloc[0]
-    return version, float(best["mase"]), int(best["n"])
+    return wanted, float(best["mase"]), int(best["n"])
 
 
 def _backtest_mase(root: Path, model: str, version: str) -> float | None:
@@ -245,6 +258,14 @@ def retrain_command(
             "new data, update data.dvc, run the pipeline, commit (once per data)",
         ),
     ] = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="registry version whose realized error counts (default: the one with "
+            "the most scored forecasts, i.e. the champion during a canary)",
+        ),
+    ] = None,
     out: Out = None,
     root: Root = Path("."),
 ) -> None:
@@ -270,10 +291,10 @@ def retrain_command(
     current = _load_actuals(root, config, actuals)
     trained = read_frame(paths.data)
     log_dir = log or Path(os.environ.get(LOG_DIR_ENV) or root / "forecast-logs")
-    version, realized, n_scored, expected = None, None, 0, None
+    realized, n_scored, expected = None, 0, None
     if log_dir.exists() and any(log_dir.rglob("part-*")):
         version, realized, n_scored = _served_version(
-            _score(root, model, log, actuals, now, None, None)
+            _score(root, model, log, actuals, now, None, None), version
         )
         if version is not None:
             expected = _backtest_mase(root, model, version)
