@@ -181,9 +181,13 @@ def test_no_break_no_alarm_and_a_worse_canary_is_rolled_back(trained, crds):  # 
     assert "realized_error.png" in page and "forecast_vs_actual.png" in page
     assert (report / "realized_error.png").stat().st_size > 10_000
 
-    decision = json.loads(monitor(repo, "retrain", MODEL, "--log", str(log), "--now", now).stdout)
+    # both versions answered every request: name the champion (v2) as the one judged
+    decision = json.loads(
+        monitor(repo, "retrain", MODEL, "--log", str(log), "--now", now, "--version", "2").stdout
+    )
     assert decision["fire"] is False, decision
     error = decision["checks"]["error"]
+    assert "version 2:" in error["detail"], error
     assert error["value"] is not None and error["value"] < 1.5, error  # measured, and fine
 
     verdict = monitor(
