@@ -164,9 +164,10 @@ def on_main(story: Story, expected: dict[str, tuple], champion: str, says: str) 
         rendered[env] = isvc
     # registry == git: champion is what production serves, challenger what staging serves
     assert story.alias("champion") == champion == served_by_git(rendered["production"])
-    assert story.alias("challenger") == rendered["staging"]["metadata"]["annotations"][
-        "tsops.io/model-version"
-    ]
+    assert (
+        story.alias("challenger")
+        == rendered["staging"]["metadata"]["annotations"]["tsops.io/model-version"]
+    )
     return rendered
 
 
