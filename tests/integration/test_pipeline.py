@@ -60,7 +60,12 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
     again = run(["tsops", "register", "tiny"], repo)
     assert "already registered as version 1" in again.stdout
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # an earlier test in this process may have set mlflow's global URIs, which win
+    # over the environment
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     model = mlflow.pyfunc.load_model("models:/tiny@challenger")
     forecast = model.predict(pd.DataFrame({"unique_id": ["N1402"]}), params={"h": 4})
     assert forecast["unique_id"].tolist() == ["N1402"] * 4
