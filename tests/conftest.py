@@ -52,6 +52,21 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None):
     return result
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uri_kept():
+    """``mlflow.set_tracking_uri`` (which ``tsops.registry.client`` calls) also sets
+    ``MLFLOW_TRACKING_URI`` in the environment; without this, an in-process test's
+    temporary store would become every later subprocess's registry."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """The tracked files of this repository in a new git repo, with one tiny model."""
