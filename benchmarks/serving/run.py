@@ -248,6 +248,12 @@ def python_of(venv: Path) -> str:
     return str(venv / "bin" / "python")
 
 
+def portable(command: str, workdir: Path) -> str:
+    """``command`` as a record other machines can read: paths relative to the repo,
+    the run's scratch folder as ``$WORKDIR``."""
+    return command.replace(f"{REPO}/", "").replace(str(workdir), "$WORKDIR")
+
+
 def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Server]:
     tsops_py = python_of(REPO / ".venv")
     both = [1, 16]
@@ -926,7 +932,7 @@ def main(argv: list[str] | None = None) -> None:
                     ready_s = server.wait_ready()
                     info = result["servers"].setdefault(server.name, {"ready_s": [], "stop": []})
                     info["ready_s"].append(round(ready_s, 1))
-                    info["command"] = " ".join(server.cmd_fn(server.port))
+                    info["command"] = portable(" ".join(server.cmd_fn(server.port)), workdir)
                     for dialect, history, path in server.cases:
                         body_file = workdir / f"body-{dialect}-{history}.json"
                         status, answer = post(server.url + path, body_file.read_bytes())
