@@ -106,16 +106,19 @@ def _score(
     now: str | None,
     since: str | None,
     until: str | None,
+    observed: pd.DataFrame | None = None,
 ) -> AccuracyResult:
+    """Realized accuracy of ``model``'s logged forecasts; ``observed``: the actuals,
+    when the caller has read them already."""
     from tsops import steps
     from tsops.monitor.accuracy import load_forecast_log, realized_accuracy
 
     config, _ = steps.load(root, model)
-    log_dir = log or Path(os.environ.get(LOG_DIR_ENV) or root / "forecast-logs")
+    log_dir = _log_dir(root, log)
     records = _of_model(load_forecast_log(log_dir), model, log_dir)
     return realized_accuracy(
         records,
-        _load_actuals(root, config, actuals),
+        _load_actuals(root, config, actuals) if observed is None else observed,
         config.season_length,
         now=now,
         period=(since, until),
@@ -205,10 +208,8 @@ def _drift_of(
     """Evidently's dataset drift of the actuals after the training data, for the policy."""
     from tsops.monitor.accuracy import MonitorError
     from tsops.monitor.drift import drift_report
-    from tsops.schema import ID_COL, TIME_COL
 
-    trained_until = observed[ID_COL].map(trained.groupby(ID_COL)[TIME_COL].max())
-    current = observed[trained_until.notna() & (observed[TIME_COL] > trained_until)]
+    current = _after_training(trained, observed)
     try:
         report = drift_report(
             trained,
@@ -223,6 +224,14 @@ def _drift_of(
         f"share of drifted features {report.drift_share:.2f} "
         f"(dataset drift at >= {config.monitoring.drift_threshold})"
     )
+
+
+def _after_training(trained: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
+    """The actuals after each series' training data (all of a series not trained on)."""
+    from tsops.schema import ID_COL, TIME_COL
+
+    trained_until = observed[ID_COL].map(trained.groupby(ID_COL)[TIME_COL].max())
+    return observed[trained_until.isna() | (observed[TIME_COL] > trained_until)]
 
 
 def _pipeline_runner(root: Path) -> Callable[[list[str]], None]:
@@ -290,11 +299,11 @@ def retrain_command(
         )
     current = _load_actuals(root, config, actuals)
     trained = read_frame(paths.data)
-    log_dir = log or Path(os.environ.get(LOG_DIR_ENV) or root / "forecast-logs")
+    log_dir = _log_dir(root, log)
     realized, n_scored, expected = None, 0, None
     if log_dir.exists() and any(log_dir.rglob("part-*")):
         version, realized, n_scored = _served_version(
-            _score(root, model, log, actuals, now, None, None), version
+            _score(root, model, log, actuals, now, None, None, observed=current), version
         )
         if version is not None:
             expected = _backtest_mase(root, model, version)
@@ -607,7 +616,7 @@ def drift(
     from tsops import steps
     from tsops.monitor.accuracy import _as_utc_naive, realized_accuracy
     from tsops.monitor.drift import drift_report
-    from tsops.schema import ID_COL, TIME_COL
+    from tsops.schema import TIME_COL
 
     config, paths = steps.load(root, model)
     reference = steps.read_data(paths, config)
@@ -617,8 +626,7 @@ def drift(
         reference = reference[reference[TIME_COL] < start]
         current = observed[observed[TIME_COL] >= start]
     else:
-        trained_until = observed[ID_COL].map(reference.groupby(ID_COL)[TIME_COL].max())
-        current = observed[trained_until.isna() | (observed[TIME_COL] > trained_until)]
+        current = _after_training(reference, observed)
 
     log_dir = _log_dir(root, log)
     version, scored = "unknown", None
