@@ -37,11 +37,21 @@ def windows(h: int, n_windows: int, step: int) -> list[Window]:
     return [Window(i, h + step * (n_windows - 1 - i)) for i in range(n_windows)]
 
 
-def split_at(df: pd.DataFrame, offset: int, h: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (all but the last ``offset`` points of each series) and the next ``h`` points."""
-    position_from_end = df.groupby(ID_COL, sort=False).cumcount(ascending=False)
-    train = df[position_from_end >= offset]
-    test = df[(position_from_end < offset) & (position_from_end >= offset - h)]
+def split_at(
+    df: pd.DataFrame, offset: int, h: int, min_train_length: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (all but the last ``offset`` points of each series) and the next ``h`` points.
+
+    A series whose training part would be shorter than ``min_train_length`` sits this
+    window out: scoring a model fitted on a fraction of a season says little, and
+    panels mix short and long series (a quarter of the M3 monthly series are too
+    short for the oldest of three windows).
+    """
+    grouped = df.groupby(ID_COL, sort=False)
+    position_from_end = grouped.cumcount(ascending=False)
+    long_enough = grouped[TARGET_COL].transform("size") - offset >= min_train_length
+    train = df[(position_from_end >= offset) & long_enough]
+    test = df[(position_from_end < offset) & (position_from_end >= offset - h) & long_enough]
     return train, test
 
 
@@ -63,6 +73,7 @@ def cross_validation(
     step: int,
     levels: Sequence[float],
     season_length: int,
+    min_train_length: int = 1,
     on_progress: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecasts of every candidate at every origin, joined with the actuals.
@@ -73,7 +84,7 @@ def cross_validation(
     df = sort_frame(df)
     cv_parts, scale_parts = [], []
     for window in windows(h, n_windows, step):
-        train, test = split_at(df, window.offset, h)
+        train, test = split_at(df, window.offset, h, min_train_length)
         cutoffs = train.groupby(ID_COL, sort=True)[TIME_COL].last().rename(CUTOFF_COL)
         scale_parts.append(scales_for(train, season_length, cutoffs))
         actuals = test[[ID_COL, TIME_COL, TARGET_COL]]
@@ -134,5 +145,6 @@ def run_backtest(
         step=config.step,
         levels=config.levels,
         season_length=config.season_length,
+        min_train_length=config.min_train_length,
         on_progress=on_progress,
     )

@@ -189,10 +189,16 @@ class ModelConfig(_Strict):
         return self.serving.max_horizon or self.horizon
 
     @property
+    def min_train_length(self) -> int:
+        """Shortest training part a backtest window fits on: two seasons, at least 8."""
+        return max(2 * self.season_length, 8)
+
+    @property
     def min_length(self) -> int:
-        """Shortest series the backtest can use: every window needs two seasons to fit on."""
-        fit_min = max(2 * self.season_length, 8)
-        return fit_min + self.horizon + self.step * (self.backtest.windows - 1)
+        """Shortest series the backtest can use: its latest window needs two seasons to
+        fit on. A shorter series sits out the older windows it is too short for (see
+        ``tsops.backtest.split_at``), as competition panels of mixed lengths need."""
+        return self.min_train_length + self.horizon
 
 
 def model_dir(models_root: Path, name: str) -> Path:

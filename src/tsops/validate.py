@@ -792,11 +792,9 @@ def _too_short_problem(
         check=TOO_SHORT,
         message=f"{_count(series, 'series')} shorter than the required {min_length} "
         f"observations: {_join_details(details, len(series))}. The backtest needs, per "
-        "series, the fit minimum (2 seasons, at least 8) + horizon + "
-        "(backtest.windows - 1) × step",
+        "series, the fit minimum (2 seasons, at least 8) + horizon",
         series=series,
-        fix="remove the series (or extend its history), or shorten backtest.windows "
-        "(or step/horizon) in model.yaml",
+        fix="remove the series (or extend its history), or shorten horizon in model.yaml",
     )
 
 

@@ -41,6 +41,25 @@ def test_split_at_counts_from_each_series_end():
         assert train[train.unique_id == uid].ds.max() < test[test.unique_id == uid].ds.min()
 
 
+def test_a_series_too_short_for_a_window_sits_it_out():
+    df = make_series(lengths=[10, 6], season_length=1)
+    train, test = split_at(df, offset=4, h=3, min_train_length=3)
+    assert set(train.unique_id) == set(test.unique_id) == {"s0"}
+    cv, scales = cross_validation(
+        df,
+        {"last": last},
+        h=2,
+        n_windows=2,
+        step=2,
+        levels=[80],
+        season_length=1,
+        min_train_length=3,
+    )
+    # s1 (6 points) fits on 2 points in the older window (offset 4): left out there only
+    assert cv.groupby("unique_id")["cutoff"].nunique().to_dict() == {"s0": 2, "s1": 1}
+    assert scales.groupby("unique_id").size().to_dict() == {"s0": 2, "s1": 1}
+
+
 def test_cross_validation_shape_and_no_leakage():
     df = make_series(n_series=2, length=20, season_length=1)
     cv, scales = cross_validation(

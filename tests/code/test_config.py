@@ -39,7 +39,8 @@ def test_minimal_config_defaults():
     assert config.levels == [80.0, 95.0]
     assert config.step == 6
     assert config.max_horizon == 6
-    assert config.min_length == 24 + 6 + 6 * 2
+    assert config.min_train_length == 24
+    assert config.min_length == 24 + 6
 
 
 @pytest.mark.parametrize(

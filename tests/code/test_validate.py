@@ -132,8 +132,8 @@ CASES = {
     v.TOO_SHORT: (
         _too_short,
         ("b",),
-        ["b has 4", "required 10", "horizon", "backtest.windows"],
-        ["remove the series", "backtest.windows"],
+        ["b has 4", "required 10", "fit minimum", "horizon"],
+        ["remove the series", "shorten horizon"],
     ),
 }
 
