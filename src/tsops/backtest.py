@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tsops import progress
 from tsops.config import ModelConfig
 from tsops.forecasters import Forecaster, make_forecaster
 from tsops.metrics import MODEL_COL, naive_scales
@@ -55,6 +56,16 @@ def split_at(
     return train, test
 
 
+def series_per_window(
+    df: pd.DataFrame, h: int, n_windows: int, step: int, min_train_length: int = 1
+) -> list[int]:
+    """How many series each window fits (oldest first), as ``split_at`` cuts them."""
+    lengths = df.groupby(ID_COL, sort=False).size()
+    return [
+        int((lengths - w.offset >= min_train_length).sum()) for w in windows(h, n_windows, step)
+    ]
+
+
 def scales_for(train: pd.DataFrame, season_length: int, cutoff_label: pd.Series) -> pd.DataFrame:
     """In-sample seasonal naive MAE/MSE per series of one training split."""
     rows = []
@@ -75,33 +86,51 @@ def cross_validation(
     season_length: int,
     min_train_length: int = 1,
     on_progress: Callable[[str], None] | None = None,
+    tracker: progress.Tracker | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecasts of every candidate at every origin, joined with the actuals.
 
     Returns ``cv`` (``unique_id, ds, cutoff, model, y, mean, lo-*, hi-*``) and the
     naive ``scales`` per series and cutoff that scaled metrics divide by.
+
+    Progress goes to ``tracker`` (a new one if not given), counting series fits out of
+    windows x candidates x series; its ``steps`` hold the seconds and series fitted per
+    candidate (fit and forecast) afterwards.
     """
     df = sort_frame(df)
+    tracker = tracker or progress.Tracker(description="backtest")
+    tracker.total = sum(series_per_window(df, h, n_windows, step, min_train_length)) * len(
+        factories
+    )
     cv_parts, scale_parts = [], []
-    for window in windows(h, n_windows, step):
-        train, test = split_at(df, window.offset, h, min_train_length)
-        cutoffs = train.groupby(ID_COL, sort=True)[TIME_COL].last().rename(CUTOFF_COL)
-        scale_parts.append(scales_for(train, season_length, cutoffs))
-        actuals = test[[ID_COL, TIME_COL, TARGET_COL]]
-        for name, factory in factories.items():
-            started = time.perf_counter()
-            forecast = factory().fit(train).predict(h, level=levels)
-            forecast = forecast.merge(actuals, on=[ID_COL, TIME_COL], how="inner")
-            forecast[CUTOFF_COL] = forecast[ID_COL].map(cutoffs)
-            forecast.insert(0, MODEL_COL, name)
-            cv_parts.append(forecast)
-            message = (
-                f"window {window.index + 1}/{n_windows} {name}: "
-                f"{train[ID_COL].nunique()} series in {time.perf_counter() - started:.1f}s"
-            )
-            log.info(message)
-            if on_progress:
-                on_progress(message)
+    with progress.track(tracker):
+        for window in windows(h, n_windows, step):
+            train, test = split_at(df, window.offset, h, min_train_length)
+            if train.empty:
+                # every series is too short for this window: nothing to fit or score
+                log.info(
+                    "window %d/%d: no series long enough, skipped", window.index + 1, n_windows
+                )
+                continue
+            cutoffs = train.groupby(ID_COL, sort=True)[TIME_COL].last().rename(CUTOFF_COL)
+            scale_parts.append(scales_for(train, season_length, cutoffs))
+            actuals = test[[ID_COL, TIME_COL, TARGET_COL]]
+            n_series = int(cutoffs.size)
+            for name, factory in factories.items():
+                started = time.perf_counter()
+                with tracker.step(name, n_series):
+                    forecast = factory().fit(train).predict(h, level=levels)
+                forecast = forecast.merge(actuals, on=[ID_COL, TIME_COL], how="inner")
+                forecast[CUTOFF_COL] = forecast[ID_COL].map(cutoffs)
+                forecast.insert(0, MODEL_COL, name)
+                cv_parts.append(forecast)
+                message = (
+                    f"window {window.index + 1}/{n_windows} {name}: "
+                    f"{n_series} series in {time.perf_counter() - started:.1f}s"
+                )
+                log.info(message)
+                if on_progress:
+                    on_progress(message)
     cv = pd.concat(cv_parts, ignore_index=True)
     front = [MODEL_COL, ID_COL, TIME_COL, CUTOFF_COL, TARGET_COL]
     cv = cv[front + [c for c in cv.columns if c not in front]]
@@ -134,8 +163,10 @@ def run_backtest(
     config: ModelConfig,
     n_jobs: int | None = None,
     on_progress: Callable[[str], None] | None = None,
+    tracker: progress.Tracker | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cross-validate every candidate of ``config`` on ``df``."""
+    """Cross-validate every candidate of ``config`` on ``df`` (``tracker``: see
+    ``cross_validation``)."""
     np.random.seed(config.seed)
     return cross_validation(
         df,
@@ -147,4 +178,5 @@ def run_backtest(
         season_length=config.season_length,
         min_train_length=config.min_train_length,
         on_progress=on_progress,
+        tracker=tracker,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +37,18 @@ ModelName = Annotated[str, typer.Argument(help="model folder name under models/"
 Jobs = Annotated[
     int | None,
     typer.Option(
-        "--n-jobs", help="parallel workers (-1: all cores; default from TSOPS_N_JOBS or all)"
+        "--n-jobs",
+        help="local worker processes (-1: all cores; default from TSOPS_N_JOBS or all)",
+    ),
+]
+Cluster = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Dask scheduler to fit on, e.g. tcp://tsops-dask-scheduler.tsops.svc:8786 "
+        "(default: TSOPS_DASK_SCHEDULER; neither: local processes)",
+        show_default=False,
     ),
 ]
 
@@ -60,16 +72,57 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             # commands that never load them (the GitOps ones) should not pay for.
             from tsops.config import ConfigError
             from tsops.forecasters.base import ForecastError
+            from tsops.parallel import ClusterError
             from tsops.registry import RegistryError
             from tsops.validate import ValidationError
 
             if isinstance(exc, ValidationError):
                 _fail(f"validation failed, nothing was written:\n{exc}")
-            if isinstance(exc, (ConfigError, ForecastError, RegistryError, FileNotFoundError)):
+            known = (ConfigError, ForecastError, RegistryError, ClusterError, FileNotFoundError)
+            if isinstance(exc, known):
                 _fail(str(exc))
             raise
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _fitting(cluster: str | None) -> Iterator[Any]:
+    """Fit on the Dask cluster named by ``--cluster`` or TSOPS_DASK_SCHEDULER (local
+    processes if neither), with progress on stderr; yields the progress sink."""
+    from tsops import progress
+    from tsops.parallel import use_cluster
+
+    with (
+        use_cluster(cluster) as client,
+        progress.reporting(progress.sink_for(sys.stderr)) as sink,
+    ):
+        if client is not None:
+            threads = client.nthreads()
+            sink.message(
+                f"fitting on the Dask cluster at {client.scheduler.address} "
+                f"({len(threads)} workers, {sum(threads.values())} threads)"
+            )
+        yield sink
+
+
+def _summary_table(candidates: dict[str, dict]) -> str:
+    """``tsops backtest``'s closing table: time, rate and accuracy per candidate."""
+
+    def number(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        f"{'candidate':<20} {'series':>7} {'fit+fcst s':>10} {'series/s':>9} "
+        f"{'sMAPE':>7} {'MASE':>7}"
+    ]
+    for name, row in candidates.items():
+        lines.append(
+            f"{name:<20} {row['series']:>7,} {row['seconds']:>10.1f} "
+            f"{number(row['series_per_s'], ',.1f'):>9} {number(row['smape'], '.2f'):>7} "
+            f"{number(row['mase'], '.3f'):>7}"
+        )
+    return "\n".join(lines)
 
 
 def _echo_json(data: Any) -> None:
@@ -160,21 +213,35 @@ def validate(
 
 @app.command()
 @handles_errors
-def backtest(model: ModelName, n_jobs: Jobs = None, root: Root = Path(".")) -> None:
-    """Rolling-origin backtest of every candidate, then the selection rule."""
+def backtest(
+    model: ModelName, n_jobs: Jobs = None, cluster: Cluster = None, root: Root = Path(".")
+) -> None:
+    """Rolling-origin backtest of every candidate, then the selection rule.
+
+    Shows progress on stderr and ends with a table of time, series/s, sMAPE and MASE
+    per candidate.
+    """
     from tsops import steps
 
-    result = steps.backtest(root, model, n_jobs, progress=lambda m: typer.echo(m, err=True))
-    typer.echo(f"{model}: rule {result['rule']}, members {', '.join(result['members'])}")
+    with _fitting(cluster) as sink:
+        result = steps.backtest(root, model, n_jobs, progress=sink.message)
+    typer.echo(_summary_table(result["candidates"]))
+    typer.echo(
+        f"{model}: rule {result['rule']}, members {', '.join(result['members'])} "
+        f"({result['seconds']:.1f} s)"
+    )
 
 
 @app.command()
 @handles_errors
-def train(model: ModelName, n_jobs: Jobs = None, root: Root = Path(".")) -> None:
+def train(
+    model: ModelName, n_jobs: Jobs = None, cluster: Cluster = None, root: Root = Path(".")
+) -> None:
     """Fit the selected model on all data; save it under artifacts/<model>/model/."""
     from tsops import steps
 
-    result = steps.train(root, model, n_jobs)
+    with _fitting(cluster):
+        result = steps.train(root, model, n_jobs)
     typer.echo(
         f"{model}: trained {result['rule']} of {', '.join(result['members'])} "
         f"(cutoff {result['cutoff']})"
@@ -202,12 +269,17 @@ def gate(
     no_champion: Annotated[
         bool, typer.Option("--no-champion", help="skip the comparison with the registry's champion")
     ] = False,
+    cluster: Cluster = None,
     root: Root = Path("."),
 ) -> None:
-    """Compare the candidate with seasonal naive and the champion; exit 1 when it fails."""
+    """Compare the candidate with seasonal naive and the champion; exit 1 when it fails.
+
+    The champion's method is backtested again on today's data (on --cluster if given).
+    """
     from tsops import steps
 
-    result = steps.gate(root, model, against_champion=not no_champion)
+    with _fitting(cluster):
+        result = steps.gate(root, model, against_champion=not no_champion)
     typer.echo(result.table())
     if not result.passed:
         raise typer.Exit(1)
@@ -218,12 +290,14 @@ def gate(
 def register(
     model: ModelName,
     alias: Annotated[str, typer.Option(help="alias to set when the gate passes")] = "challenger",
+    cluster: Cluster = None,
     root: Root = Path("."),
 ) -> None:
     """Log the trained model to MLflow, register a version, set the alias if the gate passes."""
     from tsops import steps
 
-    registered, result = steps.register(root, model, alias)
+    with _fitting(cluster):
+        registered, result = steps.register(root, model, alias)
     typer.echo(result.table())
     state = "already registered as" if registered.reused else "registered"
     typer.echo(f"{model}: {state} version {registered.version} (run {registered.run_id})")

@@ -17,6 +17,7 @@ from tsops.datasets import load_source
 from tsops.gate import GateResult, evaluate_gate
 from tsops.io import atomic_dir, read_frame, read_json, write_json, write_parquet
 from tsops.paths import ModelPaths
+from tsops.progress import Tracker, track
 from tsops.schema import ID_COL, TIME_COL
 from tsops.validate import check_frame
 
@@ -99,19 +100,50 @@ def validate(root: Path, name: str, data: Path | None = None) -> dict:
 
 
 def backtest(root: Path, name: str, n_jobs: int | None = None, progress: Progress = None) -> dict:
+    """Backtest, select and write ``artifacts/<name>/backtest/``.
+
+    Returns the selection (``rule``, ``members``), the wall ``seconds`` and, per
+    candidate, the series fitted (windows x series), the seconds spent fitting and
+    forecasting them, the rate and the backtest sMAPE and MASE (``candidates``).
+    """
     from tsops.backtest import run_backtest
+    from tsops.evaluate import score
+    from tsops.metrics import MODEL_COL
     from tsops.selection import select, with_rules
 
     config, paths = load(root, name)
     df = read_data(paths, config)
-    cv, scales = run_backtest(df, config, n_jobs=n_jobs, on_progress=progress)
+    tracker = Tracker(description=f"backtest {name}")
+    cv, scales = run_backtest(df, config, n_jobs=n_jobs, on_progress=progress, tracker=tracker)
     selection = select(cv, scales, config)
+    overall = score(cv, scales, config.levels)["overall"].set_index(MODEL_COL)
     cv = with_rules(cv, scales, config)
     with atomic_dir(paths.backtest) as tmp:
         write_parquet(cv, tmp / "cv.parquet")
         write_parquet(scales, tmp / "scales.parquet")
         write_json(selection.to_dict(), tmp / "selection.json")
-    return {"rule": selection.rule, "members": selection.members}
+    return {
+        "rule": selection.rule,
+        "members": selection.members,
+        "seconds": round(tracker.elapsed, 3),
+        "candidates": candidate_summary(tracker, overall),
+    }
+
+
+def candidate_summary(tracker: Tracker, overall: pd.DataFrame) -> dict[str, dict]:
+    """Per candidate: series fitted, seconds, series/s, and backtest sMAPE / MASE."""
+    out = {}
+    for name, stats in tracker.steps.items():
+        row = overall.loc[name] if name in overall.index else None
+        rate = stats.rate
+        out[name] = {
+            "series": stats.items,
+            "seconds": round(stats.seconds, 3),
+            "series_per_s": round(rate, 2) if rate is not None else None,
+            "smape": None if row is None else round(float(row["smape"]), 4),
+            "mase": None if row is None else round(float(row["mase"]), 4),
+        }
+    return out
 
 
 def train(root: Path, name: str, n_jobs: int | None = None) -> dict:
@@ -122,7 +154,12 @@ def train(root: Path, name: str, n_jobs: int | None = None) -> dict:
     config, paths = load(root, name)
     df = read_data(paths, config)
     selection = Selection.from_dict(read_json(paths.backtest / "selection.json"))
-    forecaster = fit_selected(df, config, selection, n_jobs=n_jobs)
+    # every member fits every series; the step counts members that report nothing (global
+    # models) once they are done
+    n_fits = df[ID_COL].nunique() * len(selection.members)
+    tracker = Tracker(n_fits, f"train {name}")
+    with track(tracker), tracker.step("fit", n_fits):
+        forecaster = fit_selected(df, config, selection, n_jobs=n_jobs)
     spec = spec_of(config, selection, df)
     save_trained(forecaster, spec, paths.model)
     return {"rule": selection.rule, "members": selection.members, "cutoff": spec["cutoff"]}

@@ -6,6 +6,7 @@ from tests.code.fakes import last, mean
 from tsops.backtest import cross_validation, split_at, windows
 from tsops.config import parse_model_config
 from tsops.forecasters.combine import Combined
+from tsops.progress import Tracker
 from tsops.selection import RULES, SELECTED, rule_cv, select, with_rules
 from tsops.synthetic import make_series
 
@@ -58,6 +59,28 @@ def test_a_series_too_short_for_a_window_sits_it_out():
     # s1 (6 points) fits on 2 points in the older window (offset 4): left out there only
     assert cv.groupby("unique_id")["cutoff"].nunique().to_dict() == {"s0": 2, "s1": 1}
     assert scales.groupby("unique_id").size().to_dict() == {"s0": 2, "s1": 1}
+
+
+def test_a_window_no_series_is_long_enough_for_is_skipped():
+    df = make_series(lengths=[8, 7], season_length=1)
+    tracker = Tracker(description="backtest")
+    cv, scales = cross_validation(
+        df,
+        {"last": last, "mean": mean},
+        h=2,
+        n_windows=3,
+        step=2,
+        levels=[80],
+        season_length=1,
+        min_train_length=3,
+        tracker=tracker,
+    )
+    # offsets 6, 4, 2: the oldest leaves 2 and 1 points, both below 3
+    assert cv["cutoff"].nunique() == 2
+    assert sorted(scales.groupby("unique_id").size()) == [2, 2]
+    # progress counted the fits that happened: 2 windows x 2 series x 2 candidates
+    assert tracker.total == tracker.done == 8
+    assert {name: stats.items for name, stats in tracker.steps.items()} == {"last": 4, "mean": 4}
 
 
 def test_cross_validation_shape_and_no_leakage():
@@ -121,6 +144,25 @@ def test_median_ensemble_of_two_is_their_mean():
     ens = rule_cv(cv, scales, config, "median_ensemble").sort_values(["unique_id", "ds", "cutoff"])
     pair = cv.pivot_table(index=["unique_id", "ds", "cutoff"], columns="model", values="mean")
     np.testing.assert_allclose(ens["mean"].to_numpy(), pair.mean(axis=1).to_numpy())
+
+
+def test_ensembles_of_three_take_the_median_or_the_mean():
+    _, cv, scales = _trend_and_flat_cv()
+    third = cv[cv.model == "last"].assign(model="zero", mean=0.0, **{"lo-80": -1.0, "hi-80": 1.0})
+    cv3 = pd.concat([cv, third], ignore_index=True)
+    trio = cv3.pivot_table(index=["unique_id", "ds", "cutoff"], columns="model", values="mean")
+    for rule, expected in (
+        ("median_ensemble", trio.median(axis=1)),
+        ("mean_ensemble", trio.mean(axis=1)),
+    ):
+        config = parse_model_config(
+            CONFIG.replace("RULE", f"{rule}, members: [mean, last, zero]").replace(
+                "  last:", "  zero: {kind: seasonal_naive}\n  last:"
+            )
+        )
+        ens = rule_cv(cv3, scales, config, rule).sort_values(["unique_id", "ds", "cutoff"])
+        np.testing.assert_allclose(ens["mean"].to_numpy(), expected.to_numpy())
+        assert (ens["lo-80"] <= ens["mean"]).all() and (ens["mean"] <= ens["hi-80"]).all()
 
 
 @pytest.mark.parametrize("rule", RULES)
