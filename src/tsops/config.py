@@ -64,10 +64,14 @@ class BacktestConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    rule: Literal["best_overall", "per_series", "median_ensemble"] = "median_ensemble"
+    rule: Literal["best_overall", "per_series", "median_ensemble", "mean_ensemble"] = (
+        "median_ensemble"
+    )
     metric: Literal["mase", "smape", "rmsse"] = "mase"
     members: list[str] | None = Field(
-        None, description="median_ensemble: candidates to combine (default: all but the baseline)"
+        None,
+        description="median_ensemble / mean_ensemble: candidates to combine "
+        "(default: all but the baseline)",
     )
 
 

@@ -20,7 +20,9 @@ from tsops.metrics import MODEL_COL, per_series, pointwise_errors
 from tsops.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, interval_columns
 
 SELECTED = "selected"
-RULES = ("best_overall", "per_series", "median_ensemble")
+RULES = ("best_overall", "per_series", "median_ensemble", "mean_ensemble")
+#: rules that combine all members for every series, and how
+ENSEMBLES = {"median_ensemble": "median", "mean_ensemble": "mean"}
 
 
 @dataclass
@@ -46,13 +48,26 @@ def ensemble_members(config: ModelConfig) -> list[str]:
     return [name for name in config.candidates if name != config.baseline] or [config.baseline]
 
 
-def median_cv(cv: pd.DataFrame, members: Sequence[str], levels: Sequence[float]) -> pd.DataFrame:
-    """Median over ``members`` of the point forecast and of each interval bound."""
+def ensemble_cv(
+    cv: pd.DataFrame, members: Sequence[str], levels: Sequence[float], how: str = "median"
+) -> pd.DataFrame:
+    """Median (or mean) over ``members`` of the point forecast and of each interval bound.
+
+    A forecast time only some members forecast is dropped, as the registered
+    ensemble, whose members all forecast every series, never produces it.
+    """
     keys = [ID_COL, TIME_COL, CUTOFF_COL, TARGET_COL]
     value_cols = [MEAN_COL, *interval_columns(levels)]
     subset = cv[cv[MODEL_COL].isin(members)]
-    out = subset.groupby(keys, sort=True)[value_cols].median().reset_index()
-    return out
+    grouped = subset.groupby(keys, sort=True)
+    out = grouped[value_cols].agg(how)
+    out = out[grouped.size() == len(set(members))]
+    return out.reset_index()
+
+
+def median_cv(cv: pd.DataFrame, members: Sequence[str], levels: Sequence[float]) -> pd.DataFrame:
+    """Median over ``members`` of the point forecast and of each interval bound."""
+    return ensemble_cv(cv, members, levels, "median")
 
 
 def _scores(cv: pd.DataFrame, scales: pd.DataFrame, levels: Sequence[float], metric: str):
@@ -79,8 +94,8 @@ def rule_cv(
     """Honest cross-validation forecasts of a selection rule, labelled ``rule``."""
     levels, metric = config.levels, config.selection.metric
     candidates = list(config.candidates)
-    if rule == "median_ensemble":
-        out = median_cv(cv, ensemble_members(config), levels)
+    if rule in ENSEMBLES:
+        out = ensemble_cv(cv, ensemble_members(config), levels, ENSEMBLES[rule])
     else:
         cutoffs = sorted(cv[CUTOFF_COL].unique())
         parts = []
@@ -104,7 +119,7 @@ def select(cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig) -> Selec
     """The rule from model.yaml, resolved on all backtest windows."""
     rule, metric = config.selection.rule, config.selection.metric
     candidates = list(config.candidates)
-    if rule == "median_ensemble":
+    if rule in ENSEMBLES:
         return Selection(rule, ensemble_members(config))
     scores = _scores(cv, scales, config.levels, metric)
     if rule == "best_overall":

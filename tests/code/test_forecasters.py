@@ -339,3 +339,28 @@ def test_make_forecaster_rejects_unknown_kinds_and_params():
         make_forecaster("ets", {"trend": "cubic"}, freq=FREQ, season_length=SEASON)
     with pytest.raises(ValueError, match="order"):
         make_forecaster("arima", {"order": [1, 1]}, freq=FREQ, season_length=SEASON)
+    with pytest.raises(ValueError, match=r"'Prophet' is not supported; use one of.*AutoETS"):
+        make_forecaster("statsforecast", {"model": "Prophet"}, freq=FREQ, season_length=SEASON)
+    with pytest.raises(ValueError, match=r"AutoETS: invalid options.*wiggle"):
+        make_forecaster(
+            "statsforecast", {"options": {"wiggle": 1}}, freq=FREQ, season_length=SEASON
+        )
+
+
+def test_statsforecast_engine_keeps_its_parameters_on_new_history():
+    """A forecast from fresh history re-filters with the fitted parameters (``forward``),
+    as the statsmodels wrappers do; refitting on that history would differ."""
+    from statsforecast.models import AutoETS
+
+    y = make_series(1, 60, seed=3)["y"].to_numpy()
+    model = make_forecaster("statsforecast", {}, freq=FREQ, season_length=SEASON).model
+    fitted = model.fit(y[:48])
+    assert fitted.fallback_ is None
+    direct = AutoETS(season_length=SEASON).fit(y[:48]).forward(y, 6, level=[80])
+    got = fitted.update(y).forecast(6, [80.0])
+    np.testing.assert_allclose(got["mean"], direct["mean"])
+    np.testing.assert_allclose(got["hi-80"], direct["hi-80"])
+    refit = AutoETS(season_length=SEASON).fit(y).predict(6)["mean"]
+    assert not np.allclose(got["mean"], refit)
+    with pytest.raises(ForecastError, match=r"needs .* observations"):
+        fitted.update(y[:3])

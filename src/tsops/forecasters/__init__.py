@@ -14,6 +14,7 @@ from tsops.forecasters.base import Forecaster, ForecastError, LocalModel, PerSer
 from tsops.forecasters.ets import ETS
 from tsops.forecasters.gbm import GlobalGBM
 from tsops.forecasters.naive import SeasonalNaive
+from tsops.forecasters.statsforecast_models import StatsForecastModel
 from tsops.forecasters.theta import Theta
 
 KINDS: dict[str, type[LocalModel] | type[Forecaster]] = {
@@ -21,6 +22,7 @@ KINDS: dict[str, type[LocalModel] | type[Forecaster]] = {
     "ets": ETS,
     "arima": ARIMA,
     "theta": Theta,
+    "statsforecast": StatsForecastModel,
     "gbm": GlobalGBM,
 }
 
@@ -36,6 +38,7 @@ __all__ = [
     "GlobalGBM",
     "PerSeries",
     "SeasonalNaive",
+    "StatsForecastModel",
     "Theta",
     "kind_params",
     "make_forecaster",

@@ -12,11 +12,12 @@ from tsops.forecasters.base import Forecaster, Histories, SeriesForecast, wanted
 
 
 class Combined(Forecaster):
-    """Median of several members, one member per series, or one member for all.
+    """Median or mean of several members, one member per series, or one member for all.
 
-    ``rule``: ``median_ensemble`` (median of the members' point forecasts and of
-    each interval bound), ``per_series`` (``choice`` maps a series to its member) or
-    ``best_overall`` (one member).
+    ``rule``: ``median_ensemble`` / ``mean_ensemble`` (median / mean of the members'
+    point forecasts and of each interval bound; both keep ``lo <= mean <= hi``),
+    ``per_series`` (``choice`` maps a series to its member) or ``best_overall`` (one
+    member).
     """
 
     def __init__(
@@ -68,11 +69,12 @@ class Combined(Forecaster):
         forecasts = [m.predict_series(h, levels, histories, wanted) for m in self.members.values()]
         if len(forecasts) == 1:
             return forecasts[0]
+        combine = np.mean if self.rule == "mean_ensemble" else np.median
         combined = []
         for parts in zip(*forecasts, strict=True):
             first = parts[0]
             values = {
-                col: np.median(np.stack([p.values[col] for p in parts]), axis=0)
+                col: combine(np.stack([p.values[col] for p in parts]), axis=0)
                 for col in first.values
             }
             combined.append(SeriesForecast(first.unique_id, first.cutoff, first.ds, values))
