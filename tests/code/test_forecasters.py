@@ -303,6 +303,12 @@ def test_ets_update_reuses_initial_states_only_when_the_start_matches():
     assert after_gap.params_ is model.params_
 
 
+def test_gbm_fits_when_a_lag_is_longer_than_every_series():
+    short = make_series(3, 14, seed=4)
+    gbm = GlobalGBM(FREQ, SEASON, lags=24, max_iter=20).fit(short)
+    assert np.isfinite(gbm.predict(6, LEVELS)[forecast_columns(LEVELS)[2:]].to_numpy()).all()
+
+
 def test_gbm_calibrates_per_step_and_extends_beyond(train):
     gbm = GlobalGBM(FREQ, SEASON, max_iter=60, calibration_horizon=6).fit(train)
     assert len(gbm.error_counts_) == 6 and gbm.error_counts_[0] > gbm.error_counts_[-1] > 0

@@ -153,8 +153,16 @@ class GlobalGBM(Forecaster):
             raise ValueError(
                 "GlobalGBM needs at least one series with two or more observations to fit"
             )
+        X = train.X
+        empty = np.isnan(X).all(axis=0)
+        if empty.any():
+            # A lag longer than every training series is all NaN, and scikit-learn's
+            # binning fails on a column without any value; a constant column gets no
+            # split, so the feature is ignored as it should be.
+            X = X.copy()
+            X[:, empty] = 0.0
         model = HistGradientBoostingRegressor(early_stopping=False, **self.hyperparams)
-        return model.fit(train.X, train.target)
+        return model.fit(X, train.target)
 
     def _calibrate(self, df: pd.DataFrame) -> None:
         """Per-step quantiles of scaled absolute errors on held-out tails (see class doc)."""
