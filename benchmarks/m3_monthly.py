@@ -540,7 +540,7 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
     total_s = time.perf_counter() - _START
     return {
         "benchmark": "M3 monthly, default model, through the tsops commands",
-        "command": " ".join(["python", *sys.argv]),
+        "command": portable(" ".join(["python", *sys.argv]), workdir),
         "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": {
             "dataset": f"{config.source.dataset} {config.source.subset}",
@@ -593,6 +593,13 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
         "load_average": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
         "code": code,
     }
+
+
+def portable(text: str, workdir: Path) -> str:
+    """``text`` without this machine's paths: the scratch folder as ``$WORKDIR``, the
+    repository's files relative to it."""
+    text = text.replace(str(workdir.resolve()), "$WORKDIR").replace(str(workdir), "$WORKDIR")
+    return text.replace(str(ROOT) + os.sep, "")
 
 
 def shown(path: Path) -> str:
@@ -654,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args, memory, scratch, log_file)
         write_json(result, args.out)
         # copied only after a complete run: a failed run leaves the previous log
-        shutil.copyfile(log_path, args.out.with_suffix(".log"))
+        args.out.with_suffix(".log").write_text(portable(log_path.read_text(), scratch))
     finally:
         if args.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
