@@ -57,7 +57,16 @@ MODEL = "m3-monthly"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "dask_workers.json"
 BACKENDS = ("local-1", "local-2", "dask-1", "dask-2")
 WARMUP_SERIES = 64
-PACKAGES = ("numpy", "pandas", "statsmodels", "scikit-learn", "joblib", "dask", "distributed")
+PACKAGES = (
+    "numpy",
+    "pandas",
+    "statsmodels",
+    "statsforecast",
+    "scikit-learn",
+    "joblib",
+    "dask",
+    "distributed",
+)
 
 _START = time.perf_counter()
 
