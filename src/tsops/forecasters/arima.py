@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-from tsops.forecasters.base import ForecastError, LocalModel
+from tsops.forecasters.base import LocalModel
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
     CachedResults,
+    NaiveFallback,
     SeasonalNaive,
     as_series,
     is_finite_forecast,
-    naive_fallback,
     quiet,
     tidy_intervals,
 )
@@ -25,7 +24,7 @@ from tsops.schema import MEAN_COL, hi_col, lo_col
 _TRENDS = ("n", "c", "t", "ct")
 
 
-class ARIMA(CachedResults, LocalModel):
+class ARIMA(NaiveFallback, CachedResults, LocalModel):
     """SARIMA(p,d,q)(P,D,Q,m) with parameters estimated by exact maximum likelihood.
 
     Parameters
@@ -112,26 +111,17 @@ class ARIMA(CachedResults, LocalModel):
                 self.min_length = _needed(spec)
                 return self
         self.spec_, self.params_ = None, np.empty(0)
-        self.fallback_ = naive_fallback(y, self.season_length)
-        self.min_length = self.fallback_.min_length
-        return self
+        return self._fall_back(y)
 
     def _model(self, y: np.ndarray, spec: dict[str, Any]):
         return SARIMAX(y, **spec)
 
     def update(self, y: np.ndarray) -> Self:
-        y = as_series(y, "history")
-        new = copy.copy(self)
-        if self.fallback_ is not None:
-            new.fallback_ = self.fallback_.update(y)
-            return new
-        if len(y) < self.min_length:
-            raise ForecastError(
-                f"ARIMA{self.spec_['order']}{self.spec_['seasonal_order']} needs at least "
-                f"{self.min_length} observations to start from new history; got {len(y)}"
-            )
-        new.y_ = y
-        new._results = None  # rebuilt from y_ on first use: results.apply(y), see _rebuild
+        name = f"ARIMA{self.spec_['order']}{self.spec_['seasonal_order']}" if self.spec_ else ""
+        new, y = self._copy_for_update(y, name + " needs at least {n} observations")
+        if y is not None:
+            new.y_ = y
+            new._results = None  # rebuilt from y_ on first use: results.apply(y), see _rebuild
         return new
 
     def _rebuild(self):

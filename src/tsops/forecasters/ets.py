@@ -14,10 +14,10 @@ from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
     CachedResults,
+    NaiveFallback,
     SeasonalNaive,
     as_series,
     is_finite_forecast,
-    naive_fallback,
     quiet,
     tidy_intervals,
 )
@@ -32,7 +32,7 @@ def _heuristic_min(season_length: int) -> int:
     return max(2 * season_length, 10 + 2 * (season_length // 2))
 
 
-class ETS(CachedResults, LocalModel):
+class ETS(NaiveFallback, CachedResults, LocalModel):
     """ETS with additive (or multiplicative) errors, chosen by AICc when asked to.
 
     Parameters
@@ -148,9 +148,7 @@ class ETS(CachedResults, LocalModel):
         self._results = None
         self.spec_ = None
         self.params_ = {}
-        self.fallback_ = naive_fallback(y, self.season_length)
-        self.min_length = self.fallback_.min_length
-        return self
+        return super()._fall_back(y)
 
     def _model(self, y: np.ndarray, spec: dict[str, Any], init: str, **known: Any):
         # a Series because get_prediction fails on plain arrays (statsmodels 0.15)

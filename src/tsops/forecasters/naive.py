@@ -190,6 +190,35 @@ def naive_fallback(y: np.ndarray, season_length: int) -> SeasonalNaive:
     return SeasonalNaive(season_length).fit(y)
 
 
+class NaiveFallback:
+    """What every statistical wrapper does around a fit that failed: forecast with
+    seasonal naive instead, and start forecasts from fresh history the same way."""
+
+    fallback_: SeasonalNaive | None = None
+    season_length: int
+    min_length: int
+
+    def _fall_back(self, y: np.ndarray) -> Self:
+        self.fallback_ = naive_fallback(y, self.season_length)
+        self.min_length = self.fallback_.min_length
+        return self
+
+    def _copy_for_update(self, y: np.ndarray, needs: str) -> tuple[Self, np.ndarray | None]:
+        """A copy to forecast after ``y``, and ``y`` checked; ``None`` for ``y`` when the
+        fallback, already updated in the copy, forecasts. ``needs`` words the error for
+        too short a history, with ``{n}`` for ``min_length``."""
+        y = as_series(y, "history")
+        new = copy.copy(self)
+        if self.fallback_ is not None:
+            new.fallback_ = self.fallback_.update(y)
+            return new, None
+        if len(y) < self.min_length:
+            raise ForecastError(
+                f"{needs.format(n=self.min_length)} to start from new history; got {len(y)}"
+            )
+        return new, y
+
+
 def seasonal_ok(n: int, season_length: int, cycles: int = 2) -> bool:
     """Whether ``n`` observations hold enough full seasons to estimate seasonality."""
     return season_length > 1 and n >= cycles * season_length

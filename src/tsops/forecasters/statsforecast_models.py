@@ -9,7 +9,6 @@ the ensembles and the model server use them like the statsmodels models.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -18,10 +17,10 @@ import numpy as np
 from tsops.forecasters.base import ForecastError, LocalModel
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
+    NaiveFallback,
     SeasonalNaive,
     as_series,
     is_finite_forecast,
-    naive_fallback,
     quiet,
     tidy_intervals,
 )
@@ -54,7 +53,7 @@ def _model_class(name: str) -> type:
     return getattr(models, name)
 
 
-class StatsForecastModel(LocalModel):
+class StatsForecastModel(NaiveFallback, LocalModel):
     """One statsforecast model (``model``, e.g. ``AutoETS``) fitted to one series.
 
     Parameters
@@ -109,22 +108,12 @@ class StatsForecastModel(LocalModel):
 
     def _fall_back(self, y: np.ndarray) -> Self:
         self.fitted_model_ = None
-        self.fallback_ = naive_fallback(y, self.season_length)
-        self.min_length = self.fallback_.min_length
-        return self
+        return super()._fall_back(y)
 
     def update(self, y: np.ndarray) -> Self:
-        y = as_series(y, "history")
-        new = copy.copy(self)
-        if self.fallback_ is not None:
-            new.fallback_ = self.fallback_.update(y)
-            return new
-        if len(y) < self.min_length:
-            raise ForecastError(
-                f"statsforecast {self.model} needs {self.min_length} observations to start "
-                f"from new history; got {len(y)}"
-            )
-        new.history_ = y
+        new, y = self._copy_for_update(y, f"statsforecast {self.model} needs {{n}} observations")
+        if y is not None:
+            new.history_ = y
         return new
 
     def forecast(self, h: int, levels: Sequence[float]) -> dict[str, np.ndarray]:

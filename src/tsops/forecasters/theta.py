@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Self
 
@@ -12,14 +11,14 @@ from statsmodels.tsa.forecasting.theta import ThetaModel, ThetaModelResults
 from statsmodels.tsa.seasonal import seasonal_decompose
 from statsmodels.tsa.stattools import acf
 
-from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
+from tsops.forecasters.base import LocalModel, gaussian_intervals
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
     CachedResults,
+    NaiveFallback,
     SeasonalNaive,
     as_series,
     is_finite_forecast,
-    naive_fallback,
     quiet,
     seasonal_ok,
     tidy_intervals,
@@ -29,7 +28,7 @@ from tsops.forecasters.naive import (
 _CHI2_90 = 2.705543454095404
 
 
-class Theta(CachedResults, LocalModel):
+class Theta(NaiveFallback, CachedResults, LocalModel):
     """Theta forecast: SES plus half the OLS slope (theta=2), on seasonally adjusted data.
 
     Parameters
@@ -108,24 +107,13 @@ class Theta(CachedResults, LocalModel):
             return self._fall_back(y)
         return self
 
-    def _fall_back(self, y: np.ndarray) -> Self:
-        self.fallback_ = naive_fallback(y, self.season_length)
-        self.min_length = self.fallback_.min_length
-        return self
-
     def update(self, y: np.ndarray) -> Self:
-        y = as_series(y, "history")
-        new = copy.copy(self)
-        if self.fallback_ is not None:
-            new.fallback_ = self.fallback_.update(y)
-            return new
-        if len(y) < self.min_length:
-            raise ForecastError(
-                f"Theta with seasonal adjustment needs {self.min_length} observations "
-                f"(two seasons) to start from new history; got {len(y)}"
-            )
-        new.y_ = y
-        new._results = None
+        new, y = self._copy_for_update(
+            y, "Theta with seasonal adjustment needs {n} observations (two seasons)"
+        )
+        if y is not None:
+            new.y_ = y
+            new._results = None
         return new
 
     def _rebuild(self) -> ThetaModelResults:
