@@ -20,7 +20,8 @@ training part; both averaged over series), next to every member of the registere
 model, the lever table (each member left out, median instead of mean) and references
 fitted in the same run: seasonal naive, statsforecast's Theta and statsmodels' Theta
 (``--references all`` adds the previous default's members: statsmodels ETS and ARIMA
-and the gradient boosting with default features). Nothing looks at the holdout before
+and the gradient boosting with default features, and AutoETS over its whole model
+space, undamped trends included). Nothing looks at the holdout before
 scoring: every choice comes from the backtest windows.
 
 ``--tile K`` repeats every series K times (ids ``<id>~<k>``), to measure how time and
@@ -83,11 +84,15 @@ REFERENCES = {
     "Theta (statsforecast)": ("statsforecast", {"model": "Theta"}),
     "Theta (statsmodels)": ("theta", {}),
 }
-#: the previous default's members (``--references all``): slow, so optional
+#: the previous defaults' members (``--references all``): slow, so optional
 PREVIOUS = {
     "ETS (statsmodels, previous default)": ("ets", {"trend": "auto", "seasonal": "auto"}),
     "ARIMA (statsmodels, previous default)": ("arima", {}),
     "gbm, 12 lags + calendar (previous default)": ("gbm", {}),
+    "AutoETS, all models incl. undamped trends (statsforecast)": (
+        "statsforecast",
+        {"model": "AutoETS"},
+    ),
 }
 PUBLISHED = {
     "method": "Theta",
