@@ -118,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         "min_train_length": config.min_train_length,
     }
     members = ensemble_members(config)
+    # the shipped rule's combination (this model ships the mean)
+    how = "mean" if config.selection.rule == "mean_ensemble" else "median"
     log(f"shipped candidates on {df['unique_id'].nunique()} series: {', '.join(config.candidates)}")
     tracker = progress.Tracker(description="shipped candidates")
     cv, scales = cross_validation(
         df, candidate_factories(config, n_jobs=n_jobs), tracker=tracker, **folds
     )
     seconds = {name: round(stats.seconds, 1) for name, stats in tracker.steps.items()}
-    ensembles = [ensemble_cv(cv, members, config.levels, "mean").assign(**{MODEL_COL: "shipped"})]
-    replaced = {}
+    ensembles = [ensemble_cv(cv, members, config.levels, how).assign(**{MODEL_COL: "shipped"})]
     for name in names:
         member, kind, params = VARIANTS[name]
 
@@ -144,30 +145,36 @@ def main(argv: list[str] | None = None) -> int:
         seconds[name] = round(time.perf_counter() - started, 1)
         cv = pd.concat([cv, part], ignore_index=True)
         combined = [m for m in members if m != member] + [name]
-        replaced[name] = member
-        ensemble = ensemble_cv(cv, combined, config.levels, "mean")
-        ensembles.append(ensemble.assign(**{MODEL_COL: f"mean with {name}"}))
+        ensemble = ensemble_cv(cv, combined, config.levels, how)
+        ensembles.append(ensemble.assign(**{MODEL_COL: f"with {name}"}))
 
     table = score(pd.concat([cv, *ensembles], ignore_index=True), scales, config.levels)
     overall = table["overall"].set_index(MODEL_COL)
-    rows = []
-    for label in ["shipped", *members, *names]:
-        key = label if label in overall.index else None
-        alone = overall.loc[key] if key else None
-        mean = overall.loc[f"mean with {label}"] if label in names else None
-        if label == "shipped":
-            alone, mean = None, overall.loc["shipped"]
+
+    def scores(label: str | None, prefix: str) -> dict[str, float | None]:
+        found = label is not None and label in overall.index
+        return {
+            f"{prefix}_smape": round(float(overall.loc[label, "smape"]), 3) if found else None,
+            f"{prefix}_mase": round(float(overall.loc[label, "mase"]), 4) if found else None,
+        }
+
+    rows = [
+        {"name": "shipped", "replaces": None, "params": None}
+        | scores(None, "alone")
+        | scores("shipped", how)
+        | {"seconds": None}
+    ]
+    for name in [*members, *names]:
+        variant = VARIANTS.get(name)
         rows.append(
             {
-                "name": label,
-                "replaces": replaced.get(label, label if label in members else None),
-                "params": VARIANTS[label][2] if label in VARIANTS else None,
-                "alone_smape": None if alone is None else round(float(alone["smape"]), 3),
-                "alone_mase": None if alone is None else round(float(alone["mase"]), 4),
-                "mean_smape": None if mean is None else round(float(mean["smape"]), 3),
-                "mean_mase": None if mean is None else round(float(mean["mase"]), 4),
-                "seconds": seconds.get(label),
+                "name": name,
+                "replaces": variant[0] if variant else None,
+                "params": variant[2] if variant else config.candidates[name].params,
             }
+            | scores(name, "alone")
+            | scores(f"with {name}" if variant else None, how)
+            | {"seconds": seconds.get(name)}
         )
     frame = pd.DataFrame(rows)
     print(frame.drop(columns=["params"]).to_string(index=False))
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "series": int(df["unique_id"].nunique()),
             "n_jobs": n_jobs,
             "shipped": {name: spec.params for name, spec in config.candidates.items()},
-            "rule": "mean of " + ", ".join(members),
+            "rule": f"{how} of " + ", ".join(members),
             "seconds": seconds,
             "rows": rows,
             "machine": machine_info(),
