@@ -31,16 +31,16 @@ from typing import Any
 import pandas as pd
 
 from tsops import progress
-from tsops.backtest import candidate_factories, cross_validation
+from tsops.backtest import run_backtest
+from tsops.config import CandidateConfig
 from tsops.evaluate import score
-from tsops.forecasters import make_forecaster
 from tsops.io import write_json
 from tsops.metrics import MODEL_COL
 from tsops.parallel import default_n_jobs
-from tsops.selection import ensemble_cv, ensemble_members
+from tsops.selection import ENSEMBLES, ensemble_cv, ensemble_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from m3_monthly import ROOT, code_version, load_config, load_training, machine_info
+from m3_monthly import ROOT, code_version, load_config, load_training, log, machine_info
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "m3_backtest_choices.json"
 
@@ -89,10 +89,6 @@ VARIANTS: dict[str, tuple[str | None, str, dict[str, Any]]] = {
 SLOW = ("add-ces",)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=None, help="first N series (default: all)")
@@ -109,39 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config()
     df = load_training(config, args.series, tile=1)
     n_jobs = default_n_jobs()
-    folds = {
-        "h": config.horizon,
-        "n_windows": config.backtest.windows,
-        "step": config.step,
-        "levels": config.levels,
-        "season_length": config.season_length,
-        "min_train_length": config.min_train_length,
-    }
     members = ensemble_members(config)
-    # the shipped rule's combination (this model ships the mean)
-    how = "mean" if config.selection.rule == "mean_ensemble" else "median"
+    how = ENSEMBLES.get(config.selection.rule, "median")  # the shipped rule's combination
     log(f"shipped candidates on {df['unique_id'].nunique()} series: {', '.join(config.candidates)}")
     tracker = progress.Tracker(description="shipped candidates")
-    cv, scales = cross_validation(
-        df, candidate_factories(config, n_jobs=n_jobs), tracker=tracker, **folds
-    )
+    cv, scales = run_backtest(df, config, n_jobs=n_jobs, tracker=tracker)
     seconds = {name: round(stats.seconds, 1) for name, stats in tracker.steps.items()}
     ensembles = [ensemble_cv(cv, members, config.levels, how).assign(**{MODEL_COL: "shipped"})]
     for name in names:
         member, kind, params = VARIANTS[name]
-
-        def factory(kind=kind, params=params):
-            return make_forecaster(
-                kind,
-                params,
-                freq=config.freq,
-                season_length=config.season_length,
-                n_jobs=n_jobs,
-            )
-
         log(f"variant {name}: {kind} {params}")
+        # the variant as the model's only candidate: the backtest's own windows and seed
+        alone = config.model_copy(
+            update={"candidates": {name: CandidateConfig(kind=kind, params=params)}}
+        )
         started = time.perf_counter()
-        part, _ = cross_validation(df, {name: factory}, **folds)
+        part, _ = run_backtest(df, alone, n_jobs=n_jobs)
         seconds[name] = round(time.perf_counter() - started, 1)
         cv = pd.concat([cv, part], ignore_index=True)
         combined = [m for m in members if m != member] + [name]

@@ -72,7 +72,7 @@ from tsops.io import write_json, write_parquet
 from tsops.metrics import MODEL_COL
 from tsops.parallel import default_n_jobs
 from tsops.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
-from tsops.selection import SELECTED, ensemble_cv
+from tsops.selection import ENSEMBLES, SELECTED, ensemble_cv
 from tsops.train import load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -517,10 +517,10 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
             parts.append(rows)
             if stands_in_for in combined.members:
                 others = [n for n in combined.members if n != stands_in_for]
-                how = "mean" if combined.rule == "mean_ensemble" else "median"
+                how = ENSEMBLES.get(combined.rule, "median")
                 swapped = ensemble_cv(pd.concat([member_rows, rows]), [*others, label], levels, how)
                 parts.append(
-                    swapped.assign(**{MODEL_COL: f"mean with {label} in place of {stands_in_for}"})
+                    swapped.assign(**{MODEL_COL: f"{how} with {label} in place of {stands_in_for}"})
                 )
             log(f"reference {label}: {time.perf_counter() - started:.1f}s")
         frame = pd.concat(parts, ignore_index=True)
@@ -537,7 +537,7 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
         member_rows,
         list(combined.members),
         levels,
-        "mean" if combined.rule == "mean_ensemble" else "median",
+        ENSEMBLES.get(combined.rule, "median"),
     )
     selected_matches_rule = bool(
         np.allclose(
