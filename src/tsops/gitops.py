@@ -20,9 +20,14 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 ENVIRONMENTS = ("local", "staging", "production")
-IMAGE_NAME = "tsops-serving"
+IMAGE_NAME = "tsops-serving"  # the release the InferenceService pins
+# The stable (fully rolled-out) release, which the CronJobs run: batch forecasts follow a
+# canary only once it is promoted fully, and follow a rollback.
+BATCH_IMAGE_NAME = "tsops-batch"
+CANDIDATE_IMAGE_NAME = "tsops-serving-candidate"  # the A/B candidate
 AB_COMPONENT = "../../components/ab"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CANARY_FIELD = "canaryTrafficPercent"
 # An image repository without tag or digest (the tag is always the release), e.g.
 # ghcr.io/acme/tsops-serving: an optional registry host[:port], then lowercase path parts.
@@ -37,6 +42,8 @@ MODEL_VERSION = "tsops.io/model-version"
 # previously rolled-out revision).
 PREVIOUS_RELEASE = "tsops.io/previous-release"
 PREVIOUS_MODEL_VERSION = "tsops.io/previous-model-version"
+PREVIOUS_IMAGE = "tsops.io/previous-image"  # repository:tag@digest, for a rollback
+ROLLED_BACK_FROM = "tsops.io/rolled-back-from"
 
 
 class GitOpsError(ValueError):
@@ -133,38 +140,105 @@ def check_image_repository(image: str) -> str:
     return image
 
 
-def _image_entry(env_dir: Path) -> dict:
-    path = env_dir / "kustomization.yaml"
-    for image in _load(path).get("images") or []:
-        if image.get("name") == IMAGE_NAME:
-            return image
-    raise GitOpsError(f"{path} has no images: entry named {IMAGE_NAME!r}")
+@dataclass(frozen=True)
+class Pin:
+    """An image pin of an overlay's ``images:`` entry: repository, release tag, digest."""
+
+    repository: str
+    tag: str
+    digest: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """What kustomize renders: ``repository:tag@digest`` (the digest is what is pulled)."""
+        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
+
+    @classmethod
+    def parse(cls, ref: str) -> Pin:
+        rest, _, digest = ref.partition("@")
+        repository, sep, tag = rest.rpartition(":")
+        if not sep or "/" in tag:
+            raise GitOpsError(f"image {ref!r} is not repository:tag[@sha256:...]")
+        return cls(repository, tag, digest or None)
 
 
-def _set_image(env_dir: Path, tag: str, repository: str | None = None) -> Edit:
-    """The overlay's image: ``tag`` and, if given, the repository (``newName``)."""
-    path = env_dir / "kustomization.yaml"
-    doc = _load(path)
+def check_digest(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise GitOpsError(
+            f"digest {digest!r} is not sha256:<64 hex> (the build step's digest output, e.g. "
+            "docker/build-push-action's `digest`)"
+        )
+    return digest
+
+
+def _image_entry(doc: Any, path: Path, name: str) -> Any:
     for image in doc.get("images") or []:
-        if image.get("name") == IMAGE_NAME:
-            image["newTag"] = tag
-            if repository is not None:
-                image["newName"] = check_image_repository(repository)
-            return Edit(path, _dump(doc))
-    raise GitOpsError(f"{path} has no images: entry named {IMAGE_NAME!r}")
+        if image.get("name") == name:
+            return image
+    raise GitOpsError(
+        f"{path} has no images: entry named {name!r}; add one (see manifests/README.md)"
+    )
+
+
+def _pin(env_dir: Path, name: str = IMAGE_NAME) -> Pin:
+    path = env_dir / "kustomization.yaml"
+    image = _image_entry(_load(path), path, name)
+    if not image.get("newName") or not image.get("newTag"):
+        raise GitOpsError(f"{path}: images entry {name!r} needs newName and newTag")
+    digest = image.get("digest")
+    return Pin(str(image["newName"]), str(image["newTag"]), None if digest is None else str(digest))
+
+
+def _write_pin(image: Any, pin: Pin) -> None:
+    image["newName"] = pin.repository
+    image["newTag"] = pin.tag
+    if pin.digest:
+        image["digest"] = pin.digest
+    else:
+        image.pop("digest", None)
+
+
+def _kustomization_edit(
+    env_dir: Path, pins: dict[str, Pin], base: Edit | None = None, add_missing: bool = False
+) -> Edit:
+    """Set the ``images:`` entries named in ``pins`` (on top of an earlier edit ``base``)."""
+    path = env_dir / "kustomization.yaml"
+    doc = _yaml().load(base.text) if base is not None and base.text else _load(path)
+    for name, pin in pins.items():
+        try:
+            image = _image_entry(doc, path, name)
+        except GitOpsError:
+            if not add_missing:
+                raise
+            image = {"name": name}
+            doc.setdefault("images", []).append(image)
+        _write_pin(image, pin)
+    return Edit(path, _dump(doc))
+
+
+def _needs_digest(env: str, pin: Pin) -> None:
+    if env != "local" and not pin.digest:
+        raise GitOpsError(
+            f"{env} pins images by digest: {pin.ref} has none; pass --digest sha256:... "
+            "(release.yml passes the digest the build pushed)"
+        )
 
 
 @dataclass(frozen=True)
 class Serving:
-    """What an overlay deploys, read from its files (git's view, not the cluster's)."""
+    """What an overlay deploys, read from its files: git's view, which Argo CD applies
+    (git owns canaryTrafficPercent, see manifests/README.md)."""
 
     env: str
     model: str
     release: str
-    version: str  # registry version of the release the overlay pins
+    version: str  # registry version of the release the InferenceService pins
     canary: int | None  # canaryTrafficPercent; None when fully promoted
+    image: Pin | None = None  # the InferenceService's pin
+    batch_image: Pin | None = None  # the CronJobs' pin: the stable release
     previous_release: str | None = None
     previous_version: str | None = None
+    previous_image: str | None = None
 
     @property
     def _on_previous(self) -> bool:
@@ -192,6 +266,17 @@ class Serving:
         return text
 
 
+def _canary_value(env_dir: Path) -> int | None:
+    if not (env_dir / "canary.yaml").exists():
+        return None
+    canary = _load(env_dir / "canary.yaml")["spec"]["predictor"].get(_CANARY_FIELD)
+    if canary is not None and (isinstance(canary, bool) or not isinstance(canary, int)):
+        raise GitOpsError(
+            f"{env_dir}/canary.yaml: {_CANARY_FIELD} is {canary!r}, not a whole number"
+        )
+    return canary
+
+
 def serving(root: Path, env: str) -> Serving:
     """The release ``env`` serves, its canary share and the release it replaced."""
     env_dir = overlay(root, env)
@@ -202,23 +287,45 @@ def serving(root: Path, env: str) -> Serving:
             f"{env_dir}/model-version.yaml has no {', '.join(missing)}; "
             "write it with `tsops release` or `tsops promote`"
         )
-    canary = None
-    if (env_dir / "canary.yaml").exists():
-        canary = _load(env_dir / "canary.yaml")["spec"]["predictor"].get(_CANARY_FIELD)
-        if canary is not None and (isinstance(canary, bool) or not isinstance(canary, int)):
-            raise GitOpsError(
-                f"{env_dir}/canary.yaml: {_CANARY_FIELD} is {canary!r}, not a whole number"
-            )
     previous = annotations.get(PREVIOUS_MODEL_VERSION)
+    pins = {}
+    for name in (IMAGE_NAME, BATCH_IMAGE_NAME):
+        try:
+            pins[name] = _pin(env_dir, name)
+        except GitOpsError:
+            pins[name] = None
     return Serving(
         env=env,
         model=str(annotations[REGISTERED_MODEL]),
         release=str(annotations[RELEASE]),
         version=str(annotations[MODEL_VERSION]),
-        canary=canary,
+        canary=_canary_value(env_dir),
+        image=pins[IMAGE_NAME],
+        batch_image=pins[BATCH_IMAGE_NAME],
         previous_release=annotations.get(PREVIOUS_RELEASE),
         previous_version=None if previous is None else str(previous),
+        previous_image=annotations.get(PREVIOUS_IMAGE),
     )
+
+
+def release_pin(
+    root: Path,
+    model: str,
+    version: str,
+    env: str = "staging",
+    image: str | None = None,
+    digest: str | None = None,
+) -> Pin:
+    """The image pin of release ``model/vX.Y.Z``: ``image`` (default: the repository
+    ``env`` pins), tag ``<model>-vX.Y.Z`` and ``digest`` (required outside local)."""
+    semver = parse_release(version)
+    if image is not None:
+        check_image_repository(image)
+    if digest is not None:
+        check_digest(digest)
+    pin = Pin(image or _pin(overlay(root, env)).repository, image_tag(model, semver), digest)
+    _needs_digest(env, pin)
+    return pin
 
 
 def release_edits(
@@ -229,63 +336,82 @@ def release_edits(
     lineage: dict[str, str],
     env: str = "staging",
     image: str | None = None,
+    digest: str | None = None,
 ) -> list[Edit]:
     """Point ``env`` (staging) at release ``model/vX.Y.Z`` = registry version ``model_version``,
-    built into ``image`` (a repository; default: the one the overlay pins)."""
+    built into ``image`` (a repository; default: the one the overlay pins) with ``digest``.
+
+    A release replaces what ``env`` serves at once (no canary: that is promotion's), so
+    the InferenceService and the CronJobs both move to it."""
     semver = parse_release(version)
-    if image is not None:
-        check_image_repository(image)
     env_dir = overlay(root, env)
     _check_model(env_dir, model)
+    pin = release_pin(root, model, version, env=env, image=image, digest=digest)
+    if _canary_value(env_dir) is not None:
+        raise GitOpsError(
+            f"{env} has a canary (canary.yaml): releases go to an environment without one; "
+            "move a release into a canary environment with `tsops promote --canary N`"
+        )
     path = env_dir / "model-version.yaml"
     doc = _load(path)
     annotations = doc["metadata"]["annotations"]
     annotations[RELEASE] = f"{model}/v{semver}"
     annotations[REGISTERED_MODEL] = model
     annotations[MODEL_VERSION] = DoubleQuotedScalarString(model_version)
+    for key in (PREVIOUS_RELEASE, PREVIOUS_MODEL_VERSION, PREVIOUS_IMAGE):
+        annotations.pop(key, None)
     for key, value in lineage.items():
         annotations[f"tsops.io/{key}"] = str(value)
-    return [Edit(path, _dump(doc)), _set_image(env_dir, image_tag(model, semver), image)]
+    kustomization = _kustomization_edit(env_dir, {IMAGE_NAME: pin, BATCH_IMAGE_NAME: pin})
+    return [Edit(path, _dump(doc)), kustomization]
 
 
 def promote_edits(
     root: Path, model: str, source: str, target: str, canary: int | None = None
 ) -> list[Edit]:
-    """Copy the release of ``source`` to ``target``: its version file and its image (name
-    and tag). The target's version file also records the release it replaces (the one
-    that takes the traffic back with canary 0)."""
+    """Copy the release of ``source`` to ``target``: its version file and its image pin
+    (repository, tag and digest). Without ``canary`` the release takes all the traffic at
+    once (any canary share of ``target`` is removed); with it, the release that served
+    until now keeps the rest (KServe's last rolled-out revision) and the CronJobs stay on
+    it. The target's version file records the release it replaces, for a rollback."""
     if source == target:
         raise GitOpsError("--from and --to name the same environment")
+    if canary is not None:
+        check_percent(canary)
     src, dst = overlay(root, source), overlay(root, target)
     _check_model(src, model)
     _check_model(dst, model)
-    image = _image_entry(src)
-    if not image.get("newTag"):
-        raise GitOpsError(f"{src}/kustomization.yaml pins no {IMAGE_NAME} image tag")
+    pin = _pin(src)
+    _needs_digest(target, pin)
     doc = _load(src / "model-version.yaml")
     annotations = doc["metadata"]["annotations"]
-    for key in (PREVIOUS_RELEASE, PREVIOUS_MODEL_VERSION):
+    for key in (PREVIOUS_RELEASE, PREVIOUS_MODEL_VERSION, PREVIOUS_IMAGE):
         annotations.pop(key, None)
     try:
         now: Serving | None = serving(root, target)
     except GitOpsError:  # the target names no release yet: nothing to go back to
         now = None
-    previous: tuple[str | None, str | None] = (None, None)
+    previous: tuple[str | None, str | None, str | None] = (None, None, None)
     if now is not None and annotations.get(RELEASE) == now.release:
         # promoted again (e.g. another canary start): it still replaces the same release
-        previous = (now.previous_release, now.previous_version)
+        previous = (now.previous_release, now.previous_version, now.previous_image)
     elif now is not None:
-        previous = (now.stable_release, now.stable_version)
+        # the stable release is what the CronJobs run (tsops-batch)
+        stable_pin = now.batch_image or now.image
+        previous = (now.stable_release, now.stable_version, stable_pin and stable_pin.ref)
     if previous[1] is not None and previous[0] != annotations.get(RELEASE):
         annotations[PREVIOUS_RELEASE] = previous[0]
         annotations[PREVIOUS_MODEL_VERSION] = DoubleQuotedScalarString(previous[1])
-    repository = image.get("newName")
-    edits = [
-        Edit(dst / "model-version.yaml", _dump(doc)),
-        _set_image(dst, str(image["newTag"]), None if repository is None else str(repository)),
-    ]
-    if canary is not None:
-        edits += canary_edits(root, model, target, canary, kustomization=edits[1])
+        if previous[2]:
+            annotations[PREVIOUS_IMAGE] = previous[2]
+    pins = {IMAGE_NAME: pin}
+    if canary is None or canary == 100:
+        pins[BATCH_IMAGE_NAME] = pin  # fully promoted at once: batch follows
+    edits = [Edit(dst / "model-version.yaml", _dump(doc)), _kustomization_edit(dst, pins)]
+    if canary is not None and canary != 100:
+        edits += _canary_field_edits(dst, model, canary, kustomization=edits[1])
+    elif (dst / "canary.yaml").exists():
+        edits += _canary_field_edits(dst, model, None)
     return edits
 
 
@@ -297,20 +423,18 @@ def check_percent(percent: Any) -> int:
     return percent
 
 
-def canary_edits(
-    root: Path, model: str, env: str, percent: int, kustomization: Edit | None = None
+def _canary_field_edits(
+    env_dir: Path, model: str, percent: int | None, kustomization: Edit | None = None
 ) -> list[Edit]:
-    """Set ``canaryTrafficPercent``; 100 removes the field (full promotion), 0 rolls back."""
-    percent = check_percent(percent)
-    env_dir = overlay(root, env)
-    _check_model(env_dir, model)
+    """canary.yaml with ``canaryTrafficPercent`` set (None removes the field), and the
+    overlay's kustomization.yaml listing it when it did not exist yet."""
     path = env_dir / "canary.yaml"
     edits: list[Edit] = []
     if path.exists():
         doc = _load(path)
     else:
         doc = _yaml().load(
-            "# Share of traffic the newest revision gets (KServe, Knative mode).\n"
+            "# Share of traffic the newest revision gets (KServe, Knative mode); git owns it.\n"
             "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n"
             f"metadata:\n  name: {model}\nspec:\n  predictor: {{}}\n"
         )
@@ -321,12 +445,84 @@ def canary_edits(
             patches.append({"path": "canary.yaml"})
         edits.append(Edit(kpath, _dump(kdoc)))
     predictor = doc["spec"]["predictor"]
-    if percent == 100:
+    if percent is None:
         predictor.pop(_CANARY_FIELD, None)
     else:
         predictor[_CANARY_FIELD] = percent
     edits.append(Edit(path, _dump(doc)))
     return edits
+
+
+def canary_edits(root: Path, model: str, env: str, percent: int) -> list[Edit]:
+    """Set ``canaryTrafficPercent`` of an unfinished canary; 100 finishes it (the field is
+    removed and the CronJobs move to the release), 0 sends all traffic back.
+
+    Refused once a canary has finished: KServe then splits between the new release and
+    its own last rolled-out revision, which after any other change (a settings or base
+    edit makes a new revision) is the new release again, not the previous one. Go back
+    with `tsops rollback`, which pins the previous release."""
+    percent = check_percent(percent)
+    env_dir = overlay(root, env)
+    _check_model(env_dir, model)
+    now = serving(root, env)
+    if now.canary is None and percent != 100:
+        what = (
+            f"{now.release} is fully promoted"
+            if now.previous_release
+            else f"{env} has no canary running"
+        )
+        raise GitOpsError(
+            f"{what}: a canary share now would split traffic between revisions of "
+            f"{now.release} (KServe's last rolled-out revision is its own). Roll back with "
+            f"`tsops rollback {model} --env {env}`, or start a canary of the next release with "
+            f"`tsops promote {model} --canary {percent}`"
+        )
+    edits: list[Edit] = []
+    if percent == 100:
+        edits.append(_kustomization_edit(env_dir, {BATCH_IMAGE_NAME: now.image}))
+        edits += _canary_field_edits(env_dir, model, None, kustomization=edits[0])
+    else:
+        edits += _canary_field_edits(env_dir, model, percent)
+    return edits
+
+
+def candidate_edits(
+    root: Path, model: str, env: str, release: str, model_version: str, image: str
+) -> list[Edit]:
+    """Pin the A/B candidate of ``env`` to ``release`` (registry ``model_version``, image
+    ``repository:tag@digest``): its image entry and ab-candidate.yaml."""
+    env_dir = overlay(root, env)
+    _check_model(env_dir, model)
+    pin = Pin.parse(image)
+    _needs_digest(env, pin)
+    name, _, semver = release.rpartition("/v")
+    if name != model or pin.tag != image_tag(model, parse_release(semver)):
+        raise GitOpsError(
+            f"candidate {release!r} and image tag {pin.tag!r} disagree; a candidate is a "
+            f"release of {model} (<model>/vX.Y.Z) whose image tag is <model>-vX.Y.Z"
+        )
+    patch = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": f"{model}-candidate",
+            "annotations": {
+                RELEASE: release,
+                REGISTERED_MODEL: model,
+                MODEL_VERSION: DoubleQuotedScalarString(model_version),
+            },
+        },
+    }
+    text = "# The A/B candidate (tsops ab --candidate); its image pin is in kustomization.yaml.\n"
+    kustomization = _kustomization_edit(env_dir, {CANDIDATE_IMAGE_NAME: pin}, add_missing=True)
+    kdoc = _yaml().load(kustomization.text)
+    patches = kdoc.setdefault("patches", [])
+    if not any(p.get("path") == "ab-candidate.yaml" for p in patches):
+        patches.append({"path": "ab-candidate.yaml"})
+    return [
+        Edit(env_dir / "ab-candidate.yaml", text + _dump(patch)),
+        Edit(kustomization.path, _dump(kdoc)),
+    ]
 
 
 def parse_weights(text: str) -> dict[str, int]:
@@ -344,8 +540,18 @@ def parse_weights(text: str) -> dict[str, int]:
     return weights
 
 
-def ab_edits(root: Path, model: str, env: str, weights_text: str) -> list[Edit]:
-    """Switch the A/B component on in ``env`` with the Splitter weights given."""
+def ab_edits(
+    root: Path,
+    model: str,
+    env: str,
+    weights_text: str,
+    candidate: tuple[str, str, str] | None = None,
+) -> list[Edit]:
+    """Switch the A/B component on in ``env`` with the Splitter weights given, and pin its
+    candidate to ``candidate`` = (release, registry version, image ref) when given.
+
+    Without a candidate the overlay must already pin one (an earlier `tsops ab
+    --candidate`): the component has no release of its own."""
     weights = parse_weights(weights_text)
     env_dir = overlay(root, env)
     _check_model(env_dir, model)
@@ -358,6 +564,14 @@ def ab_edits(root: Path, model: str, env: str, weights_text: str) -> list[Edit]:
         raise GitOpsError(
             f"unknown A/B arm {unknown}; arms: "
             + ", ".join(f"{s['name']} ({s['serviceName']})" for s in steps)
+        )
+    edits: list[Edit] = []
+    if candidate is not None:
+        edits = candidate_edits(root, model, env, *candidate)
+    elif not (env_dir / "ab-candidate.yaml").exists():
+        raise GitOpsError(
+            f"{env} has no A/B candidate yet; name the release to compare with "
+            f"--candidate {model}/vX.Y.Z (a release `tsops release` recorded in the registry)"
         )
 
     def weight(step: dict) -> int:
@@ -374,22 +588,50 @@ def ab_edits(root: Path, model: str, env: str, weights_text: str) -> list[Edit]:
     }
     text = "# A/B weights of this environment (tsops ab); they sum to 100.\n" + _dump(patch)
     kpath = env_dir / "kustomization.yaml"
-    kdoc = _load(kpath)
+    earlier = [e for e in edits if e.path == kpath]
+    kdoc = _yaml().load(earlier[0].text) if earlier else _load(kpath)
     components = kdoc.setdefault("components", [])
     if AB_COMPONENT not in components:
         components.append(AB_COMPONENT)
     patches = kdoc.setdefault("patches", [])
     if not any(p.get("path") == "ab-weights.yaml" for p in patches):
         patches.append({"path": "ab-weights.yaml"})
-    return [Edit(env_dir / "ab-weights.yaml", text), Edit(kpath, _dump(kdoc))]
+    edits = [e for e in edits if e.path != kpath]
+    return [*edits, Edit(env_dir / "ab-weights.yaml", text), Edit(kpath, _dump(kdoc))]
 
 
 def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:
-    """Send all traffic back to the previous revision: canary 0."""
+    """Send all traffic back to the release the current one replaced.
+
+    During a canary: canary 0, KServe's documented rollback (the last rolled-out revision,
+    still running, takes everything at once). Once the canary has finished, or after that
+    first step: pin the previous release again (image and version, no canary), a new
+    revision that takes the traffic once ready. Only this second form survives a
+    recreated InferenceService, which starts with no revision history."""
     env_dir = overlay(root, env)
-    if not (env_dir / "canary.yaml").exists():
+    _check_model(env_dir, model)
+    now = serving(root, env)
+    if now.canary:
+        return canary_edits(root, model, env, 0)
+    if not now.previous_release or not now.previous_version or not now.previous_image:
         raise GitOpsError(
-            f"{env} has no canary to roll back; to serve an earlier release, "
-            f"run `tsops promote` or `tsops release` with it"
+            f"{env} records no release before {now.release} to roll back to; "
+            f"to serve an earlier release, run `tsops promote` or `tsops release` with it"
         )
-    return canary_edits(root, model, env, 0)
+    pin = Pin.parse(now.previous_image)
+    path = env_dir / "model-version.yaml"
+    doc = _load(path)
+    annotations = doc["metadata"]["annotations"]
+    for key in list(annotations):
+        # the lineage annotations describe the release rolled back from
+        if str(key).startswith("tsops.io/"):
+            del annotations[key]
+    annotations[RELEASE] = now.previous_release
+    annotations[REGISTERED_MODEL] = model
+    annotations[MODEL_VERSION] = DoubleQuotedScalarString(now.previous_version)
+    annotations[ROLLED_BACK_FROM] = now.release
+    kustomization = _kustomization_edit(env_dir, {IMAGE_NAME: pin, BATCH_IMAGE_NAME: pin})
+    edits = [Edit(path, _dump(doc)), kustomization]
+    if now.canary is not None:
+        edits += _canary_field_edits(env_dir, model, None, kustomization=kustomization)
+    return edits
