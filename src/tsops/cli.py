@@ -290,6 +290,14 @@ def gate(
 def register(
     model: ModelName,
     alias: Annotated[str, typer.Option(help="alias to set when the gate passes")] = "challenger",
+    no_alias: Annotated[
+        bool,
+        typer.Option(
+            "--no-alias",
+            help="register without moving any alias (a pull request's reviewed model, "
+            "which its release ships later)",
+        ),
+    ] = False,
     cluster: Cluster = None,
     root: Root = Path("."),
 ) -> None:
@@ -297,15 +305,16 @@ def register(
     from tsops import steps
 
     with _fitting(cluster):
-        registered, result = steps.register(root, model, alias)
+        registered, result = steps.register(root, model, None if no_alias else alias)
     typer.echo(result.table())
     state = "already registered as" if registered.reused else "registered"
     typer.echo(f"{model}: {state} version {registered.version} (run {registered.run_id})")
-    if result.passed:
-        typer.echo(f"{model}: alias {alias} -> version {registered.version}")
-    else:
-        typer.echo(f"{model}: gate failed, alias {alias} not moved", err=True)
+    if not result.passed:
+        moved = "no alias set" if no_alias else f"alias {alias} not moved"
+        typer.echo(f"{model}: gate failed, {moved}", err=True)
         raise typer.Exit(1)
+    if not no_alias:
+        typer.echo(f"{model}: alias {alias} -> version {registered.version}")
 
 
 @app.command()
@@ -438,6 +447,43 @@ def _gitops(edits_fn: Callable[[], list]) -> None:
 
 @app.command()
 @handles_errors
+def reviewed(
+    model: ModelName,
+    commit: Annotated[str, typer.Option("--commit", help="the release's commit (tag)")] = "HEAD",
+    main: Annotated[
+        str | None,
+        typer.Option("--main", help="branch the commit must be on, e.g. origin/main"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write the answer as JSON")] = None,
+    root: Root = Path("."),
+) -> None:
+    """The registered version that the pull request's training produced for a commit.
+
+    Matched by the commit's data hash and dvc.lock entries, registered from the commit or
+    an ancestor with its gate passed: what release.yml bakes into the image, so a tag
+    ships the model the pull request reviewed instead of training again.
+    """
+    from tsops.io import write_json
+    from tsops.registry import reviewed_version
+
+    found = reviewed_version(root, model, commit, main)
+    answer = {
+        "name": model,
+        "version": str(found.version),
+        "git_commit": found.tags.get("tsops.git_commit"),
+        "data_md5": found.tags.get("tsops.data_dvc_md5"),
+        "run_id": found.run_id,
+    }
+    if out is not None:
+        write_json(answer, out)
+    typer.echo(
+        f"{model}: version {answer['version']} (trained at {answer['git_commit']}, "
+        f"data {answer['data_md5']}) is what {commit} releases"
+    )
+
+
+@app.command()
+@handles_errors
 def release(
     model: ModelName,
     version: Annotated[str, typer.Argument(help="release version X.Y.Z (git tag <model>/vX.Y.Z)")],
@@ -453,20 +499,38 @@ def release(
             "(e.g. ghcr.io/acme/tsops-serving; default: the one the overlay pins)",
         ),
     ] = None,
+    digest: Annotated[
+        str | None,
+        typer.Option(
+            "--digest",
+            help="the pushed image's digest, sha256:... (required outside local: staging "
+            "and production pin images by digest)",
+        ),
+    ] = None,
     env: Env = "staging",
     root: Root = Path("."),
 ) -> None:
-    """Point the staging overlay at a registered version, with its lineage as annotations."""
-    from tsops.gitops import GitOpsError, check_image_repository, release_edits
-    from tsops.registry import release_lineage
+    """Point the staging overlay at a registered version built into an image (by digest),
+    with its lineage as annotations; the registry records the release and moves
+    ``challenger`` to it."""
+    from tsops.gitops import GitOpsError, apply, parse_release, release_edits, release_pin
+    from tsops.registry import record_release, release_lineage
 
-    if image is not None:
-        try:  # before asking the registry: a typo should not wait for it
-            check_image_repository(image)
-        except GitOpsError as exc:
-            _fail(f"{exc} (no file changed)")
+    try:  # before asking the registry: a typo should not wait for it
+        pin = release_pin(root, model, version, env=env, image=image, digest=digest)
+    except GitOpsError as exc:
+        _fail(f"{exc} (no file changed)")
     found, lineage = release_lineage(root, model, model_version)
-    _gitops(lambda: release_edits(root, model, version, found, lineage, env=env, image=image))
+    try:
+        edits = release_edits(
+            root, model, version, found, lineage, env=env, image=image, digest=digest
+        )
+    except GitOpsError as exc:
+        _fail(f"{exc} (no file changed)")
+    # The registry first: if it refuses, no file has changed yet.
+    record_release(root, model, found, f"{model}/v{parse_release(version)}", pin.ref)
+    for path in apply(edits):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -480,7 +544,8 @@ def promote(
     ] = None,
     root: Root = Path("."),
 ) -> None:
-    """Copy a release from one overlay to the next (the promotion pull request's change)."""
+    """Copy a release from one overlay to the next (the promotion pull request's change):
+    all traffic at once, or with --canary a share while the current release keeps the rest."""
     from tsops.gitops import promote_edits
 
     _gitops(lambda: promote_edits(root, model, source, target, canary))
@@ -492,12 +557,41 @@ def canary_cmd(
     model: ModelName,
     percent: Annotated[int, typer.Option("--percent", help="0 rolls back, 100 promotes fully")],
     env: Env = "production",
+    branch: Annotated[
+        bool,
+        typer.Option(
+            "--branch",
+            help="commit the change on a new branch canary/<model>-<env>-<percent> and go "
+            "back to where HEAD was (what scripts/canary.sh prepares for its pull request)",
+        ),
+    ] = False,
     root: Root = Path("."),
 ) -> None:
-    """Set the canary's traffic share in an overlay (on a live cluster: scripts/canary.sh)."""
-    from tsops.gitops import canary_edits
+    """Set the canary's traffic share of an unfinished canary in an overlay (git owns it;
+    Argo CD applies it on sync). scripts/canary.sh also patches the live object."""
+    from tsops.gitops import GitOpsError, apply, canary_edits
 
-    _gitops(lambda: canary_edits(root, model, env, percent))
+    if not branch:
+        _gitops(lambda: canary_edits(root, model, env, percent))
+        return
+    from tsops.monitor.branches import BranchError, commit_on_branch
+
+    try:
+        edits = canary_edits(root, model, env, percent)
+    except GitOpsError as exc:
+        _fail(f"{exc} (no file changed)")
+    name = f"canary/{model}-{env}-{percent}"
+    try:
+        created = commit_on_branch(
+            root,
+            name,
+            f"Canary of {model} in {env}: {percent}%",
+            lambda: apply(edits),
+            stay=False,
+        )
+    except BranchError as exc:
+        _fail(f"{exc} (no branch created)")
+    typer.echo(f"{name}: {'prepared' if created else 'exists already, nothing new'}")
 
 
 @app.command()
@@ -505,13 +599,31 @@ def canary_cmd(
 def ab(
     model: ModelName,
     weights: Annotated[str, typer.Option("--weights", help="e.g. current=70,candidate=30")],
+    candidate: Annotated[
+        str | None,
+        typer.Option(
+            "--candidate",
+            help="release to compare with, <model>/vX.Y.Z (its image digest and registry "
+            "version come from the registry, where `tsops release` recorded them)",
+        ),
+    ] = None,
     env: Env = "production",
     root: Root = Path("."),
 ) -> None:
-    """Switch the A/B split on in an overlay with these Splitter weights (sum 100)."""
-    from tsops.gitops import ab_edits
+    """Switch the A/B split on in an overlay: pin the candidate release, set the Splitter
+    weights (sum 100)."""
+    from tsops.gitops import GitOpsError, ab_edits, parse_weights
 
-    _gitops(lambda: ab_edits(root, model, env, weights))
+    pinned = None
+    if candidate is not None:
+        from tsops.registry import find_release
+
+        try:  # before asking the registry: a typo should not wait for it
+            parse_weights(weights)
+        except GitOpsError as exc:
+            _fail(f"{exc} (no file changed)")
+        pinned = (candidate, *find_release(root, model, candidate))
+    _gitops(lambda: ab_edits(root, model, env, weights, candidate=pinned))
 
 
 @app.command("sync-champion")
@@ -550,7 +662,8 @@ def sync_champion(
 @app.command()
 @handles_errors
 def rollback(model: ModelName, env: Env = "production", root: Root = Path(".")) -> None:
-    """Send all traffic back to the previous revision (canary 0)."""
+    """Send all traffic back to the release the current one replaced: canary 0 during a
+    canary, else (or run again after that) pin the previous release again."""
     from tsops.gitops import rollback_edits
 
     _gitops(lambda: rollback_edits(root, model, env))

@@ -57,3 +57,43 @@ def lineage_tags(root: Path, data_file: Path, model_file: Path) -> dict[str, str
         "tsops.data_sha256": file_digest(data_file),
         "tsops.model_sha256": file_digest(model_file),
     }
+
+
+class LineageError(RuntimeError):
+    """Git could not answer a lineage question; the message says what to do."""
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+
+def resolve_commit(root: Path, ref: str) -> str:
+    found = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if found.returncode != 0:
+        raise LineageError(
+            f"git knows no commit {ref!r} in {root}; fetch it (actions/checkout with "
+            "fetch-depth: 0) or name a commit, tag or branch that exists"
+        )
+    return found.stdout.strip()
+
+
+def is_ancestor(root: Path, ancestor: str, commit: str) -> bool:
+    """Whether ``ancestor`` is ``commit`` or one of its ancestors."""
+    return _git(root, "merge-base", "--is-ancestor", ancestor, commit).returncode == 0
+
+
+def pipeline_at(root: Path, commit: str, model: str) -> tuple[str, dict]:
+    """The data hash (data.dvc) and this model's dvc.lock entries at ``commit``: two
+    commits that agree on both trained the same model from the same data and code."""
+    yaml = YAML(typ="safe")
+    shown = _git(root, "show", f"{commit}:data.dvc")
+    data = yaml.load(shown.stdout) if shown.returncode == 0 else None
+    md5 = str(((data or {}).get("outs") or [{}])[0].get("md5", "unknown"))
+    shown = _git(root, "show", f"{commit}:dvc.lock")
+    lock = (yaml.load(shown.stdout) or {}) if shown.returncode == 0 else {}
+    stages = {
+        name: entry
+        for name, entry in (lock.get("stages") or {}).items()
+        if str(name).endswith(f"@{model}")
+    }
+    return md5, stages

@@ -323,3 +323,88 @@ def release_lineage(
         "mlflow-run": found.run_id or "unknown",
     }
     return str(found.version), lineage
+
+
+RELEASE_TAG = "tsops.release"
+IMAGE_TAG = "tsops.image"
+
+
+def reviewed_version(root: Path, name: str, commit: str, main: str | None = None):
+    """The registered version a pull request's training produced for ``commit``.
+
+    A release ships what was reviewed, never a retrained model: the version whose data
+    hash and dvc.lock entries for ``name`` equal those of ``commit``, registered from
+    ``commit`` or an ancestor of it (the pull request's head, which a merge keeps in
+    main's history) with its gate passed. With ``main``, ``commit`` must be on it.
+    """
+    from tsops.lineage import LineageError, is_ancestor, pipeline_at, resolve_commit
+
+    try:
+        sha = resolve_commit(root, commit)
+        if main is not None and not is_ancestor(root, sha, resolve_commit(root, main)):
+            raise RegistryError(
+                f"commit {commit} ({sha[:12]}) is not on {main}: releases are cut from "
+                f"commits merged to main; merge the pull request first, then tag the "
+                f"merge commit"
+            )
+        data_md5, stages = pipeline_at(root, sha, name)
+    except LineageError as exc:
+        raise RegistryError(str(exc)) from exc
+    if not stages:
+        raise RegistryError(
+            f"{sha[:12]}'s dvc.lock has no stages of {name!r}; run `dvc repro` and commit "
+            "dvc.lock in the pull request that trains it"
+        )
+    c = client(root)
+    same_data, found = [], []
+    for version in c.search_model_versions(f"name = '{name}'"):
+        tags = version.tags or {}
+        if tags.get("tsops.data_dvc_md5") != data_md5:
+            continue
+        same_data.append(int(version.version))
+        trained_at = tags.get("tsops.git_commit", "")
+        if (
+            tags.get("tsops.gate") == "passed"
+            and tags.get("tsops.git_dirty") != "true"
+            and trained_at
+            and is_ancestor(root, trained_at, sha)
+            and pipeline_at(root, trained_at, name)[1] == stages
+        ):
+            found.append(version)
+    if not found:
+        raise RegistryError(
+            f"no registered version of {name!r} was trained from {sha[:12]}'s data "
+            f"(data.dvc md5 {data_md5}) and pipeline (dvc.lock) with its gate passed "
+            f"(versions with this data: {sorted(same_data) or 'none'}) in "
+            f"{tracking_uri(root)}. The pull request that changed them registers it "
+            "(train.yml, step 'Register the reviewed model', needs the shared registry in "
+            "vars.MLFLOW_TRACKING_URI); rerun that workflow on the pull request's head"
+        )
+    return max(found, key=lambda v: int(v.version))
+
+
+def record_release(root: Path, name: str, version: str, release: str, image: str) -> None:
+    """Mark ``version`` as ``release`` built into ``image`` (repository:tag@digest), and
+    point ``challenger`` at it: staging serves the challenger."""
+    c = client(root)
+    set_alias(root, name, "challenger", version)
+    c.set_model_version_tag(name, str(version), RELEASE_TAG, release)
+    c.set_model_version_tag(name, str(version), IMAGE_TAG, image)
+
+
+def find_release(root: Path, name: str, release: str) -> tuple[str, str]:
+    """(registry version, image ref) of a release `tsops release` recorded."""
+    c = client(root)
+    found = [
+        v
+        for v in c.search_model_versions(f"name = '{name}'")
+        if (v.tags or {}).get(RELEASE_TAG) == release and (v.tags or {}).get(IMAGE_TAG)
+    ]
+    if not found:
+        raise RegistryError(
+            f"the registry at {tracking_uri(root)} has no release {release!r} of {name!r}: "
+            f"only releases `tsops release` recorded (release.yml, after the image was "
+            f"built) can be compared; {_versions_hint(c, name)}"
+        )
+    version = max(found, key=lambda v: int(v.version))
+    return str(version.version), str(version.tags[IMAGE_TAG])
