@@ -10,7 +10,6 @@ BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.9
 MODEL ?= m3-monthly
 PORT ?= 8080
-CRDS ?= ../shared/crds
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
@@ -55,8 +54,8 @@ run: pipeline register predict serve-demo  ## the main job: data -> pipeline -> 
 	@echo "  tsops versions $(MODEL)              registered versions, aliases, lineage"
 	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
 
-validate-manifests: install  ## render and validate every overlay (CRDS=dir with the KServe/Argo CD CRDs)
-	tsops manifests validate --crds $(CRDS)
+validate-manifests: install  ## render and validate every overlay and argocd/ (against the CRDs in manifests/crds)
+	tsops manifests validate
 
 test-container: install  ## build the serving image with podman, run it read-only without capabilities, ask it for forecasts
 	bash scripts/test-container.sh
