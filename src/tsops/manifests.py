@@ -12,10 +12,14 @@ For every overlay under ``manifests/overlays/`` (also with each component of
   is what the API server's strict field validation does (the CRDs themselves never say
   it, so a misspelt field would pass);
 - policies no schema expresses: canary percent in 0..100, Splitter weights summing to
-  100, exact image tags and model versions (never ``latest`` or an MLflow alias), the
-  release annotation agreeing with the image tag, a hardened pod spec, references that
-  resolve, sync-wave order, Argo CD sync policy per environment, every patch file hitting
-  a rendered resource, and an image bump reaching the InferenceService;
+  100, exact image tags and model versions (never ``latest`` or an MLflow alias), digest
+  pins in staging and production, the release annotation agreeing with the image tag, an
+  A/B candidate with the main InferenceService's volumes, a hardened pod spec, references
+  that resolve, sync-wave order, Argo CD sync policy per environment (git alone owns the
+  canary share; production tracks its own revision), a signature policy covering every
+  image staging and production run, every patch file hitting a rendered resource, and an
+  image bump reaching the InferenceService (``tsops-serving``) and the CronJobs
+  (``tsops-batch``, the stable release) and nothing else;
 - checkov finds nothing (skips only as ``checkov.io/skipN: CKV_ID=reason`` annotations).
 
 The checks are pure functions of parsed documents returning :class:`Finding` objects;
@@ -50,11 +54,28 @@ KUBERNETES_VERSION = "1.32"
 # environment, so it runs as a uv tool at this version unless one is on PATH.
 CHECKOV_VERSION = "3.3.30"
 CRDS_ENV = "TSOPS_CRDS_DIR"
+# The vendored upstream CRDs (manifests/crds/README.md): the default, so that validation
+# runs the same on every clone, offline.
+DEFAULT_CRDS = "manifests/crds"
 CHECKOV_ENV = "TSOPS_CHECKOV"
 
 OVERLAYS = "manifests/overlays"
 COMPONENTS = "manifests/components"
 ARGOCD = "argocd"
+CRDS_DIR_NAME = "crds"  # manifests/crds: data for validation, not manifests
+
+# The placeholder image names of manifests/, each retagged by the overlay's images: entry
+# of that name.
+SERVING_IMAGE = "tsops-serving"  # the InferenceService (the canary revision in a canary)
+BATCH_IMAGE = "tsops-batch"  # the CronJobs: the stable, fully rolled-out release
+CANDIDATE_IMAGE = "tsops-serving-candidate"  # the A/B candidate (components/ab)
+CANDIDATE_SUFFIX = "-candidate"  # InferenceService <name>-candidate is <name>'s A/B arm
+# Environments that pin images by digest and admit only signed images (local runs
+# side-loaded images on kind/minikube, which have no registry digest).
+DIGEST_ENVS = ("staging", "production")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+SIGSTORE_INCLUDE = "policy.sigstore.dev/include"
+IMAGE_POLICY_KIND = "ClusterImagePolicy"
 
 MODEL_SERVER_CONTAINER = "kserve-container"
 KNATIVE_MODES = ("Serverless", "Knative")
@@ -64,6 +85,7 @@ RELEASE = "tsops.io/release"
 REGISTERED_MODEL = "tsops.io/registered-model"
 MODEL_VERSION = "tsops.io/model-version"
 CANARY_POINTER = "/spec/predictor/canaryTrafficPercent"
+CANARY_JQ = ".spec.predictor.canaryTrafficPercent"
 # Tags that float: what they point at changes without a git change.
 FLOATING_TAGS = {"latest", "stable", "main", "master", "edge", "nightly", "dev"}
 MLFLOW_ALIASES = {"champion", "challenger"}
@@ -180,6 +202,59 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
     return rest, None, digest or None
 
 
+def is_candidate(doc: dict) -> bool:
+    """The A/B candidate InferenceService (components/ab), not an environment's release."""
+    return doc.get("kind") == "InferenceService" and (
+        str(_dig(doc, "metadata", "name") or "").endswith(CANDIDATE_SUFFIX)
+        or _dig(doc, "metadata", "labels", "app.kubernetes.io/component") == "predictor-candidate"
+    )
+
+
+def entry_image(entry: dict) -> str:
+    """The image a kustomize ``images:`` entry renders: ``newName:newTag@digest``."""
+    image = str(entry.get("newName") or entry.get("name"))
+    if entry.get("newTag"):
+        image += f":{entry['newTag']}"
+    if entry.get("digest"):
+        image += f"@{entry['digest']}"
+    return image
+
+
+def image_entries(kust: dict) -> dict[str, dict]:
+    """A kustomization's ``images:`` entries by name."""
+    return {str(e.get("name")): e for e in kust.get("images") or [] if isinstance(e, dict)}
+
+
+def environment(label: str) -> str:
+    """``manifests/overlays/staging+ab (image bump)`` -> ``staging``."""
+    return label.split("+")[0].split(" ")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _full_reference(image: str) -> str:
+    """The image as policy-controller matches it (go-containerregistry's ``Name()``):
+    Docker Hub spelt out, ``:latest`` when there is no tag, the tag dropped beside a
+    digest."""
+    name, tag, digest = split_image(image)
+    first, _, rest = name.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"index.docker.io/{name if rest else 'library/' + name}"
+    elif first == "docker.io":
+        name = f"index.docker.io/{rest}"
+    return f"{name}@{digest}" if digest else f"{name}:{tag or 'latest'}"
+
+
+def glob_match(glob: str, image: str) -> bool:
+    """Whether a ClusterImagePolicy ``images[].glob`` covers ``image``, as sigstore
+    policy-controller decides it (pkg/apis/glob): ``*`` matches within a path segment,
+    ``**`` matches anything ("/", ":" and "@" included), the whole reference must match."""
+    glob = {"*/*": "index.docker.io/*/*", "*": "index.docker.io/library/*"}.get(glob, glob)
+    if not re.fullmatch(r"[A-Za-z0-9_:/*.\-]+", glob or ""):
+        return False
+    pattern = glob.replace(".", r"\.").replace("**", "#").replace("*", "[^/]*").replace("#", ".*")
+    regex = re.compile(f"^{pattern}$")
+    return bool(regex.match(_full_reference(image)) or regex.match(image))
+
+
 # --------------------------------------------------------------------------- schemas
 
 
@@ -215,6 +290,18 @@ def crd_schemas(crd_docs: Iterable[dict]) -> dict[tuple[str, str], dict]:
             schema = _dig(version, "schema", "openAPIV3Schema")
             if schema and version.get("served", True):
                 key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                # The API server always accepts these at the top, whether the schema lists
+                # them or not (sigstore's ClusterImagePolicy CRD lists only spec, status).
+                if isinstance(schema.get("properties"), dict):
+                    schema = {
+                        **schema,
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "metadata": {"type": "object"},
+                            **schema["properties"],
+                        },
+                    }
                 schemas[key] = strict_schema(schema)
     return schemas
 
@@ -224,9 +311,12 @@ def load_crds(crds_dir: Path) -> dict[tuple[str, str], dict]:
     crds_dir = Path(crds_dir)
     if not crds_dir.is_dir():
         raise ManifestError(
-            f"CRD directory {crds_dir} does not exist: pass --crds DIR (or set {CRDS_ENV}) "
-            "with the CustomResourceDefinitions of KServe (inferenceservices, "
-            "inferencegraphs) and Argo CD (application, applicationset, appproject)"
+            f"CRD directory {crds_dir} does not exist: run from the repository root (or pass "
+            f"--root), whose {DEFAULT_CRDS} holds the vendored CRDs (scripts/refresh-crds.sh "
+            f"fetches them), or pass --crds DIR (or set {CRDS_ENV}) with the "
+            "CustomResourceDefinitions of KServe (inferenceservices, inferencegraphs), Argo CD "
+            "(application, applicationset, appproject) and sigstore policy-controller "
+            "(clusterimagepolicies)"
         )
     files = sorted([*crds_dir.glob("*.yaml"), *crds_dir.glob("*.yml")])
     stamp = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
@@ -619,13 +709,28 @@ def check_pins(doc: dict, where: str = "") -> list[Finding]:
 
 
 def check_release(doc: dict, where: str = "") -> list[Finding]:
-    """An InferenceService names its release (model-version.yaml), and the model server's
-    image tag is that release (``<model>/vX.Y.Z`` -> ``<model>-vX.Y.Z``)."""
+    """An InferenceService names its release (model-version.yaml; ab-candidate.yaml for the
+    A/B candidate), and the model server's image tag (before any ``@digest``) is that
+    release (``<model>/vX.Y.Z`` -> ``<model>-vX.Y.Z``)."""
     if doc.get("kind") != "InferenceService":
         return []
     where = where or resource_id(doc)
     notes = _annotations(doc)
     release = notes.get(RELEASE)
+    candidate = is_candidate(doc)
+    if candidate and PLACEHOLDER_TAG.match(str(release or "")):
+        return [
+            Finding(
+                "release",
+                where,
+                f"the A/B candidate's {RELEASE} is still the placeholder {release!r}: nothing "
+                "says which release it runs",
+                "run `tsops ab MODEL --env ENV --candidate <model>/vX.Y.Z` (it writes the "
+                f"overlay's ab-candidate.yaml and images: entry {CANDIDATE_IMAGE}), or write "
+                f"ab-candidate.yaml with the annotations {RELEASE}, {REGISTERED_MODEL} and "
+                f"{MODEL_VERSION} yourself",
+            )
+        ]
     if not release:
         return [
             Finding(
@@ -674,14 +779,20 @@ def check_release(doc: dict, where: str = "") -> list[Finding]:
         _, tag, digest = split_image(image)
         expected = f"{model}-v{version}"
         if tag != expected and not (tag is None and digest):
+            fix = (
+                f"set the overlay's images: entry {CANDIDATE_IMAGE} (newTag, digest) and "
+                "ab-candidate.yaml to the same release (`tsops ab ... --candidate` writes both)"
+                if candidate
+                else "set the overlay's images: newTag and model-version.yaml to the same "
+                "release (promotion copies both)"
+            )
             findings.append(
                 Finding(
                     "release",
                     where,
                     f"the model server image {image!r} is not the release {release!r} "
                     f"(expected tag {expected!r})",
-                    "set the overlay's images: newTag and model-version.yaml to the same "
-                    "release (promotion copies both)",
+                    fix,
                 )
             )
     return findings
@@ -1001,6 +1112,188 @@ def check_sync_waves(docs: list[dict], label: str = "") -> list[Finding]:
     return findings
 
 
+def _mounts(isvc: dict) -> dict[str, tuple[str, ...]]:
+    """mountPath -> what backs it (``("emptyDir",)``, ``("persistentVolumeClaim", claim)``)
+    for the model server container of an InferenceService."""
+    predictor = _dig(isvc, "spec", "predictor") or {}
+    volumes = {v.get("name"): v for v in predictor.get("volumes") or [] if isinstance(v, dict)}
+    containers = predictor.get("containers") or [{}]
+    out = {}
+    for mount in (containers[0] if isinstance(containers[0], dict) else {}).get(
+        "volumeMounts"
+    ) or []:
+        if not isinstance(mount, dict):
+            continue
+        volume = volumes.get(mount.get("name")) or {}
+        source = next((k for k in volume if k != "name"), "no volume")
+        backing = (source,)
+        if source == "persistentVolumeClaim":
+            backing += (str(_dig(volume, source, "claimName")),)
+        out[str(mount.get("mountPath"))] = backing
+    return out
+
+
+def check_ab_candidate(docs: list[dict], label: str = "") -> list[Finding]:
+    """The A/B candidate mounts what the main InferenceService mounts, backed alike: the
+    server writes its forecast log and caches there, and its root file system is
+    read-only, so a missing volume stops it at start."""
+    services = {_dig(d, "metadata", "name"): d for d in docs if d.get("kind") == "InferenceService"}
+    findings = []
+    for name, candidate in services.items():
+        if not is_candidate(candidate):
+            continue
+        main = services.get(str(name).removesuffix(CANDIDATE_SUFFIX)) or next(
+            (d for d in services.values() if not is_candidate(d)), None
+        )
+        if main is None:
+            continue
+        have = _mounts(candidate)
+        for path, backing in sorted(_mounts(main).items()):
+            if have.get(path) == backing:
+                continue
+            got = f"has {' '.join(have[path])} there" if path in have else "mounts nothing there"
+            findings.append(
+                Finding(
+                    "ab",
+                    _at(label, candidate),
+                    f"the A/B candidate {got}, while {resource_id(main)} mounts "
+                    f"{' '.join(backing)} at {path}: its root file system is read-only, so "
+                    "the server cannot write there (settings.env points the forecast log at "
+                    "/var/lib/tsops) and fails at start",
+                    "give the candidate (manifests/components/ab/inferenceservice-candidate.yaml) "
+                    "the same spec.predictor.volumes and containers[0].volumeMounts as "
+                    "manifests/base/inferenceservice.yaml",
+                )
+            )
+    return findings
+
+
+def _image_role(doc: dict) -> str:
+    """The images: entry that pins this resource's containers."""
+    if doc.get("kind") == "InferenceService":
+        return CANDIDATE_IMAGE if is_candidate(doc) else SERVING_IMAGE
+    return BATCH_IMAGE if doc.get("kind") == "CronJob" else "of that image"
+
+
+def check_digest_pins(docs: list[dict], label: str) -> list[Finding]:
+    """In staging and production every container image carries a digest: a tag can be
+    pushed again, a digest names one image for good (and is what was signed)."""
+    env = environment(label)
+    if env not in DIGEST_ENVS:
+        return []
+    overlay = label.split("+")[0].split(" ")[0]
+    findings = []
+    for doc in docs:
+        for pod_path, pod in pod_specs(doc):
+            for c_path, container in _containers(pod):
+                image = container.get("image")
+                if not isinstance(image, str) or not image:
+                    continue
+                _, tag, digest = split_image(image)
+                if PLACEHOLDER_TAG.match(tag or "") or (digest and DIGEST.match(digest)):
+                    continue
+                problem = (
+                    f"a malformed digest {digest!r}"
+                    if digest
+                    else "a tag only: the registry can serve another image under it"
+                )
+                findings.append(
+                    Finding(
+                        "digest",
+                        _at(label, doc),
+                        f"{pod_path}.{c_path}.image {image!r} is pinned by {problem}; "
+                        f"{env} pins images by digest (only local may pin by tag)",
+                        f"add digest: sha256:<64 hex> to the images: entry {_image_role(doc)} "
+                        f"in {overlay}/kustomization.yaml (`tsops release` writes the digest "
+                        "the build pushed; `tsops promote` copies it)",
+                    )
+                )
+    return findings
+
+
+def check_batch_entry(kust: dict, label: str) -> list[Finding]:
+    """The overlay pins the CronJobs' release (``tsops-batch``) apart from the
+    InferenceService's, so that batch forecasts stay on the stable release in a canary."""
+    entries = image_entries(kust)
+    if SERVING_IMAGE not in entries or BATCH_IMAGE in entries:
+        return []
+    return [
+        Finding(
+            "batch",
+            f"{label}/kustomization.yaml",
+            f"no images: entry named {BATCH_IMAGE!r}: the CronJobs ({BATCH_IMAGE}:pin-in-overlay) "
+            "have no release to run",
+            f"add images: {{name: {BATCH_IMAGE}, newName, newTag, digest}} pinning the stable "
+            "release (the fully rolled-out one; during a canary the previous release), next to "
+            f"{SERVING_IMAGE}",
+        )
+    ]
+
+
+def check_signature_policy(argo_docs: list[dict], renders: dict[str, list[dict]]) -> list[Finding]:
+    """A sigstore ClusterImagePolicy covers every image staging and production run, and
+    their namespaces opt in to it (policy-controller checks only labelled namespaces)."""
+    signed = {label: docs for label, docs in renders.items() if environment(label) in DIGEST_ENVS}
+    if not signed:
+        return []
+    policies = [d for d in argo_docs if d.get("kind") == IMAGE_POLICY_KIND]
+    if not policies:
+        return [
+            Finding(
+                "signature",
+                f"{ARGOCD}/kustomization.yaml",
+                f"no {IMAGE_POLICY_KIND}: nothing checks at admission that "
+                f"{' and '.join(DIGEST_ENVS)} run images the release workflow signed",
+                f"add argocd/clusterimagepolicy.yaml (policy.sigstore.dev/v1beta1 "
+                f"{IMAGE_POLICY_KIND}: images glob of the release images, keyless authority "
+                "with issuer https://token.actions.githubusercontent.com and the subject of "
+                ".github/workflows/release.yml) and list it in argocd/kustomization.yaml",
+            )
+        ]
+    globs = [
+        str(image.get("glob"))
+        for policy in policies
+        for image in _dig(policy, "spec", "images") or []
+        if isinstance(image, dict) and image.get("glob")
+    ]
+    findings = []
+    for label, docs in signed.items():
+        for doc in docs:
+            labels = _dig(doc, "metadata", "labels") or {}
+            if doc.get("kind") == "Namespace" and str(labels.get(SIGSTORE_INCLUDE)) != "true":
+                findings.append(
+                    Finding(
+                        "signature",
+                        _at(label, doc),
+                        f'the namespace lacks the label {SIGSTORE_INCLUDE}: "true", so '
+                        "policy-controller checks no signature of what runs there",
+                        f'add {SIGSTORE_INCLUDE}: "true" to the labels in '
+                        f"{label.split('+')[0].split(' ')[0]}/namespace.yaml",
+                    )
+                )
+            for pod_path, pod in pod_specs(doc):
+                for c_path, container in _containers(pod):
+                    image = container.get("image")
+                    if not isinstance(image, str) or PLACEHOLDER_TAG.match(
+                        split_image(image)[1] or ""
+                    ):
+                        continue
+                    if not any(glob_match(g, image) for g in globs):
+                        findings.append(
+                            Finding(
+                                "signature",
+                                _at(label, doc),
+                                f"{pod_path}.{c_path}.image {image!r} matches no "
+                                f"{IMAGE_POLICY_KIND} glob ({', '.join(globs) or 'none'}), so "
+                                "its signature is never checked",
+                                "set imageGlob in argocd/gitops-settings.yaml to cover the "
+                                "overlay's images: newName (e.g. <registry>/tsops-serving**), "
+                                "or correct the newName",
+                            )
+                        )
+    return findings
+
+
 def policy_findings(
     docs: list[dict], label: str = "", sources: Callable[[dict], str] | None = None
 ) -> list[Finding]:
@@ -1012,7 +1305,12 @@ def policy_findings(
             where += f" ({sources(doc)})"
         for check in RESOURCE_CHECKS:
             findings += check(doc, where)
-    return findings + check_references(docs, label) + check_sync_waves(docs, label)
+    return (
+        findings
+        + check_references(docs, label)
+        + check_sync_waves(docs, label)
+        + check_ab_candidate(docs, label)
+    )
 
 
 # --------------------------------------------------------------------------- argo cd
@@ -1022,12 +1320,36 @@ def _glob(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value or "", pattern or "")
 
 
+def _ignores_canary(entry: Any) -> str | None:
+    """How an ``ignoreDifferences`` entry hides canaryTrafficPercent from Argo CD, if it
+    does (a pointer to the field or to a parent, a jq path, or managed-fields managers,
+    which hide whatever kubectl set)."""
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("group", "") not in ("serving.kserve.io", "*") or entry.get("kind") not in (
+        "InferenceService",
+        "*",
+    ):
+        return None
+    for pointer in entry.get("jsonPointers") or []:
+        if pointer == CANARY_POINTER or CANARY_POINTER.startswith(str(pointer).rstrip("/") + "/"):
+            return f"jsonPointers {pointer}"
+    for expr in entry.get("jqPathExpressions") or []:
+        expr = str(expr).strip()
+        if "canaryTrafficPercent" in expr or CANARY_JQ.startswith(expr.rstrip(".") + "."):
+            return f"jqPathExpressions {expr}"
+    if entry.get("managedFieldsManagers"):
+        return f"managedFieldsManagers {entry['managedFieldsManagers']}"
+    return None
+
+
 def check_argocd(
     argo_docs: list[dict],
     rendered_kinds: dict[str, set[tuple[str, str, str]]] | None = None,
     label: str = ARGOCD,
 ) -> list[Finding]:
-    """Sync policy per environment and a project as narrow as what the overlays render.
+    """Sync policy per environment, git as the only owner of the canary share, production
+    on its own revision, and a project as narrow as what the overlays render.
 
     ``rendered_kinds`` maps an Application's ``source.path`` to the (group, kind, name)
     of everything its overlay renders (with components switched on, which a promotion
@@ -1055,6 +1377,7 @@ def check_argocd(
                     f"resource whitelist entry {entry} allows every kind",
                     "list the group and kind of each resource the overlays render",
                 )
+    revisions: dict[str, tuple[dict, str]] = {}
     for app in (d for d in argo_docs if d.get("kind") == "Application"):
         spec = app.get("spec") or {}
         source = spec.get("source") or {}
@@ -1062,28 +1385,22 @@ def check_argocd(
         sync = spec.get("syncPolicy") or {}
         automated = sync.get("automated")
         auto_on = isinstance(automated, dict) and automated.get("enabled", True) is not False
-        options = sync.get("syncOptions") or []
-        ignored = any(
-            d.get("group") == "serving.kserve.io"
-            and d.get("kind") == "InferenceService"
-            and CANARY_POINTER in (d.get("jsonPointers") or [])
-            for d in spec.get("ignoreDifferences") or []
-        )
-        if not ignored:
-            add(
-                app,
-                f"ignoreDifferences does not list {CANARY_POINTER} of InferenceServices: "
-                "Argo CD would report a kubectl canary change as drift and undo it on sync",
-                "add ignoreDifferences: [{group: serving.kserve.io, kind: InferenceService, "
-                f"jsonPointers: [{CANARY_POINTER}]}}]",
-            )
-        if "RespectIgnoreDifferences=true" not in options:
-            add(
-                app,
-                "syncOptions lack RespectIgnoreDifferences=true: a sync would still put git's "
-                "canaryTrafficPercent back",
-                "add RespectIgnoreDifferences=true to spec.syncPolicy.syncOptions",
-            )
+        revisions[path.rsplit("/", 1)[-1]] = (app, str(source.get("targetRevision") or "HEAD"))
+        for entry in spec.get("ignoreDifferences") or []:
+            how = _ignores_canary(entry)
+            if how:
+                add(
+                    app,
+                    f"ignoreDifferences hides {CANARY_POINTER} of InferenceServices ({how}): "
+                    "the canary share would have two owners, git and the live object, and "
+                    "the value that a promotion, `tsops canary` or `tsops rollback` writes "
+                    "to git would not reach the cluster (with RespectIgnoreDifferences=true "
+                    "never; without it only at the next sync of another change)",
+                    "remove that ignoreDifferences entry (and RespectIgnoreDifferences=true "
+                    "if nothing else needs it): git owns canaryTrafficPercent and Argo CD "
+                    "applies it on every sync; after a kubectl adjustment, merge the change "
+                    "scripts/canary.sh prepares",
+                )
         if path.endswith("overlays/production"):
             if auto_on:
                 add(
@@ -1155,6 +1472,18 @@ def check_argocd(
                 used.setdefault(project["metadata"]["name"], set()).add(
                     (e.get("group"), e.get("kind"))
                 )
+    if "staging" in revisions and "production" in revisions:
+        app, revision = revisions["production"]
+        if revision == revisions["staging"][1]:
+            add(
+                app,
+                f"production tracks targetRevision {revision!r}, the same revision as "
+                "staging: a change to manifests/base merged there would reach production at "
+                "its next sync without a promotion, before staging ran it",
+                "set productionRevision in argocd/gitops-settings.yaml to the branch a merged "
+                "promotion fast-forwards (deploy/production), and keep targetRevision (main) "
+                "for staging",
+            )
     if rendered_kinds:
         for name, project in projects.items():
             pspec = project.get("spec") or {}
@@ -1358,8 +1687,11 @@ class SourceIndex:
     def __init__(self, repo_root: Path):
         self.root = Path(repo_root)
         self.files: dict[tuple[str, str], list[str]] = {}
+        crds = (self.root / "manifests" / CRDS_DIR_NAME).resolve()
         for top in ("manifests", ARGOCD):
             for path in sorted((self.root / top).rglob("*.y*ml")):
+                if path.resolve().is_relative_to(crds):
+                    continue  # 4 MB of CRDs, not manifests
                 rel = path.relative_to(self.root).as_posix()
                 try:
                     docs = _read_yaml_docs(path)
@@ -1558,79 +1890,107 @@ def render_variant(
     """Render ``overlay`` (e.g. manifests/overlays/staging) from a copy of manifests/ whose
     overlay kustomization ``edit`` changed; the repository itself is not touched."""
     copy = Path(tempfile.mkdtemp(prefix="variant-", dir=workdir))
-    shutil.copytree(Path(repo_root) / "manifests", copy / "manifests")
+    source = Path(repo_root) / "manifests"
+    shutil.copytree(
+        source,
+        copy / "manifests",
+        # the vendored CRDs are no kustomize input: 4 MB not to copy for each variant
+        ignore=lambda d, names: [CRDS_DIR_NAME] if Path(d) == source else [],
+    )
     kdir = copy / overlay
     _edit_kustomization(kustomization_file(kdir), edit)
     return render(kdir)
 
 
 def _main_image_entry(kust: dict) -> dict | None:
-    """The overlay's images: entry of the model server (not an A/B candidate's)."""
-    entries = [e for e in kust.get("images") or [] if isinstance(e, dict)]
-    main = [e for e in entries if "candidate" not in str(e.get("name"))]
-    return (main or entries or [None])[0]
-
-
-def _bumped_from(before: list[dict], after: list[dict], new_image: str) -> set[str]:
-    """The images (before the bump) of containers that run ``new_image`` after it."""
-    after_images = {}
-    for doc in after:
-        for pod_path, pod in pod_specs(doc):
-            for c_path, c in _containers(pod):
-                after_images[(resource_id(doc), f"{pod_path}.{c_path}")] = c.get("image")
-    found = set()
-    for doc in before:
-        for pod_path, pod in pod_specs(doc):
-            for c_path, c in _containers(pod):
-                if after_images.get((resource_id(doc), f"{pod_path}.{c_path}")) == new_image:
-                    found.add(c.get("image"))
-    return found
+    """The overlay's images: entry of the model server (not the batch jobs' nor an A/B
+    candidate's)."""
+    entries = image_entries(kust)
+    if SERVING_IMAGE in entries:
+        return entries[SERVING_IMAGE]
+    other = [e for n, e in entries.items() if n not in (BATCH_IMAGE, CANDIDATE_IMAGE)]
+    return (other or [None])[0]
 
 
 def image_bump_findings(
-    before: list[dict], after: list[dict], new_image: str, label: str
+    before: list[dict], after: list[dict], bumped: dict[str, str], label: str
 ) -> list[Finding]:
-    """After an images: newTag bump, every container that ran the bumped image runs the new
-    tag, and at least one of them is an InferenceService's model server.
+    """After the overlay's ``tsops-serving`` and ``tsops-batch`` entries were bumped (to
+    different tags), the InferenceService's model server runs the new tsops-serving image,
+    every CronJob container the new tsops-batch image, and the A/B candidate kept its own.
 
-    A container that ran another tag of the same repository (the A/B candidate pins its
-    own release) is not the bumped image and must keep its tag."""
+    ``bumped`` maps an images: entry name to the image it renders after the bump."""
     old_images = {}
     for doc in before:
         for pod_path, pod in pod_specs(doc):
             for c_path, c in _containers(pod):
                 old_images[(resource_id(doc), f"{pod_path}.{c_path}")] = c.get("image")
-    new_name = split_image(new_image)[0]
-    bumped_from = _bumped_from(before, after, new_image)
+    serving, batch = bumped.get(SERVING_IMAGE), bumped.get(BATCH_IMAGE)
     reached_isvc = False
     findings = []
+
+    def add(doc: dict, problem: str, fix: str) -> None:
+        findings.append(Finding("image-bump", f"{label}: {resource_id(doc)}", problem, fix))
+
     for doc in after:
+        kind = doc.get("kind")
         for pod_path, pod in pod_specs(doc):
             for c_path, c in _containers(pod):
+                path = f"{pod_path}.{c_path}.image"
+                image = c.get("image")
                 old = old_images.get((resource_id(doc), f"{pod_path}.{c_path}"))
-                if old is None or split_image(old)[0] != new_name:
-                    continue
-                if bumped_from and old not in bumped_from:
-                    continue
-                if c.get("image") == new_image:
-                    reached_isvc |= doc.get("kind") == "InferenceService"
-                    continue
-                findings.append(
-                    Finding(
-                        "image-bump",
-                        f"{label}: {resource_id(doc)}",
-                        f"{pod_path}.{c_path}.image stayed {c.get('image')!r} after the "
-                        f"overlay's images: newTag changed to {split_image(new_image)[1]!r}",
+                if kind == "InferenceService" and is_candidate(doc):
+                    if old is not None and image != old:
+                        add(
+                            doc,
+                            f"{path} changed to {image!r} with the overlay's {SERVING_IMAGE}/"
+                            f"{BATCH_IMAGE} entries: the A/B candidate must keep its own release",
+                            f"give the candidate the placeholder image {CANDIDATE_IMAGE}:"
+                            "pin-in-overlay (manifests/components/ab/"
+                            "inferenceservice-candidate.yaml)",
+                        )
+                elif kind == "InferenceService" and serving and pod_path == "spec.predictor":
+                    if c_path != "containers[0]":
+                        continue
+                    if image == serving:
+                        reached_isvc = True
+                        continue
+                    add(
+                        doc,
+                        f"{path} stayed {image!r} after the overlay's images: entry "
+                        f"{SERVING_IMAGE} changed to {serving!r}",
                         "list the field's path under images: in "
-                        "manifests/base/kustomizeconfig.yaml",
+                        "manifests/base/kustomizeconfig.yaml, and give the container the "
+                        f"placeholder image {SERVING_IMAGE}:pin-in-overlay",
                     )
-                )
-    if not reached_isvc and not findings:
+                elif kind == "CronJob" and batch:
+                    if image == batch:
+                        continue
+                    if image == serving:
+                        problem = (
+                            f"{path} follows the overlay's {SERVING_IMAGE} entry (the release "
+                            "the InferenceService runs, the canary in a canary), not "
+                            f"{BATCH_IMAGE}: batch forecasts would switch at a canary's start "
+                            "and not follow a rollback"
+                        )
+                    else:
+                        problem = (
+                            f"{path} stayed {image!r} after the overlay's images: entry "
+                            f"{BATCH_IMAGE} changed to {batch!r}"
+                        )
+                    add(
+                        doc,
+                        problem,
+                        f"give the CronJob's containers the placeholder image {BATCH_IMAGE}:"
+                        "pin-in-overlay in manifests/base (the overlay's tsops-batch entry pins "
+                        "the stable release)",
+                    )
+    if serving and not reached_isvc and not findings:
         findings.append(
             Finding(
                 "image-bump",
                 label,
-                f"no InferenceService runs {new_image!r} after an images: newTag bump, so a "
+                f"no InferenceService runs {serving!r} after an images: bump, so a "
                 "release would not reach the model server",
                 "make the overlay's images: entry name the InferenceService's image and list "
                 "spec/predictor/containers/image under images: in "
@@ -1676,11 +2036,67 @@ def _kustomize_error(stderr: str) -> str:
     return (match.group(1).replace('\\"', '"') if match else stderr).strip()
 
 
+def _release_annotations(overlay: Path, kust: dict) -> tuple[str, dict] | None:
+    """(InferenceService name, its release annotations) as the overlay's patch files
+    write them (model-version.yaml), or None."""
+    for entry in kust.get("patches") or []:
+        if not isinstance(entry, dict) or not entry.get("path"):
+            continue
+        try:
+            patches = _read_yaml_docs(overlay / entry["path"])
+        except (OSError, yaml.YAMLError):
+            continue
+        for patch in patches:
+            if not isinstance(patch, dict) or patch.get("kind") != "InferenceService":
+                continue
+            notes = _annotations(patch)
+            name = str(_dig(patch, "metadata", "name") or "")
+            if notes.get(RELEASE) and name and not name.endswith(CANDIDATE_SUFFIX):
+                keys = (RELEASE, REGISTERED_MODEL, MODEL_VERSION)
+                return name, {k: str(notes[k]) for k in keys if k in notes}
+    return None
+
+
+def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any], None] | None:
+    """For an overlay that pins no A/B candidate, what its render with ``component``
+    switched on needs to be a release: the candidate pinned to the overlay's own release
+    (its tsops-serving entry and model-version.yaml's annotations), as `tsops ab` would
+    write for an A/B test of a release against itself. The component's own files are
+    then checked as they are; which release a real A/B test compares is only known in
+    the overlay that runs one, whose render is checked with its own pins."""
+    entries = image_entries(kust)
+    uses_candidate = any(
+        f"{CANDIDATE_IMAGE}:" in _read_text(path) for path in sorted(component.glob("*.y*ml"))
+    )
+    if not uses_candidate or CANDIDATE_IMAGE in entries or SERVING_IMAGE not in entries:
+        return None
+    pin = {
+        k: entries[SERVING_IMAGE][k]
+        for k in ("newName", "newTag", "digest")
+        if entries[SERVING_IMAGE].get(k)
+    }
+    release = _release_annotations(overlay, kust)
+
+    def edit(data: Any) -> None:
+        data.setdefault("images", []).append({"name": CANDIDATE_IMAGE, **pin})
+        if release:
+            name, notes = release
+            patch = {
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "metadata": {"name": f"{name}{CANDIDATE_SUFFIX}", "annotations": notes},
+            }
+            data.setdefault("patches", []).append({"patch": yaml.safe_dump(patch)})
+
+    return edit
+
+
 def _overlay_jobs(
     repo_root: Path, overlay: Path, kust: dict, components: list[Path], workdir: Path
-) -> tuple[_Render, list[_Render], _Render | None, str | None]:
+) -> tuple[_Render, list[_Render], _Render | None, dict[str, str]]:
     """The overlay's own render, one with each component it does not use switched on,
-    and one with its model server image bumped (None when it pins no image)."""
+    and one with its tsops-serving and tsops-batch pins bumped (None when it pins no
+    model server image) with the images those entries then render."""
     rel = overlay.relative_to(repo_root).as_posix()
     main = _Render(rel, functools.partial(render, overlay), f"{rel}/kustomization.yaml")
     used = {(overlay / c).resolve() for c in kust.get("components") or []}
@@ -1689,9 +2105,12 @@ def _overlay_jobs(
         if component.resolve() in used:
             continue
         relpath = os.path.relpath(component, overlay)
+        pin = _candidate_pin(overlay, kust, component)
 
-        def switch_on(data: Any, relpath: str = relpath) -> None:
+        def switch_on(data: Any, relpath: str = relpath, pin: Any = pin) -> None:
             data.setdefault("components", []).append(relpath)
+            if pin:
+                pin(data)
 
         crel = component.relative_to(repo_root).as_posix()
         variants.append(
@@ -1703,37 +2122,49 @@ def _overlay_jobs(
         )
     entry = _main_image_entry(kust)
     if entry is None:
-        return main, variants, None, None
-    tag = f"{entry.get('newTag') or 'untagged'}-bumpcheck"
-    new_image = f"{entry.get('newName') or entry.get('name')}:{tag}"
+        return main, variants, None, {}
+    entries = image_entries(kust)
+    targets = {str(entry.get("name")): entry}
+    if BATCH_IMAGE in entries:
+        targets[BATCH_IMAGE] = entries[BATCH_IMAGE]
+    # Different tags for the two, so that the render tells which entry moved which image.
+    tags = {
+        name: f"{e.get('newTag') or 'untagged'}-bumpcheck-{i}"
+        for i, (name, e) in enumerate(targets.items())
+    }
+    bumped_images = {
+        SERVING_IMAGE if e is entry else name: entry_image({**e, "newTag": tags[name]})
+        for name, e in targets.items()
+    }
 
-    def bump(data: Any, name: str = entry.get("name"), tag: str = tag) -> None:
+    def bump(data: Any, tags: dict[str, str] = tags) -> None:
         for e in data.get("images") or []:
-            if e.get("name") == name:
-                e["newTag"] = tag
+            if e.get("name") in tags:
+                e["newTag"] = tags[e.get("name")]
 
     bumped = _Render(
         f"{rel} (image bump)",
         functools.partial(render_variant, repo_root, rel, bump, workdir),
         f"{rel}/kustomization.yaml",
     )
-    return main, variants, bumped, new_image
+    return main, variants, bumped, bumped_images
 
 
 def validate_all(
     repo_root: Path,
-    crds_dir: Path,
+    crds_dir: Path | None = None,
     *,
     k8s_version: str = KUBERNETES_VERSION,
     checkov: bool = True,
 ) -> Report:
     """Render every overlay (alone and with each component), the Argo CD objects, and run
     every check on them. Raises :class:`ManifestError` only when a tool or an input is
-    missing; everything wrong with the manifests is a finding of the report."""
+    missing; everything wrong with the manifests is a finding of the report. The CRDs
+    are the repository's own (``manifests/crds``) unless ``crds_dir`` names others."""
     repo_root = Path(repo_root).resolve()
     report = Report()
     with _timer(report, "crds"):
-        schemas = load_crds(Path(crds_dir))
+        schemas = load_crds(Path(crds_dir) if crds_dir else repo_root / DEFAULT_CRDS)
     _kubectl()
     index = SourceIndex(repo_root)
     overlays = sorted(
@@ -1755,10 +2186,10 @@ def validate_all(
         jobs = []
         for overlay in overlays:
             kust = kustomization(overlay)
-            main, variants, bumped, new_image = _overlay_jobs(
+            main, variants, bumped, bumped_images = _overlay_jobs(
                 repo_root, overlay, kust, components, Path(tmp)
             )
-            plans.append((overlay, kust, main, variants, bumped, new_image))
+            plans.append((overlay, kust, main, variants, bumped, bumped_images))
             jobs += [main, *variants, *([bumped] if bumped else [])]
         argo = None
         if kustomization_file(argocd_dir):
@@ -1770,10 +2201,11 @@ def validate_all(
 
     renders: dict[str, list[dict]] = {}
     kinds_by_path: dict[str, set[tuple[str, str, str]]] = {}
-    for overlay, kust, main, variants, bumped, new_image in plans:
+    for overlay, kust, main, variants, bumped, bumped_images in plans:
         rel = main.label
         kinds_by_path[rel] = set()
         report.findings += check_unused_files(overlay, kust, rel)
+        report.findings += check_batch_entry(kust, rel)
         if main.docs is None:
             report.findings.append(main.error)  # its variants fail the same way
             continue
@@ -1792,7 +2224,7 @@ def validate_all(
                 )
             )
         elif bumped.docs is not None:
-            report.findings += image_bump_findings(main.docs, bumped.docs, new_image, rel)
+            report.findings += image_bump_findings(main.docs, bumped.docs, bumped_images, rel)
     for component in components:
         crel = component.relative_to(repo_root).as_posix()
         kust = kustomization(component)
@@ -1819,6 +2251,7 @@ def validate_all(
                 )
         with _timer(report, "policies"):
             report.findings += policy_findings(docs, label, lambda d, o=overlay: index(d, o))
+            report.findings += check_digest_pins(docs, label)
 
     if argo is None:
         report.findings.append(
@@ -1843,6 +2276,7 @@ def validate_all(
                     )
             with _timer(report, "policies"):
                 report.findings += check_argocd(argo.docs, kinds_by_path)
+                report.findings += check_signature_policy(argo.docs, renders)
 
     if checkov:
         with _timer(report, "checkov"):
@@ -1875,7 +2309,8 @@ def validate_cmd(
         typer.Option(
             "--crds",
             envvar=CRDS_ENV,
-            help="directory with the CRDs of KServe and Argo CD (openAPIV3Schema)",
+            help="directory with the CRDs to validate custom resources against "
+            f"(default: <root>/{DEFAULT_CRDS}, the vendored upstream CRDs)",
         ),
     ] = None,
     root: Annotated[Path, typer.Option("--root", help="repository root")] = Path("."),
@@ -1887,15 +2322,7 @@ def validate_cmd(
     ] = True,
 ) -> None:
     """Render every overlay and argocd/, validate schemas strictly, check the policies."""
-    if crds is None:
-        typer.secho(
-            f"error: pass --crds DIR (or set {CRDS_ENV}): the CRD YAML files of KServe "
-            "(InferenceService, InferenceGraph) and Argo CD (Application, ApplicationSet, "
-            "AppProject) to validate custom resources against",
-            fg=typer.colors.RED,
-            err=True,
-        )
-        raise typer.Exit(2)
+    crds = crds or root / DEFAULT_CRDS
     try:
         report = validate_all(root, crds, k8s_version=k8s_version, checkov=checkov)
     except ManifestError as e:

@@ -10,8 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tsops import manifests as m
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("local", "staging", "production")
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 # -- small resources -------------------------------------------------------------------
 
@@ -67,7 +72,7 @@ def _isvc(name: str = "m3-monthly", **predictor) -> dict:
     }
 
 
-def _graph(*weights, services=("m3-monthly", "m3-monthly-v1-1-0")) -> dict:
+def _graph(*weights, services=("m3-monthly", "m3-monthly-candidate")) -> dict:
     return {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "InferenceGraph",
@@ -94,7 +99,7 @@ def _checks(findings: list[m.Finding], check: str) -> list[m.Finding]:
 
 
 def test_a_hardened_a_b_release_passes_every_policy():
-    candidate = _isvc("m3-monthly-v1-1-0")
+    candidate = _isvc("m3-monthly-candidate")
     candidate["metadata"]["annotations"][m.RELEASE] = "m3-monthly/v1.1.0"
     candidate["spec"]["predictor"]["containers"][0]["image"] = (
         "ghcr.io/tsops/tsops-serving:m3-monthly-v1.1.0"
@@ -158,7 +163,7 @@ def test_graph_step_must_name_a_rendered_inference_service():
     findings = m.check_references([_isvc(), _graph(50, 50)])
     missing = [f for f in findings if "InferenceService" in f.problem]
     assert len(missing) == 1
-    assert "'m3-monthly-v1-1-0'" in missing[0].problem
+    assert "'m3-monthly-candidate'" in missing[0].problem
 
 
 # -- pins: images and model references --------------------------------------------------
@@ -446,7 +451,7 @@ def test_unknown_kind_asks_for_its_crd():
 
 
 def _app(env: str, automated: bool) -> dict:
-    sync = {"syncOptions": ["RespectIgnoreDifferences=true"]}
+    sync = {"syncOptions": ["PruneLast=true"]}
     if automated:
         sync["automated"] = {"prune": True, "selfHeal": True}
     return {
@@ -457,19 +462,13 @@ def _app(env: str, automated: bool) -> dict:
             "project": "tsops",
             "source": {
                 "repoURL": "https://git.example/tsops.git",
+                "targetRevision": "deploy/production" if env == "production" else "main",
                 "path": f"manifests/overlays/{env}",
             },
             "destination": {
                 "server": "https://kubernetes.default.svc",
                 "namespace": f"tsops-{env}",
             },
-            "ignoreDifferences": [
-                {
-                    "group": "serving.kserve.io",
-                    "kind": "InferenceService",
-                    "jsonPointers": [m.CANARY_POINTER],
-                }
-            ],
             "syncPolicy": sync,
         },
     }
@@ -510,13 +509,72 @@ def test_staging_must_self_heal_and_prune():
     assert "prune and selfHeal" in findings[0].problem
 
 
-def test_canary_must_be_ignored_and_respected_on_sync():
+@pytest.mark.parametrize(
+    "ignore",
+    [
+        {"jsonPointers": [m.CANARY_POINTER]},
+        {"jsonPointers": ["/spec/predictor"]},
+        {"jqPathExpressions": [m.CANARY_JQ]},
+        {"managedFieldsManagers": ["kubectl-patch"]},
+    ],
+)
+@pytest.mark.parametrize("env", ["local", "staging", "production"])
+def test_an_application_ignoring_the_canary_share_fails(env, ignore):
+    # Issue 12 (1): with the field ignored (and RespectIgnoreDifferences) the live object
+    # owns the share, and git's promotion or rollback never reaches the cluster.
+    app = _app(env, env != "production")
+    app["spec"]["ignoreDifferences"] = [
+        {"group": "serving.kserve.io", "kind": "InferenceService", **ignore}
+    ]
+    app["spec"]["syncPolicy"]["syncOptions"].append("RespectIgnoreDifferences=true")
+    findings = [f for f in m.check_argocd([PROJECT, app]) if m.CANARY_POINTER in f.problem]
+    assert len(findings) == 1, findings
+    assert f"ignoreDifferences hides {m.CANARY_POINTER}" in findings[0].problem
+    assert "two owners" in findings[0].problem
+    assert "remove that ignoreDifferences entry" in findings[0].fix
+    assert findings[0].where == f"argocd: Application/tsops-{env}"
+
+
+def test_ignoring_another_field_or_kind_is_not_the_canary():
     app = _app("staging", True)
-    app["spec"]["ignoreDifferences"] = []
-    app["spec"]["syncPolicy"]["syncOptions"] = []
-    problems = " ".join(f.problem for f in m.check_argocd([PROJECT, app], KINDS))
-    assert m.CANARY_POINTER in problems
-    assert "RespectIgnoreDifferences=true" in problems
+    app["spec"]["ignoreDifferences"] = [
+        {"group": "serving.kserve.io", "kind": "InferenceService", "jsonPointers": ["/status"]},
+        {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]},
+    ]
+    assert m.check_argocd([PROJECT, app], KINDS) == []
+
+
+def _shipped_yaml(path: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+
+
+def test_shipped_applications_leave_the_canary_share_to_git():
+    apps = [_shipped_yaml(f"argocd/application-{env}.yaml")[0] for env in OVERLAYS]
+    findings = m.check_argocd([PROJECT, *apps])
+    assert not [f for f in findings if "canaryTrafficPercent" in f.problem], findings
+    for app in apps:
+        assert "RespectIgnoreDifferences=true" not in app["spec"]["syncPolicy"]["syncOptions"]
+
+
+def test_production_tracking_staging_s_revision_fails():
+    # Issue 12 (6): a change to base/ merged on main would reach production unpromoted.
+    production = _app("production", False)
+    production["spec"]["source"]["targetRevision"] = "main"
+    findings = m.check_argocd([PROJECT, _app("staging", True), production], KINDS)
+    assert len(findings) == 1, findings
+    assert "the same revision as staging" in findings[0].problem
+    assert "productionRevision" in findings[0].fix
+    assert findings[0].where == "argocd: Application/tsops-production"
+    del production["spec"]["source"]["targetRevision"]  # both HEAD
+    staging = _app("staging", True)
+    del staging["spec"]["source"]["targetRevision"]
+    assert m.check_argocd([PROJECT, staging, production], KINDS)
+
+
+def test_shipped_settings_give_production_its_own_revision():
+    settings = _shipped_yaml("argocd/gitops-settings.yaml")[0]["data"]
+    assert settings["targetRevision"] == "main"
+    assert settings["productionRevision"] == "deploy/production"
 
 
 def test_project_must_allow_every_rendered_kind_and_nothing_else():
@@ -620,3 +678,298 @@ def test_checkov_failures_become_findings():
 )
 def test_split_image(image, parts):
     assert m.split_image(image) == parts
+
+
+def test_crd_listing_only_spec_still_accepts_api_version_kind_and_metadata():
+    # sigstore's ClusterImagePolicy CRD lists only spec and status at the top.
+    crd = copy.deepcopy(CRD)
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["properties"] = {"spec": schema["properties"]["spec"]}
+    doc = _doc({"canaryTrafficPercent": 10})
+    doc["metadata"]["labels"] = {"a": "b"}
+    assert m.schema_findings(doc, m.crd_schemas([crd])) == []
+    doc["sepc"] = {}
+    assert "'sepc' was unexpected" in m.schema_findings(doc, m.crd_schemas([crd]))[0].problem
+
+
+# -- issue 12: digest pins, batch on the stable release, the A/B candidate, signatures -------
+
+
+def _cronjob(image: str, name: str = "m3-monthly-forecast") -> dict:
+    container = _container(name="forecast", image=image)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name},
+        "spec": {
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [container],
+                            "volumes": [{"name": "tmp", "emptyDir": {}}],
+                        }
+                    }
+                }
+            }
+        },
+    }
+
+
+TAGGED = "ghcr.io/tsops/tsops-serving:m3-monthly-v1.2.0"
+
+
+@pytest.mark.parametrize("env", m.DIGEST_ENVS)
+def test_tag_only_pin_in_staging_or_production_fails(env):
+    # Issue 12 (3): a tag can be pushed again; outside local the pin must be a digest.
+    isvc = _isvc(containers=[_container(image=f"{TAGGED}@{DIGEST}")])
+    render = [isvc, _cronjob(TAGGED)]
+    findings = m.check_digest_pins(render, f"manifests/overlays/{env}")
+    assert len(findings) == 1, findings
+    assert findings[0].check == "digest"
+    assert findings[0].where == f"manifests/overlays/{env}: CronJob/m3-monthly-forecast"
+    assert f"{TAGGED!r} is pinned by a tag only" in findings[0].problem
+    assert (
+        f"images: entry tsops-batch in manifests/overlays/{env}/kustomization.yaml"
+        in findings[0].fix
+    )
+    # and the A/B variant's candidate names its own entry
+    candidate = _isvc("m3-monthly-candidate", containers=[_container(image=TAGGED)])
+    fix = m.check_digest_pins([candidate], f"manifests/overlays/{env}+ab")[0].fix
+    assert "images: entry tsops-serving-candidate" in fix
+
+
+def test_digest_pins_pass_and_local_may_pin_by_tag():
+    pinned = [
+        _isvc(containers=[_container(image=f"{TAGGED}@{DIGEST}")]),
+        _cronjob(f"{TAGGED}@{DIGEST}"),
+    ]
+    assert m.check_digest_pins(pinned, "manifests/overlays/production") == []
+    tagged = [_isvc(), _cronjob(TAGGED)]
+    assert m.check_digest_pins(tagged, "manifests/overlays/local") == []
+    assert m.check_digest_pins(tagged, "manifests/overlays/local+ab") == []
+
+
+def test_malformed_digest_fails():
+    render = [_cronjob(f"{TAGGED}@sha256:abc")]
+    problem = m.check_digest_pins(render, "manifests/overlays/staging")[0].problem
+    assert "malformed digest 'sha256:abc'" in problem
+
+
+def test_shipped_staging_and_production_pin_digests():
+    for env in OVERLAYS:
+        kust = _shipped_yaml(f"manifests/overlays/{env}/kustomization.yaml")[0]
+        entries = m.image_entries(kust)
+        assert set(entries) == {m.SERVING_IMAGE, m.BATCH_IMAGE}
+        for entry in entries.values():
+            assert bool(m.DIGEST.match(entry.get("digest", ""))) == (env in m.DIGEST_ENVS)
+            assert entry["newTag"] == "m3-monthly-v1.0.0"
+        assert m.check_batch_entry(kust, f"manifests/overlays/{env}") == []
+
+
+def test_release_check_reads_the_tag_before_the_digest():
+    isvc = _isvc(containers=[_container(image=f"{TAGGED}@{DIGEST}")])
+    assert m.check_release(isvc) == []
+    isvc["metadata"]["annotations"][m.RELEASE] = "m3-monthly/v1.1.0"
+    assert "expected tag 'm3-monthly-v1.1.0'" in m.check_release(isvc)[0].problem
+
+
+def test_overlay_without_a_batch_pin_fails():
+    # Issue 12 (2): the CronJobs need their own pin, the stable release.
+    kust = {"images": [{"name": "tsops-serving", "newName": "r/tsops-serving", "newTag": "m-v1"}]}
+    findings = m.check_batch_entry(kust, "manifests/overlays/staging")
+    assert len(findings) == 1
+    assert findings[0].where == "manifests/overlays/staging/kustomization.yaml"
+    assert "no images: entry named 'tsops-batch'" in findings[0].problem
+    assert "stable release" in findings[0].fix
+
+
+def _bump_render(cron_image: str, isvc_image: str) -> list[dict]:
+    return [_isvc(containers=[_container(image=isvc_image)]), _cronjob(cron_image)]
+
+
+def test_cronjob_following_the_serving_pin_fails_the_bump_check():
+    # Issue 12 (2): the CronJobs moved with the InferenceService's (canary) pin.
+    before = _bump_render(TAGGED, TAGGED)
+    serving, batch = f"{TAGGED}-bumpcheck-0", f"{TAGGED}-bumpcheck-1"
+    after = _bump_render(serving, serving)
+    bumped = {m.SERVING_IMAGE: serving, m.BATCH_IMAGE: batch}
+    findings = m.image_bump_findings(before, after, bumped, "manifests/overlays/staging")
+    assert len(findings) == 1, findings
+    assert findings[0].where == "manifests/overlays/staging: CronJob/m3-monthly-forecast"
+    assert "follows the overlay's tsops-serving entry" in findings[0].problem
+    assert "tsops-batch:pin-in-overlay" in findings[0].fix
+    # as designed: each follows its own entry
+    assert m.image_bump_findings(before, _bump_render(batch, serving), bumped, "o") == []
+
+
+def test_candidate_changed_by_the_overlay_pins_fails_the_bump_check():
+    candidate = _isvc("m3-monthly-candidate", containers=[_container(image=TAGGED)])
+    moved = copy.deepcopy(candidate)
+    moved["spec"]["predictor"]["containers"][0]["image"] = f"{TAGGED}-bumpcheck-0"
+    bumped = {m.SERVING_IMAGE: f"{TAGGED}-bumpcheck-0"}
+    before = [_isvc(), candidate]
+    after = [_isvc(containers=[_container(image=f"{TAGGED}-bumpcheck-0")]), moved]
+    findings = m.image_bump_findings(before, after, bumped, "o")
+    assert ["must keep its own release" in f.problem for f in findings] == [True]
+
+
+MONITORING = {"name": "monitoring", "persistentVolumeClaim": {"claimName": "tsops-monitoring"}}
+MOUNTS = [
+    {"name": "tmp", "mountPath": "/tmp"},
+    {"name": "monitoring", "mountPath": "/var/lib/tsops"},
+]
+
+
+def _with_volumes(name: str, mounts: list[dict], volumes: list[dict]) -> dict:
+    return _isvc(
+        name,
+        containers=[_container(volumeMounts=mounts)],
+        volumes=volumes,
+    )
+
+
+def test_candidate_without_the_main_services_volumes_fails():
+    # Issue 12 (4): the candidate had no forecast-log volume on a read-only root.
+    main = _with_volumes("m3-monthly", MOUNTS, [{"name": "tmp", "emptyDir": {}}, MONITORING])
+    candidate = _with_volumes("m3-monthly-candidate", MOUNTS[:1], [{"name": "tmp", "emptyDir": {}}])
+    findings = m.check_ab_candidate([main, candidate], "manifests/overlays/staging+ab")
+    assert len(findings) == 1, findings
+    assert findings[0].check == "ab"
+    assert (
+        findings[0].where == "manifests/overlays/staging+ab: InferenceService/m3-monthly-candidate"
+    )
+    assert (
+        "mounts nothing there, while InferenceService/m3-monthly mounts persistentVolumeClaim "
+        "tsops-monitoring at /var/lib/tsops" in findings[0].problem
+    )
+    assert "manifests/components/ab/inferenceservice-candidate.yaml" in findings[0].fix
+    # the same path backed by another volume is not the same either
+    other = copy.deepcopy(MONITORING)
+    other["persistentVolumeClaim"]["claimName"] = "scratch"
+    candidate = _with_volumes(
+        "m3-monthly-candidate", MOUNTS, [{"name": "tmp", "emptyDir": {}}, other]
+    )
+    problem = m.check_ab_candidate([main, candidate])[0].problem
+    assert "has persistentVolumeClaim scratch there" in problem
+    # and the candidate with the same volumes passes
+    candidate = _with_volumes(
+        "m3-monthly-candidate", MOUNTS, [{"name": "tmp", "emptyDir": {}}, MONITORING]
+    )
+    assert m.check_ab_candidate([main, candidate]) == []
+
+
+def test_shipped_candidate_mounts_what_base_mounts():
+    base = _shipped_yaml("manifests/base/inferenceservice.yaml")[0]
+    candidate = _shipped_yaml("manifests/components/ab/inferenceservice-candidate.yaml")[0]
+    assert candidate["metadata"]["name"] == "m3-monthly-candidate"
+    assert m.check_ab_candidate([base, candidate]) == []
+    container = candidate["spec"]["predictor"]["containers"][0]
+    assert container["image"] == "tsops-serving-candidate:pin-in-overlay"
+    component = _shipped_yaml("manifests/components/ab/kustomization.yaml")[0]
+    assert "images" not in component  # the overlay pins the candidate
+
+
+def test_candidate_annotations_disagreeing_with_its_image_fail():
+    candidate = _isvc("m3-monthly-candidate")  # image m3-monthly-v1.2.0
+    candidate["metadata"]["annotations"][m.RELEASE] = "m3-monthly/v1.1.0"
+    findings = m.check_release(candidate)
+    assert len(findings) == 1
+    assert "expected tag 'm3-monthly-v1.1.0'" in findings[0].problem
+    assert "tsops-serving-candidate" in findings[0].fix
+    assert "ab-candidate.yaml" in findings[0].fix
+    candidate["metadata"]["annotations"][m.RELEASE] = "pin-in-overlay"
+    problem = m.check_release(candidate)[0].problem
+    assert "still the placeholder 'pin-in-overlay'" in problem
+
+
+def _policy(*globs: str) -> dict:
+    return {
+        "apiVersion": "policy.sigstore.dev/v1beta1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": "tsops-release-signature"},
+        "spec": {"images": [{"glob": g} for g in globs], "authorities": [{"keyless": {}}]},
+    }
+
+
+def _namespace(env: str, include: bool = True) -> dict:
+    labels = {m.SIGSTORE_INCLUDE: "true"} if include else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": f"tsops-{env}", "labels": labels},
+    }
+
+
+def _signed_renders(image: str = f"{TAGGED}@{DIGEST}", include: bool = True) -> dict:
+    return {
+        f"manifests/overlays/{env}": [_namespace(env, include), _cronjob(image)]
+        for env in m.DIGEST_ENVS
+    } | {"manifests/overlays/local": [_namespace("local", False), _cronjob("other/x:1")]}
+
+
+def test_missing_signature_policy_fails():
+    # Issue 12 (3): nothing checked the release signature at admission.
+    findings = m.check_signature_policy([PROJECT], _signed_renders())
+    assert len(findings) == 1
+    assert findings[0].where == "argocd/kustomization.yaml"
+    assert "no ClusterImagePolicy" in findings[0].problem
+    assert "argocd/clusterimagepolicy.yaml" in findings[0].fix
+
+
+def test_signature_policy_must_cover_every_staging_and_production_image():
+    renders = _signed_renders(f"registry.example/tsops-serving:m3-monthly-v1.2.0@{DIGEST}")
+    findings = m.check_signature_policy([_policy("ghcr.io/tsops/tsops-serving**")], renders)
+    assert {f.where for f in findings} == {
+        f"manifests/overlays/{env}: CronJob/m3-monthly-forecast" for env in m.DIGEST_ENVS
+    }
+    assert (
+        "matches no ClusterImagePolicy glob (ghcr.io/tsops/tsops-serving**)" in findings[0].problem
+    )
+    assert "imageGlob in argocd/gitops-settings.yaml" in findings[0].fix
+    # local runs side-loaded images and is not checked; a covering glob passes
+    assert (
+        m.check_signature_policy([_policy("ghcr.io/tsops/tsops-serving**")], _signed_renders())
+        == []
+    )
+
+
+def test_staging_and_production_namespaces_must_opt_in_to_the_policy():
+    findings = m.check_signature_policy(
+        [_policy("ghcr.io/tsops/tsops-serving**")], _signed_renders(include=False)
+    )
+    assert {f.where for f in findings} == {
+        f"manifests/overlays/{env}: Namespace/tsops-{env}" for env in m.DIGEST_ENVS
+    }
+    assert f'add {m.SIGSTORE_INCLUDE}: "true"' in findings[0].fix
+
+
+def test_shipped_policy_glob_covers_the_shipped_pins():
+    glob = _shipped_yaml("argocd/gitops-settings.yaml")[0]["data"]["imageGlob"]
+    for env in m.DIGEST_ENVS:
+        kust = _shipped_yaml(f"manifests/overlays/{env}/kustomization.yaml")[0]
+        for entry in m.image_entries(kust).values():
+            assert m.glob_match(glob, m.entry_image(entry)), (glob, entry)
+        namespace = _shipped_yaml(f"manifests/overlays/{env}/namespace.yaml")[0]
+        assert namespace["metadata"]["labels"][m.SIGSTORE_INCLUDE] == "true"
+
+
+@pytest.mark.parametrize(
+    ("glob", "image", "matches"),
+    [
+        (
+            "ghcr.io/tsops/tsops-serving**",
+            f"ghcr.io/tsops/tsops-serving:m3-monthly-v1.0.0@{DIGEST}",
+            True,
+        ),
+        ("ghcr.io/tsops/tsops-serving**", f"ghcr.io/tsops/tsops-serving@{DIGEST}", True),
+        ("ghcr.io/tsops/tsops-serving**", f"ghcr.io/fork/tsops-serving@{DIGEST}", False),
+        ("ghcr.io/tsops/*", "ghcr.io/tsops/tsops-serving:v1", True),  # ":" is no separator
+        ("ghcr.io/*", "ghcr.io/tsops/tsops-serving:v1", False),  # "*" stops at "/"
+        ("ghcr.io/tsops/tsops-serving", "ghcr.io/tsops/tsops-serving:v1", False),
+        ("index.docker.io/library/*", "busybox", True),
+        ("ghcr.io/tsops/(x)", "ghcr.io/tsops/x", False),  # not a valid glob
+    ],
+)
+def test_glob_match_follows_policy_controller(glob, image, matches):
+    assert m.glob_match(glob, image) is matches
