@@ -92,7 +92,10 @@ def copy_repo(dest: Path, name: str = "tiny", model_yaml: str = TINY_MODEL) -> P
         check=True,
     ).stdout.split()
     for rel in files:
-        if rel.startswith(("tests/", "benchmarks/")) or rel in ("data.dvc", "dvc.lock"):
+        if rel.startswith(("tests/", "benchmarks/", "artifacts/")) or rel in (
+            "data.dvc",
+            "dvc.lock",
+        ):
             continue
         src = ROOT / rel
         if src.is_file():
