@@ -82,8 +82,8 @@ for tool in docker kind kubectl; do
     command -v "$tool" >/dev/null || die "$tool is not on PATH"
 done
 venv=$root/.venv/bin
+[ -x "$venv/tsops" ] || die "no $venv/tsops: run \`make install\` first"
 if $build; then
-    [ -x "$venv/tsops" ] || die "no $venv/tsops: run \`make install\` first"
     [ -d "artifacts/$MODEL/model" ] || die "no artifacts/$MODEL/model: run \`make pipeline\` first"
 fi
 
@@ -148,6 +148,9 @@ kubectl apply -f "https://github.com/knative/serving/releases/download/$KNATIVE_
 kubectl wait --for=condition=Established crd/services.serving.knative.dev --timeout=120s
 kubectl apply -f "https://github.com/knative/serving/releases/download/$KNATIVE_VERSION/serving-core.yaml"
 kubectl apply -f "https://github.com/knative/net-kourier/releases/download/$KNATIVE_VERSION/kourier.yaml"
+# (Knative's webhook validates its ConfigMaps: patch them once it is up.)
+kubectl wait --for=condition=Available deployment --all -n knative-serving --timeout=300s
+kubectl wait --for=condition=Available deployment --all -n kourier-system --timeout=300s
 kubectl patch configmap/config-network -n knative-serving --type merge \
     -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
 kubectl patch configmap/config-domain -n knative-serving --type merge -p '{"data":{"example.com":""}}'
@@ -155,13 +158,22 @@ kubectl patch configmap/config-domain -n knative-serving --type merge -p '{"data
 # reach for the mirrored host: the local overlay pins tags only (kind has no digests).
 kubectl patch configmap/config-deployment -n knative-serving --type merge \
     -p "{\"data\":{\"registries-skipping-tag-resolving\":\"kind.local,ko.local,dev.local,localhost:$REGISTRY_PORT,$image_host\"}}"
-kubectl wait --for=condition=Available deployment --all -n knative-serving --timeout=300s
-kubectl wait --for=condition=Available deployment --all -n kourier-system --timeout=300s
 
 log "KServe $KSERVE_VERSION (Knative mode)"
 kubectl apply --server-side --force-conflicts -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl wait --for=condition=Available deployment/kserve-controller-manager -n kserve --timeout=300s
 kubectl apply --server-side --force-conflicts -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
+# Kourier, not Istio, routes: no Istio VirtualService for the top-level route (as KServe's
+# own Kourier e2e sets ingress.disableIstioVirtualHost).
+kubectl get configmap/inferenceservice-config -n kserve -o json |
+    "$venv/python" -c '
+import json, sys
+cm = json.load(sys.stdin)
+ingress = json.loads(cm["data"]["ingress"])
+ingress["disableIstioVirtualHost"] = True
+cm["data"]["ingress"] = json.dumps(ingress, indent=2)
+json.dump(cm, sys.stdout)' |
+    kubectl replace -f -
 
 log "Argo CD $ARGOCD_VERSION"
 kubectl create namespace argocd --dry-run=client -o yaml | kubectl apply -f -
