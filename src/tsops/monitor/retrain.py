@@ -4,9 +4,9 @@
 monitoring measured: new complete periods of actuals since the training data, the
 served version's realized error against its backtest expectation, and drift.
 ``prepare_branch`` turns a fired decision into a git branch that updates the data
-snapshot (``data.dvc``) and the pipeline's outputs (``dvc.lock``), ready to open as
-a pull request; the branch is named after the new data's fingerprint, so running it
-twice for the same data prepares nothing new.
+snapshot (``data.dvc``) and the pipeline's outputs (``dvc.lock``, the committed
+metrics), ready to open as a pull request; the branch is named after the new data's
+fingerprint, so running it twice for the same data prepares nothing new.
 """
 
 from __future__ import annotations
@@ -190,10 +190,13 @@ def prepare_branch(
     branch = decision.branch
     if not decision.fire or branch is None:
         raise RetrainError(f"no retraining to prepare for {decision.model}: no trigger fired")
-    dirty = git(root, "status", "--porcelain", "--", "data.dvc", "dvc.lock").stdout.strip()
+    # The backtest metrics are tracked in git too (the pull request's metrics diff
+    # compares with main's), so the branch carries them beside the data and the lock.
+    tracked = ["data.dvc", "dvc.lock", f"artifacts/{decision.model}/metrics.json"]
+    dirty = git(root, "status", "--porcelain", "--", *tracked).stdout.strip()
     if dirty:
         raise RetrainError(
-            f"data.dvc or dvc.lock has uncommitted changes ({dirty}); commit or discard "
+            f"{', '.join(tracked)} have uncommitted changes ({dirty}); commit or discard "
             "them before preparing a retraining branch"
         )
 
@@ -201,7 +204,7 @@ def prepare_branch(
         run(["tsops", "ingest", decision.model])
         run(["dvc", "add", "-q", "data"])
         run(["dvc", "repro", "-q", f"train@{decision.model}", f"evaluate@{decision.model}"])
-        return ["data.dvc", "dvc.lock"]
+        return [path for path in tracked if (Path(root) / path).exists()]
 
     message = (
         f"Retrain {decision.model}: {'; '.join(decision.reasons)}\n\n"
