@@ -22,14 +22,18 @@ help:  ## list targets
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync -q --require-hashes --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 install: $(VENV)/.installed  ## create or reuse .venv and install the locked dependencies
 
-lock:  ## re-resolve requirements.lock from pyproject.toml
-	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+# Every pin carries the sha256 of each published file (wheels and sdist) of that release:
+# `make install` (uv) and the Dockerfile (pip --require-hashes) refuse anything else.
+# uv keeps the versions already in requirements.lock unless pyproject.toml needs others
+# (`--upgrade-package NAME` moves one on purpose).
+lock:  ## re-resolve requirements.lock (with hashes) from pyproject.toml
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 
 pipeline: install  ## ingest the default data, version it with DVC, run dvc repro
 	tsops ingest --all
