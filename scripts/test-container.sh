@@ -5,6 +5,11 @@
 #   1. baked in at build time (MODEL_DIR build arg; image tagged <model>-v<version>);
 #   2. no model in the image, one mounted at /mnt/models, as KServe's storage
 #      initializer does for an InferenceService's storageUri.
+# Then it runs the image the way the rendered manifests say (scripts/rendered_container.py):
+# the local overlay with the A/B component switched on, for both InferenceServices
+# (m3-monthly and m3-monthly-candidate) their securityContext, args, settings.env and
+# volumes as podman flags; each must serve forecasts and write its forecast log to the
+# persistent volume's folder.
 #
 # Works on a fresh Debian machine as root (CI): installs podman, runc and debootstrap
 # with apt when missing, builds the local base image once (scripts/container-base.sh,
@@ -14,8 +19,11 @@
 # Env:
 #   PYTHON      interpreter with tsops and the dev dependencies (default .venv/bin/python,
 #               made by `make install`): fits the test model, queries the server
-#   BASE_IMAGE  base for the Dockerfile (default localhost/tsops-python:3.11-bookworm,
-#               built here; python:3.11.14-slim-bookworm where a registry is reachable)
+#   BASE_IMAGE  replaces the Dockerfile's base stage (`podman build --from`; default
+#               localhost/tsops-python:3.11-bookworm, built here). Set it empty to build
+#               on the Dockerfile's own pin (python:3.11.14-slim-bookworm@sha256:...)
+#               where a registry is reachable.
+# Needs kubectl (renders the overlay) besides podman.
 #
 # The images are kept: their layers are the build cache that makes the next run fast.
 set -euo pipefail
@@ -23,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 PYTHON=${PYTHON:-$repo/.venv/bin/python}
-BASE_IMAGE=${BASE_IMAGE:-localhost/tsops-python:3.11-bookworm}
+BASE_IMAGE=${BASE_IMAGE-localhost/tsops-python:3.11-bookworm}
 MODEL_NAME=tiny
 MODEL_VERSION=1
 IMAGE=tsops-serving:$MODEL_NAME-v$MODEL_VERSION
@@ -78,6 +86,7 @@ if ! command -v podman >/dev/null || ! command -v runc >/dev/null ||
     timeout 900 apt-get install -y -q podman runc debootstrap
 fi
 podman --version
+command -v kubectl >/dev/null || { echo "error: kubectl not found (renders the manifests)" >&2; exit 1; }
 [[ -x $PYTHON ]] || { echo "error: $PYTHON not found: run make install first" >&2; exit 1; }
 
 # --- base image ---------------------------------------------------------------------
@@ -116,11 +125,15 @@ model_time=$(elapsed "$t0")
 # --format docker keeps HEALTHCHECK (OCI images have no such field). The CA bundle is a
 # build secret: pip in the builder stage needs it where PyPI is reached through a
 # TLS-intercepting proxy; it never lands in a layer.
+# --from replaces the first FROM of the Dockerfile, its base stage (the pinned official
+# image), which every other stage builds on.
 common_args=(
     --format docker
-    --build-arg "BASE_IMAGE=$BASE_IMAGE"
     --build-arg "VCS_REF=$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 )
+if [[ -n $BASE_IMAGE ]]; then
+    common_args+=(--from "$BASE_IMAGE")
+fi
 if [[ -s $CA_BUNDLE ]]; then
     common_args+=(--secret "id=pip_ca,src=$CA_BUNDLE")
 fi
@@ -243,8 +256,15 @@ empty_log=$(podman logs "$empty" 2>&1)
 check "it says where it looked" yes "$(grep -q '/mnt/models' <<<"$empty_log" && echo yes || echo no)"
 grep -v systemd <<<"$empty_log" | tail -1 || true
 
+log "4. as the rendered manifests say: local overlay + A/B component, main and candidate"
+t0=$(date +%s)
+timeout 900 "$PYTHON" scripts/rendered_container.py --image "localhost/$IMAGE" \
+    --version "$MODEL_VERSION" --registered "$MODEL_NAME"
+rendered_time=$(elapsed "$t0")
+
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 log "PASS: $IMAGE and $IMAGE_NO_MODEL serve forecasts read-only, as uid 10001, without capabilities"
 echo "times: base image $base_time, test model $model_time, build $build_time" \
-    "(+ $build_no_model_time without model), run to first answers $run_time"
+    "(+ $build_no_model_time without model), run to first answers $run_time," \
+    "rendered main + candidate $rendered_time"
 echo "image size: $((size / 1000000)) MB"
