@@ -1,12 +1,18 @@
-"""The whole story as one test, on a throwaway git repository (issue 4): a branch adds
-data, the pull request's training report passes the gate, a tag releases the model,
-staging renders it, production takes it as a canary (10 %, 50 %), promotes it fully and
-rolls it back. Each workflow step is the `run:` script of .github/workflows run with
-bash, so the test breaks when a workflow changes under it; the steps people run by hand
-(README "Deploying") are the same `tsops` commands. Real git (branches, merges, tags, a
-bare origin), real DVC, a real MLflow registry (SQLite in the temporary directory) and
-real `kubectl kustomize` renders: after every change that reaches main the manifests are
-rendered, validated and checked, and the registry's aliases against what git deploys.
+"""The whole story as one test, on a throwaway git repository: a branch adds data, the
+pull request's training registers the reviewed model and reports a real metrics diff, a
+tag on main releases that very version (no retraining), staging serves it, production
+takes it as a canary (10 %, then 50 % moved with kubectl and made permanent in git),
+rolls it back, promotes it fully, and an A/B test pins it as a candidate; a base change
+reaches staging at once and production only with a promotion. Each workflow step is the
+`run:` script of .github/workflows run with bash, so the test breaks when a workflow
+changes under it; the steps people run by hand (README "Deploying") are the same `tsops`
+commands. Real git (branches, merges, tags, a bare origin), real DVC, a real MLflow
+registry (SQLite in the temporary directory) and real `kubectl kustomize` renders.
+
+After every change, Argo CD's sync and KServe's canary revisions are played on the renders
+(tests/integration/cluster_model.py, which cites the behaviour it assumes), and the test
+asserts what each environment SERVES: which release takes which share, what the CronJobs
+run, and that the registry's champion is the release production serves.
 
 The model is the small test model of tests/conftest.py under the name the overlays
 deploy, m3-monthly: the real one (60 series, five methods) would take minutes.
@@ -14,8 +20,10 @@ deploy, m3-monthly: the real one (60 series, five methods) would take minutes.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +31,7 @@ from mlflow import MlflowClient
 from ruamel.yaml import YAML
 
 from tests.conftest import ROOT, run
+from tests.integration.cluster_model import Cluster, application
 from tests.integration.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tsops import manifests as m
 
@@ -30,9 +39,25 @@ pytestmark = pytest.mark.integration
 
 MODEL = "m3-monthly"
 SHIPPED_IMAGE = "ghcr.io/tsops/tsops-serving"  # what the overlays pin in the repository
-OWNER = "Acme"  # a GitHub owner with capitals: GHCR wants them lowercased
-RELEASED_IMAGE = "ghcr.io/acme/tsops-serving"
-PREVIOUS_VERSION = "tsops.io/previous-model-version"
+OWNER = "TSOPS"  # a GitHub owner with capitals: GHCR wants them lowercased
+RELEASED_IMAGE = "ghcr.io/tsops/tsops-serving"  # covered by the ClusterImagePolicy glob
+PRODUCTION_OVERLAY = "manifests/overlays/production"
+
+
+def shipped_pin() -> str:
+    """The serving image the repository's production overlay pins (repository:tag@digest)."""
+    doc = YAML(typ="safe").load((ROOT / PRODUCTION_OVERLAY / "kustomization.yaml").read_text())
+    entry = next(i for i in doc["images"] if i["name"] == "tsops-serving")
+    return f"{entry['newName']}:{entry['newTag']}@{entry['digest']}"
+
+
+def inference_service(env_dir: Path) -> dict:
+    docs = m.render(env_dir)
+    found = [d for d in docs if d["kind"] == "InferenceService"]
+    assert [d["metadata"]["name"] for d in found] == [MODEL], f"{env_dir}: {found}"
+    return found[0]
+
+
 WORKFLOWS = ROOT / ".github" / "workflows"
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "dev",
@@ -95,27 +120,50 @@ class Story:
         return stdout, written
 
     def merge(self, branch: str, title: str) -> None:
-        """The pull request of ``branch`` merged into main, and main pushed."""
+        """The pull request of ``branch`` merged into main, and main pushed; when it changed
+        the production overlay, deploy-production.yml moves deploy/production to it."""
         self.git("switch", "-q", "main")
         self.git("merge", "-q", "--no-ff", "-m", title, branch)
         self.git("push", "-q", "origin", "main")
+        if self.git("diff", "--name-only", "HEAD^1", "HEAD", "--", PRODUCTION_OVERLAY):
+            # the command of deploy-production.yml's step (gh only authenticates it)
+            self.git("push", "-q", "origin", "main:refs/heads/deploy/production")
 
     def by_hand(self, branch: str, title: str, *cmd: str) -> str:
         """A change people make with a tsops command (README "Deploying"), merged."""
         self.git("switch", "-q", "-c", branch, "main")
         out = self.sh(*cmd)
-        self.git("add", "manifests/overlays")
+        self.git("add", "manifests")
         self.git("commit", "-q", "-m", title)
         self.merge(branch, title)
         return out
 
     def champion_follows_git(self) -> str:
-        """What .github/workflows/champion.yml does when an overlay change reaches main."""
-        return self.step("champion", "Point champion at what production serves")[0]
+        """What .github/workflows/champion.yml does when deploy/production moves: it checks
+        out that branch and runs its step."""
+        self.git("switch", "-q", "--detach", "origin/deploy/production")
+        try:
+            return self.step("champion", "Point champion at what production serves")[0]
+        finally:
+            self.git("switch", "-q", "main")
 
     def alias(self, name: str) -> str:
         client = MlflowClient(tracking_uri=self.registry_uri, registry_uri=self.registry_uri)
         return str(client.get_model_version_by_alias(MODEL, name).version)
+
+    def tree(self, ref: str) -> Path:
+        """The manifests at ``ref`` of origin, what Argo CD checks out for a sync."""
+        self.git("fetch", "-q", "origin")
+        dest = self.repo.parent / "argocd-checkout" / ref.replace("/", "-")
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", f"origin/{ref}", "manifests"],
+            cwd=self.repo, capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return dest / "manifests" / "overlays"
 
     def lap(self, label: str) -> None:
         now = time.perf_counter()
@@ -123,52 +171,63 @@ class Story:
         self._start = now
 
 
-def inference_service(env_dir: Path) -> dict:
-    docs = m.render(env_dir)
-    found = [d for d in docs if d["kind"] == "InferenceService"]
-    assert [d["metadata"]["name"] for d in found] == [MODEL], f"{env_dir}: {found}"
-    return found[0]
+class Argo:
+    """Argo CD syncing staging (targetRevision main) and production (deploy/production)."""
+
+    def __init__(self, story: Story):
+        self.story = story
+        self.clusters = {
+            env: Cluster(application(story.repo, f"tsops-{env}"))
+            for env in ("staging", "production")
+        }
+
+    def revision(self, env: str) -> str:
+        return self.clusters[env].application["spec"]["source"]["targetRevision"]
+
+    def sync(self) -> None:
+        for env, cluster in self.clusters.items():
+            cluster.sync(self.story.tree(self.revision(env)) / env)
 
 
-def served_by_git(isvc: dict) -> str:
-    """The version taking the stable traffic of a rendered InferenceService: with a
-    canary, the release it replaced (KServe's last rolled-out revision), else its own."""
-    notes = isvc["metadata"]["annotations"]
-    if "canaryTrafficPercent" in isvc["spec"]["predictor"] and PREVIOUS_VERSION in notes:
-        return notes[PREVIOUS_VERSION]
-    return notes["tsops.io/model-version"]
+def image(version: str) -> str:
+    """The serving image of a release as the overlays pin it (repository:tag@digest)."""
+    if version == "1.0.0":
+        return shipped_pin()
+    return f"{RELEASED_IMAGE}:{MODEL}-v{version}@{fake_digest(version)}"
 
 
-def on_main(story: Story, expected: dict[str, tuple], champion: str, says: str) -> dict[str, dict]:
-    """A change reached main: champion.yml moves the alias (its output ``says`` so) while
-    main is rendered and validated; each environment serves what ``expected`` says (image,
-    release, registry version, canary %) and the registry's aliases agree with it."""
-    with ThreadPoolExecutor(1) as pool:  # two cores: the workflow beside the renders
-        synced = pool.submit(story.champion_follows_git)
-        report = m.validate_all(story.repo, story.crds, checkov=False)
-        assert says in synced.result(), synced.result()
+def fake_digest(version: str) -> str:
+    """The digest the build step would output (no image is built in this test)."""
+    return "sha256:" + hashlib.sha256(version.encode()).hexdigest()
+
+
+def on_main(
+    story: Story,
+    argo: Argo,
+    served: dict[str, dict[str, int]],
+    batch: str,
+    champion: str,
+    says: str,
+) -> None:
+    """A change reached main (and deploy/production where the test moved it): main is
+    validated, Argo CD syncs both environments, champion.yml moves the alias. Each
+    environment then serves ``served`` (release -> %), production's CronJobs run the
+    ``batch`` release, and the registry's aliases agree with what is served."""
+    report = m.validate_all(story.repo, story.crds, checkov=False)
     assert report.ok, "\n".join(map(str, report.findings))
-    rendered = {}
-    for env, (image, release, version, canary) in expected.items():
-        isvc = inference_service(story.repo / "manifests" / "overlays" / env)
-        notes = isvc["metadata"]["annotations"]
-        predictor = isvc["spec"]["predictor"]
-        got = (
-            predictor["containers"][0]["image"],
-            notes["tsops.io/release"],
-            notes["tsops.io/model-version"],
-            predictor.get("canaryTrafficPercent"),
-        )
-        want = (f"{image}:{release.replace('/', '-')}", release, version, canary)
-        assert got == want, f"{env} renders {got}, expected {want}"
-        rendered[env] = isvc
-    # registry == git: champion is what production serves, challenger what staging serves
-    assert story.alias("champion") == champion == served_by_git(rendered["production"])
-    assert (
-        story.alias("challenger")
-        == rendered["staging"]["metadata"]["annotations"]["tsops.io/model-version"]
-    )
-    return rendered
+    argo.sync()
+    for env, want in served.items():
+        got = argo.clusters[env].served(MODEL)
+        assert got == want, f"{env} serves {got}, expected {want}"
+    images = argo.clusters["production"].batch_images()
+    assert images == {image(batch)}, f"production's CronJobs run {images}, expected {batch}"
+    synced = story.champion_follows_git()
+    assert says in synced, synced
+    # registry == cluster: champion is the stable release (the one the CronJobs run and
+    # that takes the traffic a canary does not), challenger the release staging serves
+    assert story.alias("champion") == champion == VERSIONS[f"{MODEL}/v{batch}"]
+    assert f"{MODEL}/v{batch}" in served["production"]
+    assert VERSIONS[next(iter(served["staging"]))] == story.alias("challenger")
 
 
 @pytest.fixture
@@ -184,27 +243,41 @@ def story(repo_copy: Path, tmp_path: Path, crds: Path) -> Story:  # noqa: F811
     s.git("commit", "-q", "-am", "The small test model under the name the overlays deploy")
     run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path)
     s.git("remote", "add", "origin", str(tmp_path / "origin.git"))
-    s.git("push", "-q", "origin", "main")
+    s.git("push", "-q", "origin", "main", "main:refs/heads/deploy/production")
     return s
+
+
+V1, V2 = f"{MODEL}/v1.0.0", f"{MODEL}/v1.1.0"
+VERSIONS = {V1: "1", V2: "2"}
 
 
 def test_new_data_to_production_and_back(story: Story):
     s, repo = story, story.repo
     config = repo / "models" / MODEL / "model.yaml"
+    argo = Argo(s)
+    assert (argo.revision("staging"), argo.revision("production")) == ("main", "deploy/production")
 
     # 0. Where the story starts: the overlays serve m3-monthly/v1.0.0 = registry version 1,
-    # trained on six series (production: a canary share set, but no release before it).
+    # trained on six series (production: a canary share set, but no release before it, so
+    # KServe gives the only revision everything).
     s.sh("tsops", "ingest", MODEL)
     s.sh("dvc", "add", "-q", "data")
     s.sh("dvc", "repro")
-    s.git("add", "data.dvc", "dvc.lock")
+    s.git("add", "data.dvc", "dvc.lock", f"artifacts/{MODEL}/metrics.json")
     s.git("commit", "-q", "-m", "Data and pipeline of m3-monthly v1.0.0")
     s.git("tag", f"{MODEL}/v1.0.0")
     s.git("push", "-q", "origin", "main", f"{MODEL}/v1.0.0")
     assert "registered version 1" in s.sh("tsops", "register", MODEL)
-    v1 = (SHIPPED_IMAGE, f"{MODEL}/v1.0.0", "1")
-    first = {"staging": (*v1, None), "production": (*v1, 10)}
-    on_main(s, first, champion="1", says="champion -> version 1")
+    # what release.yml recorded for v1.0.0: the registry knows its image
+    pin = shipped_pin()
+    s.sh(
+        "tsops", "release", MODEL, "1.0.0", "--model-version", "1",
+        "--image", pin.split(":")[0], "--digest", pin.split("@")[1],
+    )  # fmt: skip
+    s.git("commit", "-q", "-am", "Release m3-monthly/v1.0.0 to staging (its lineage)")
+    s.git("push", "-q", "origin", "main")
+    everything_on_v1 = {"staging": {V1: 100}, "production": {V1: 100}}
+    on_main(s, argo, everything_on_v1, batch="1.0.0", champion="1", says="champion -> version 1")
     s.lap("0 baseline")
 
     # 1. A branch adds data: two more series, ingested, versioned with DVC, pipeline rerun.
@@ -214,7 +287,7 @@ def test_new_data_to_production_and_back(story: Story):
     s.sh("dvc", "add", "-q", "data")
     s.sh("dvc", "push", "-q")
     assert "Running stage 'backtest@m3-monthly'" in s.sh("dvc", "repro")
-    s.git("add", str(config.relative_to(repo)), "data.dvc", "dvc.lock")
+    s.git("add", str(config.relative_to(repo)), "data.dvc", "dvc.lock", "artifacts")
     s.git("commit", "-q", "-m", "Two more series")
     s.git("push", "-q", "origin", "data/more-series")
     assert s.git("diff", "--name-only", "main", "--", "data.dvc") == "data.dvc"
@@ -222,42 +295,65 @@ def test_new_data_to_production_and_back(story: Story):
 
     # 2. The pull request's training (train.yml): CI's ingest gives the bytes data.dvc
     # names and the committed dvc.lock is current, so nothing reruns; the gate compares
-    # with the champion (what production serves) and passes; the report is written.
+    # with the champion and passes; the reviewed model is registered (no alias moves);
+    # the report compares the metrics with main's committed ones.
     pr = {"MODEL": MODEL, "BASE_REF": "main", "REPORT": f"report-{MODEL}.md"}
     s.step("train", "Get the data", **pr)
     assert "Running stage" not in s.step("train", "Validate, backtest, train, evaluate", **pr)[0]
     s.step("train", "Gate", **pr)
+    registered = s.step("train", "Register the reviewed model", **pr)[0]
+    assert "registered version 2" in registered and "alias" not in registered, registered
     s.step("train", "Metrics against the base branch", **pr)
     s.step("train", "Forecast plots against the base branch", **pr)
     s.step("train", "Link the plots", PLOTS_URL="https://example.invalid/plots", **pr)
     report = (repo / pr["REPORT"]).read_text()
     assert report.startswith(f"### `{MODEL}`\n```text\n"), report
     assert "gate: passed" in report and "vs champion v1" in report, report
-    # `dvc metrics diff` has this branch's backtest (its base column stays empty: artifacts/
-    # is not in git, so DVC finds no metrics of origin/main to compare with)
+    # a real diff: main's committed metrics (6 series) against the pull request's (8)
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in report.splitlines()]
     n_series = [r for r in rows if r[:2] == [f"artifacts/{MODEL}/metrics.json", "n_series"]]
-    assert [r[3] for r in n_series] == ["8"], report
+    assert [r[2:5] for r in n_series] == [["6", "8", "2"]], report
     assert (repo / "dvc_plots" / MODEL / "index.html").exists()
     s.merge("data/more-series", "Merge pull request: two more series")
     s.lap("2 pull request training")
 
-    # 3. A tag releases it (release.yml): train and register from the tagged commit, export
-    # the challenger for the image, point staging at the image pushed to the owner's GHCR.
-    tag = f"{MODEL}/v1.1.0"
+    # 3. A tag releases it (release.yml): no training; the version the pull request
+    # registered is found by the tagged commit's data hash and dvc.lock, exported for the
+    # image, and staging pinned to the pushed image by digest. A tag off main is refused.
+    s.git("switch", "-q", "-c", "unreviewed", "data/more-series~1")
+    s.git("commit", "-q", "--allow-empty", "-m", "Not merged")
+    off_main = s.git("rev-parse", "HEAD")
+    s.git("switch", "-q", "main")
+    refused = run(
+        ["tsops", "reviewed", MODEL, "--commit", off_main, "--main", "origin/main"],
+        repo,
+        check=False,
+        env={"MLFLOW_TRACKING_URI": s.registry_uri},
+    )
+    assert refused.returncode == 1 and "is not on origin/main" in refused.stderr, refused
+    tag = V2
     s.git("tag", tag)
     s.git("push", "-q", "origin", tag)
     s.git("switch", "-q", "--detach", tag)  # what actions/checkout does for a tag
     _, read = s.step("release", "Read the tag", TAG=tag, OWNER=OWNER)
     assert read == {"model": MODEL, "version": "1.1.0", "image": RELEASED_IMAGE}
-    s.step("release", "Get the data")
-    s.step("release", "Validate, backtest, train, evaluate")
-    register = "Register (fails, registering nothing as challenger, when the gate fails)"
-    registered = s.step("release", register, MODEL=MODEL)[0]
-    assert "alias challenger -> version 2" in registered, registered
-    s.step("release", "Export the challenger to bake into the image", MODEL=MODEL)
+    commit = s.git("rev-parse", "HEAD")
+    found = s.step(
+        "release",
+        "Find the version the pull request registered",
+        MODEL=MODEL,
+        COMMIT=commit,
+        DEFAULT_BRANCH="main",
+    )[0]
+    assert "version 2" in found, found
     _, exported = s.step("release", "Read the registry version")
     assert exported == {"version": "2"}
+    s.step(
+        "release",
+        "Export the reviewed version to bake into the image",
+        MODEL=MODEL,
+        MODEL_VERSION="2",
+    )
     s.step(
         "release",
         "Point the staging overlay at the release",
@@ -265,7 +361,10 @@ def test_new_data_to_production_and_back(story: Story):
         VERSION=read["version"],
         MODEL_VERSION=exported["version"],
         IMAGE=read["image"],
+        DIGEST=fake_digest("1.1.0"),
     )
+    client = MlflowClient(tracking_uri=s.registry_uri, registry_uri=s.registry_uri)
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 2, "a release retrained"
     branch = f"release/{MODEL}-v1.1.0"
     s.step(
         "release",
@@ -277,20 +376,18 @@ def test_new_data_to_production_and_back(story: Story):
         f"manifests/overlays/staging/{f}" for f in ("kustomization.yaml", "model-version.yaml")
     )
     s.merge(branch, f"Merge pull request: release {tag} to staging")
-    v2 = (RELEASED_IMAGE, tag, "2")
-    staged = {"staging": (*v2, None), "production": (*v1, 10)}
-    rendered = on_main(s, staged, champion="1", says="champion stays on version 1")
-    # staging names where the model came from: the tagged commit, its data, its MLflow run
-    notes = rendered["staging"]["metadata"]["annotations"]
-    client = MlflowClient(tracking_uri=s.registry_uri, registry_uri=s.registry_uri)
-    assert notes["tsops.io/git-commit"] == s.git("rev-parse", f"{tag}^{{commit}}")
+    staged = {"staging": {V2: 100}, "production": {V1: 100}}
+    on_main(s, argo, staged, batch="1.0.0", champion="1", says="champion stays on version 1")
+    # staging names where the model came from: the reviewed commit, its data, its run
+    notes = inference_service(repo / "manifests/overlays/staging")["metadata"]["annotations"]
+    assert notes["tsops.io/git-commit"] == s.git("rev-parse", "data/more-series")
     data_dvc = YAML(typ="safe").load(s.git("show", f"{tag}:data.dvc"))
     assert notes["tsops.io/data-md5"] == data_dvc["outs"][0]["md5"]
     assert notes["tsops.io/mlflow-run"] == client.get_model_version(MODEL, "2").run_id
     s.lap("3 release")
 
-    # 4. Promotion to production as a canary with 10 % (promote.yml): the image and the
-    # version file are copied; v1.0.0 keeps 90 % of the traffic, so it stays champion.
+    # 4. Promotion to production as a canary with 10 % (promote.yml): image pin and
+    # version file copied; v1.0.0 keeps 90 % and the CronJobs, so it stays champion.
     copy = "Copy the staging release to the target overlay"
     s.step("promote", copy, MODEL=MODEL, TARGET="production", CANARY="10")
     title = f"Promote {MODEL} from staging to production (canary 10%)"
@@ -302,38 +399,82 @@ def test_new_data_to_production_and_back(story: Story):
         TARGET="production",
     )
     s.merge(f"promote/production/{MODEL}", title)
-    canary = {"staging": (*v2, None), "production": (*v2, 10)}
-    rendered = on_main(s, canary, champion="1", says="champion stays on version 1")
-    notes = rendered["production"]["metadata"]["annotations"]
-    assert notes["tsops.io/previous-release"] == f"{MODEL}/v1.0.0"
+    canary = {"staging": {V2: 100}, "production": {V1: 90, V2: 10}}
+    on_main(s, argo, canary, batch="1.0.0", champion="1", says="champion stays on version 1")
     s.lap("4 canary 10")
 
-    # 5. Half the traffic: v1.0.0 still takes the rest.
-    s.by_hand("canary/50", "Canary 50%", "tsops", "canary", MODEL, "--percent", "50")
-    half = {"staging": (*v2, None), "production": (*v2, 50)}
-    on_main(s, half, champion="1", says="champion stays on version 1")
+    # 5. Half the traffic, the way scripts/canary.sh does it: git's change on a branch,
+    # then the live patch. Until the branch is merged, a sync puts git's 10 % back.
+    assert "prepared" in s.sh("tsops", "canary", MODEL, "--percent", "50", "--branch")
+    assert s.git("rev-parse", "--abbrev-ref", "HEAD") == "main"
+    argo.clusters["production"].kubectl_patch_canary(MODEL, 50)
+    assert argo.clusters["production"].served(MODEL) == {V1: 50, V2: 50}
+    argo.sync()
+    assert argo.clusters["production"].served(MODEL) == {V1: 90, V2: 10}
+    s.merge(f"canary/{MODEL}-production-50", "Merge pull request: canary 50%")
+    half = {"staging": {V2: 100}, "production": {V1: 50, V2: 50}}
+    on_main(s, argo, half, batch="1.0.0", champion="1", says="champion stays on version 1")
     s.lap("5 canary 50")
 
-    # 6. Full promotion (the field removed): v1.1.0 takes everything and is champion.
-    s.by_hand("canary/100", "Promote fully", "tsops", "canary", MODEL, "--percent", "100")
-    full = {"staging": (*v2, None), "production": (*v2, None)}
-    on_main(s, full, champion="2", says="champion -> version 2")
-    s.lap("6 full promotion")
-
-    # 7. Rollback (canary 0): the traffic and the champion go back to v1.0.0.
+    # 6. Rollback (canary 0): everything back on v1.0.0, which never stopped running.
     s.by_hand("rollback", "Roll back", "tsops", "rollback", MODEL)
-    back = {"staging": (*v2, None), "production": (*v2, 0)}
-    on_main(s, back, champion="1", says="champion -> version 1")
-    s.lap("7 rollback")
+    back = {"staging": {V2: 100}, "production": {V1: 100}}
+    on_main(s, argo, back, batch="1.0.0", champion="1", says="champion stays on version 1")
+    s.lap("6 rollback")
+
+    # 7. The canary resumed and promoted fully (the field removed): v1.1.0 takes all the
+    # traffic, the CronJobs move to it, and it is champion.
+    s.by_hand("canary/100", "Promote fully", "tsops", "canary", MODEL, "--percent", "100")
+    full = {"staging": {V2: 100}, "production": {V2: 100}}
+    on_main(s, argo, full, batch="1.1.0", champion="2", says="champion -> version 2")
+    s.lap("7 full promotion")
+
+    # 8. A change to manifests/base/ reaches staging at once, production only with the
+    # next promotion (production's Application tracks deploy/production).
+    s.git("switch", "-q", "-c", "settings", "main")
+    settings = repo / "manifests/base/settings.env"
+    settings.write_text(settings.read_text() + "TSOPS_EXAMPLE_SETTING=on\n")
+    s.git("commit", "-q", "-am", "A new setting")
+    s.merge("settings", "Merge pull request: a new setting")
+    argo.sync()
+
+    def has_setting(env: str) -> bool:
+        live = argo.clusters[env].live
+        return any(
+            kind == "ConfigMap" and "TSOPS_EXAMPLE_SETTING" in (obj.get("data") or {})
+            for (kind, _), obj in live.items()
+        )
+
+    assert has_setting("staging") and not has_setting("production")
+    s.lap("8 base change")
+
+    # 9. An A/B test in production between what it serves and v1.0.0 as the candidate,
+    # pinned from the registry by release; merging it also promotes the new setting.
+    s.by_hand(
+        "ab",
+        "A/B v1.1.0 against v1.0.0",
+        "tsops", "ab", MODEL, "--candidate", V1, "--weights", "current=80,candidate=20",
+    )  # fmt: skip
+    argo.sync()
+    assert has_setting("production")
+    graph = argo.clusters["production"].live[("InferenceGraph", f"{MODEL}-ab")]
+    steps = {st["serviceName"]: st["weight"] for st in graph["spec"]["nodes"]["root"]["steps"]}
+    assert steps == {MODEL: 80, f"{MODEL}-candidate": 20}
+    assert argo.clusters["production"].served(MODEL) == {V2: 100}
+    assert argo.clusters["production"].served(f"{MODEL}-candidate") == {V1: 100}
+    candidate = argo.clusters["production"].live[("InferenceService", f"{MODEL}-candidate")]
+    assert candidate["spec"]["predictor"]["containers"][0]["image"] == image("1.0.0")
+    s.lap("9 a/b")
 
     # git's history tells the same story
     log = s.git("log", "--first-parent", "--format=%s", "main").splitlines()
-    assert log[:6] == [
-        "Roll back",
+    assert log[:7] == [
+        "A/B v1.1.0 against v1.0.0",
+        "Merge pull request: a new setting",
         "Promote fully",
-        "Canary 50%",
+        "Roll back",
+        "Merge pull request: canary 50%",
         title,
         f"Merge pull request: release {tag} to staging",
-        "Merge pull request: two more series",
     ]
     print("\nstory timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in s.timings.items()))
