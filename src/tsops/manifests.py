@@ -1801,20 +1801,31 @@ def parse_checkov(output: str, origin: Callable[[str, str], str]) -> list[Findin
     return findings
 
 
-def run_checkov(renders: dict[str, list[dict]], index: SourceIndex | None = None) -> list[Finding]:
-    """checkov's Kubernetes checks over every render, in one run."""
+def run_checkov(
+    renders: dict[str, list[dict]],
+    index: SourceIndex | None = None,
+    dockerfile: Path | None = None,
+) -> list[Finding]:
+    """checkov's Kubernetes checks over every render, and its Dockerfile checks over the
+    serving image's ``dockerfile`` (a base pinned by digest, a non-root user, a
+    HEALTHCHECK), in one run."""
     with tempfile.TemporaryDirectory(prefix="tsops-checkov-") as tmp:
         files = {}
         for i, (label, docs) in enumerate(renders.items()):
             name = f"{i:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}.yaml"
             (Path(tmp) / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
             files[name] = label
+        frameworks = ["kubernetes"]
+        if dockerfile is not None and Path(dockerfile).exists():
+            shutil.copy(dockerfile, Path(tmp) / "Dockerfile")
+            files["Dockerfile"] = "Dockerfile"
+            frameworks.append("dockerfile")
         command = [
             *checkov_command(),
             "--directory",
             tmp,
             "--framework",
-            "kubernetes",
+            *frameworks,
             "--output",
             "json",
             "--quiet",
@@ -1833,6 +1844,8 @@ def run_checkov(renders: dict[str, list[dict]], index: SourceIndex | None = None
 
         def origin(file_path: str, resource: str) -> str:
             label = files.get(Path(file_path).name, file_path)
+            if label == "Dockerfile":
+                return f"Dockerfile: {resource}"
             kind, _, rest = resource.partition(".")
             name = rest.rsplit(".", 1)[-1] if rest else ""
             where = f"{label}: {kind}/{name}"
@@ -2280,7 +2293,7 @@ def validate_all(
 
     if checkov:
         with _timer(report, "checkov"):
-            report.findings += run_checkov(renders, index)
+            report.findings += run_checkov(renders, index, Path(repo_root) / "Dockerfile")
     report.findings = _merge_renders(report.findings)
     return report
 

@@ -372,3 +372,26 @@ def test_cli_uses_the_vendored_crds_and_says_how_to_fix_a_missing_folder(tmp_pat
     )
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
+
+
+def test_checkov_checks_the_dockerfile_and_its_base_is_pinned_by_digest(tmp_path: Path):
+    """The serving image's Dockerfile goes through checkov with the renders: the shipped
+    one passes, a base without a version tag fails (CKV_DOCKER_7). checkov accepts a
+    tag, so the digest pin of every image the build pulls is held here."""
+    text = (ROOT / "Dockerfile").read_text()
+    stages = set(re.findall(r"^FROM .* AS (\S+)$", text, flags=re.MULTILINE | re.IGNORECASE))
+    pulled = [
+        image
+        for image in re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+        if image not in stages
+    ]
+    assert pulled and all(re.search(r"@sha256:[0-9a-f]{64}$", i) for i in pulled), pulled
+    shipped = m.run_checkov({}, dockerfile=ROOT / "Dockerfile")
+    assert not [f for f in shipped if f.where.startswith("Dockerfile")], shipped
+    untagged = tmp_path / "Dockerfile"
+    untagged.write_text(
+        re.sub(r"^FROM (\S+?)[:@]\S+ AS base", r"FROM python AS base", text, flags=re.M)
+    )
+    assert untagged.read_text() != text
+    found = m.run_checkov({}, dockerfile=untagged)
+    assert any("CKV_DOCKER_7" in f.problem and f.where.startswith("Dockerfile") for f in found)
