@@ -74,3 +74,20 @@ def test_the_writer_flushes_on_its_interval_and_parts_are_whole(tmp_path):
     assert all(line["ds"] == RESULT["ds"] and line["hi-80"] == [12.0, 13.5] for line in lines)
     assert not list(tmp_path.rglob(".*.tmp"))
     log.close()
+
+
+def test_replicas_on_one_volume_never_overwrite_each_other(tmp_path, monkeypatch):
+    """Every server is pid 1 of its pod: the pod's host name keeps part files apart."""
+    import socket
+
+    logs = []
+    for pod in ("m3-monthly-predictor-00001-a", "m3-monthly-predictor-00001-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda pod=pod: pod)
+        logs.append(ForecastLog(tmp_path, flush_seconds=60).start())
+    for i, log in enumerate(logs):
+        log.append(dict(META, request_id=f"pod-{i}"), [RESULT])
+    for log in logs:
+        log.close()
+    parts = sorted(p.name for p in tmp_path.rglob("part-*.jsonl"))
+    assert len(parts) == 2 and parts[0].startswith("part-m3-monthly-predictor-00001-a-")
+    assert {r["request_id"] for r in read_forecast_log(tmp_path)} == {"pod-0", "pod-1"}

@@ -18,6 +18,8 @@ import itertools
 import json
 import os
 import queue
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -45,6 +47,10 @@ class ForecastLog:
             raise ValueError(f"forecast log format {fmt!r} is not one of {FORMATS}")
         self.directory = Path(directory)
         self.fmt = fmt
+        # Replicas share one ReadWriteMany volume and each server is pid 1 of its pod:
+        # the host name (the pod's name) keeps their part files apart.
+        host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname()) or "host"
+        self._writer = f"{host}-{os.getpid()}"
         self.flush_seconds = flush_seconds
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[dict[str, Any], list[dict[str, Any]]]] = (
@@ -125,7 +131,7 @@ class ForecastLog:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         folder = self.directory / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"part-{os.getpid()}-{int(time.time() * 1000)}-{next(self._sequence):06d}"
+        stem = f"part-{self._writer}-{int(time.time() * 1000)}-{next(self._sequence):06d}"
         final = folder / f"{stem}.{self.fmt}"
         tmp = folder / f".{stem}.tmp"
         # write-then-rename: readers never see a half-written part file
