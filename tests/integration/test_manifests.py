@@ -237,6 +237,19 @@ def test_argocd_syncs_staging_automatically_and_production_by_hand():
     assert not re.fullmatch(identity["subjectRegExp"], workflow.replace("release", "train"))
 
 
+def _failing_validation(repo: Path, crds: Path) -> str:
+    """`tsops manifests validate` on a broken copy: it must exit 1; returns what it said."""
+    result = subprocess.run(
+        [*CLI, "--crds", str(crds), "--root", str(repo), "--no-checkov"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    return out
+
+
 def test_broken_copy_fails_naming_each_field_and_file(tmp_path: Path, crds: Path):
     repo = _copy_repo(tmp_path)
     overlays = repo / "manifests" / "overlays"
@@ -256,14 +269,7 @@ def test_broken_copy_fails_naming_each_field_and_file(tmp_path: Path, crds: Path
         "  syncPolicy:\n",
         "  syncPolicy:\n    automated:\n      prune: true\n      selfHeal: true\n",
     )
-    result = subprocess.run(
-        [*CLI, "--crds", str(crds), "--root", str(repo), "--no-checkov"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
+    out = _failing_validation(repo, crds)
     expected = [
         # the misspelt field, the file to fix and the right name
         "'canaryTrafficPercnt' was unexpected",
@@ -322,14 +328,7 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
         "productionRevision: deploy/production",
         "productionRevision: main",
     )
-    result = subprocess.run(
-        [*CLI, "--crds", str(crds), "--root", str(repo), "--no-checkov"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
+    out = _failing_validation(repo, crds)
     expected = [
         "[digest] manifests/overlays/production, manifests/overlays/production+ab: "
         "CronJob/m3-monthly-monitor",
