@@ -27,7 +27,7 @@ BATCH_IMAGE_NAME = "tsops-batch"
 CANDIDATE_IMAGE_NAME = "tsops-serving-candidate"  # the A/B candidate
 AB_COMPONENT = "../../components/ab"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CANARY_FIELD = "canaryTrafficPercent"
 # An image repository without tag or digest (the tag is always the release), e.g.
 # ghcr.io/acme/tsops-serving: an optional registry host[:port], then lowercase path parts.
@@ -163,7 +163,7 @@ class Pin:
 
 
 def check_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
+    if not DIGEST.match(digest):
         raise GitOpsError(
             f"digest {digest!r} is not sha256:<64 hex> (the build step's digest output, e.g. "
             "docker/build-push-action's `digest`)"

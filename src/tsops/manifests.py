@@ -49,6 +49,14 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+# What the overlays hold is written by tsops.gitops: one definition of the pins' names
+# (the placeholder images of manifests/, each retagged by the images: entry of that name),
+# the digest form and the release annotations, for the writer and this checker alike.
+from tsops.gitops import BATCH_IMAGE_NAME as BATCH_IMAGE
+from tsops.gitops import CANDIDATE_IMAGE_NAME as CANDIDATE_IMAGE
+from tsops.gitops import DIGEST, MODEL_VERSION, REGISTERED_MODEL, RELEASE
+from tsops.gitops import IMAGE_NAME as SERVING_IMAGE
+
 KUBERNETES_VERSION = "1.32"
 # checkov pins cachetools<6 while mlflow needs 7: it cannot share the project's
 # environment, so it runs as a uv tool at this version unless one is on PATH.
@@ -64,16 +72,10 @@ COMPONENTS = "manifests/components"
 ARGOCD = "argocd"
 CRDS_DIR_NAME = "crds"  # manifests/crds: data for validation, not manifests
 
-# The placeholder image names of manifests/, each retagged by the overlay's images: entry
-# of that name.
-SERVING_IMAGE = "tsops-serving"  # the InferenceService (the canary revision in a canary)
-BATCH_IMAGE = "tsops-batch"  # the CronJobs: the stable, fully rolled-out release
-CANDIDATE_IMAGE = "tsops-serving-candidate"  # the A/B candidate (components/ab)
 CANDIDATE_SUFFIX = "-candidate"  # InferenceService <name>-candidate is <name>'s A/B arm
 # Environments that pin images by digest and admit only signed images (local runs
 # side-loaded images on kind/minikube, which have no registry digest).
 DIGEST_ENVS = ("staging", "production")
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 SIGSTORE_INCLUDE = "policy.sigstore.dev/include"
 IMAGE_POLICY_KIND = "ClusterImagePolicy"
 
@@ -81,9 +83,6 @@ MODEL_SERVER_CONTAINER = "kserve-container"
 KNATIVE_MODES = ("Serverless", "Knative")
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 SYNC_WAVE = "argocd.argoproj.io/sync-wave"
-RELEASE = "tsops.io/release"
-REGISTERED_MODEL = "tsops.io/registered-model"
-MODEL_VERSION = "tsops.io/model-version"
 CANARY_POINTER = "/spec/predictor/canaryTrafficPercent"
 CANARY_JQ = ".spec.predictor.canaryTrafficPercent"
 # Tags that float: what they point at changes without a git change.
