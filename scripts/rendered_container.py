@@ -5,11 +5,11 @@ Part of ``make test-container`` (scripts/test-container.sh calls it after the bu
     python scripts/rendered_container.py --image localhost/tsops-serving:tiny-v1 \\
         --version 1 --registered tiny
 
-1. Render. A copy of manifests/ in a temporary folder, whose overlays/<overlay>/
-   kustomization.yaml gets what `tsops ab` writes there: ``components:
-   [../../components/ab]`` and the images: entry ``tsops-serving-candidate``; the
-   ``tsops-serving`` entry is pinned to --image as well (the image just built: no
-   registry here). ``kubectl kustomize`` renders it, as `tsops manifests validate` does.
+1. Render. ``tsops.manifests.render_variant`` (the validator's own): a copy of
+   manifests/ whose overlays/<overlay>/kustomization.yaml gets what `tsops ab` writes
+   there, ``components: [../../components/ab]`` and the images: entry
+   ``tsops-serving-candidate``; the ``tsops-serving`` entry is pinned to --image as well
+   (the image just built: no registry here).
 2. Translate, for each InferenceService of --services (the main one and the A/B
    candidate), its kserve-container into ``podman run`` flags:
    - securityContext (the predictor's pod-level one, overridden by the container's):
@@ -38,7 +38,8 @@ into the image), probes after start, and the storage's permissions: the host fol
 claim is given to the container's uid/gid, which on a cluster the storage class (or an
 fsGroup) must provide.
 
-Needs podman (scripts/containers.conf on these machines), kubectl and PyYAML. Exit
+Needs podman (scripts/containers.conf on these machines), kubectl, and tsops installed
+(the project's .venv). Exit
 status 0 when every check passes; the containers it started are removed in any case.
 """
 
@@ -48,7 +49,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -58,11 +58,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from tsops import gitops, manifests
 
-AB_COMPONENT = "../../components/ab"
-MAIN_IMAGE = "tsops-serving"
-CANDIDATE_IMAGE = "tsops-serving-candidate"
 LOG_DIR_ENV = "TSOPS_FORECAST_LOG_DIR"
 
 
@@ -79,43 +76,28 @@ def check(condition: bool, message: str) -> None:
 # --------------------------------------------------------------------------- render
 
 
-def split_image(image: str) -> tuple[str, str]:
-    name, sep, tag = image.rpartition(":")
-    if not sep or "/" in tag or "@" in image:
-        raise Failure(f"--image {image!r}: give name:tag (the image built locally)")
-    return name, tag
-
-
 def render_ab(repo: Path, overlay: str, image: str, workdir: Path) -> list[dict]:
-    """The overlay with the A/B component on and both images pinned to ``image``."""
-    copy = workdir / "manifests"
-    shutil.copytree(repo / "manifests", copy)
-    kfile = copy / "overlays" / overlay / "kustomization.yaml"
-    if not kfile.is_file():
-        raise Failure(f"no overlay {overlay!r}: {kfile.relative_to(workdir)} is missing")
-    kustomization = yaml.safe_load(kfile.read_text())
-    components = kustomization.setdefault("components", [])
-    if AB_COMPONENT not in components:
-        components.append(AB_COMPONENT)
-    name, tag = split_image(image)
-    images = [
-        i
-        for i in kustomization.get("images") or []
-        if i.get("name") not in (MAIN_IMAGE, CANDIDATE_IMAGE)
-    ]
-    for placeholder in (MAIN_IMAGE, CANDIDATE_IMAGE):
-        images.append({"name": placeholder, "newName": name, "newTag": tag})
-    kustomization["images"] = images
-    kfile.write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        raise Failure("kubectl not found on PATH (it renders the overlay: kubectl kustomize)")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(kfile.parent)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise Failure(f"kubectl kustomize {overlay} with the A/B component: {result.stderr}")
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+    """The overlay with the A/B component on and both images pinned to ``image``: what
+    `tsops ab` writes, rendered by the validator's own variant render."""
+    name, tag, digest = manifests.split_image(image)
+    if not tag or digest:
+        raise Failure(f"--image {image!r}: give name:tag (the image built locally)")
+    if not (repo / "manifests" / "overlays" / overlay / "kustomization.yaml").is_file():
+        raise Failure(f"no overlay {overlay!r} in {repo}/manifests/overlays")
+
+    def switch_on(kustomization) -> None:
+        components = kustomization.setdefault("components", [])
+        if gitops.AB_COMPONENT not in components:
+            components.append(gitops.AB_COMPONENT)
+        pinned = (gitops.IMAGE_NAME, gitops.CANDIDATE_IMAGE_NAME)
+        images = [i for i in kustomization.get("images") or [] if i.get("name") not in pinned]
+        images += [{"name": n, "newName": name, "newTag": tag} for n in pinned]
+        kustomization["images"] = images
+
+    try:
+        return manifests.render_variant(repo, f"manifests/overlays/{overlay}", switch_on, workdir)
+    except manifests.ManifestError as exc:
+        raise Failure(f"kubectl kustomize {overlay} with the A/B component: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- translate
@@ -446,7 +428,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tsops-rendered-") as tmp:
         try:
             docs = render_ab(args.repo, args.overlay, args.image, Path(tmp))
-            print(f"rendered overlays/{args.overlay} with {AB_COMPONENT}: {len(docs)} objects")
+            print(
+                f"rendered overlays/{args.overlay} with {gitops.AB_COMPONENT}: {len(docs)} objects"
+            )
             plans = [translate(docs, s, Path(tmp) / "volumes") for s in args.services.split(",")]
             for plan in plans:
                 check(plan.image == args.image, f"{plan.service}: the render runs {plan.image}")
