@@ -433,15 +433,22 @@ def forecast(
 Env = Annotated[str, typer.Option("--env", help="overlay: local, staging or production")]
 
 
-def _gitops(edits_fn: Callable[[], list]) -> None:
-    """Compute every edit, then write them all; any error writes nothing."""
-    from tsops.gitops import GitOpsError, apply
+def _checked(fn: Callable[[], Any]) -> Any:
+    """``fn()``, or exit with its GitOpsError and the assurance that nothing was written
+    (every gitops function computes before anything is written)."""
+    from tsops.gitops import GitOpsError
 
     try:
-        edits = edits_fn()
+        return fn()
     except GitOpsError as exc:
         _fail(f"{exc} (no file changed)")
-    for path in apply(edits):
+
+
+def _gitops(edits_fn: Callable[[], list]) -> None:
+    """Compute every edit, then write them all; any error writes nothing."""
+    from tsops.gitops import apply
+
+    for path in apply(_checked(edits_fn)):
         typer.echo(f"wrote {path}")
 
 
@@ -513,20 +520,17 @@ def release(
     """Point the staging overlay at a registered version built into an image (by digest),
     with its lineage as annotations; the registry records the release and moves
     ``challenger`` to it."""
-    from tsops.gitops import GitOpsError, apply, parse_release, release_edits, release_pin
+    from tsops.gitops import apply, parse_release, release_edits, release_pin
     from tsops.registry import record_release, release_lineage
 
-    try:  # before asking the registry: a typo should not wait for it
-        pin = release_pin(root, model, version, env=env, image=image, digest=digest)
-    except GitOpsError as exc:
-        _fail(f"{exc} (no file changed)")
+    # before asking the registry: a typo should not wait for it
+    pin = _checked(lambda: release_pin(root, model, version, env=env, image=image, digest=digest))
     found, lineage = release_lineage(root, model, model_version)
-    try:
-        edits = release_edits(
+    edits = _checked(
+        lambda: release_edits(
             root, model, version, found, lineage, env=env, image=image, digest=digest
         )
-    except GitOpsError as exc:
-        _fail(f"{exc} (no file changed)")
+    )
     # The registry first: if it refuses, no file has changed yet.
     record_release(root, model, found, f"{model}/v{parse_release(version)}", pin.ref)
     for path in apply(edits):
@@ -569,17 +573,14 @@ def canary_cmd(
 ) -> None:
     """Set the canary's traffic share of an unfinished canary in an overlay (git owns it;
     Argo CD applies it on sync). scripts/canary.sh also patches the live object."""
-    from tsops.gitops import GitOpsError, apply, canary_edits
+    from tsops.gitops import apply, canary_edits
 
     if not branch:
         _gitops(lambda: canary_edits(root, model, env, percent))
         return
     from tsops.monitor.branches import BranchError, commit_on_branch
 
-    try:
-        edits = canary_edits(root, model, env, percent)
-    except GitOpsError as exc:
-        _fail(f"{exc} (no file changed)")
+    edits = _checked(lambda: canary_edits(root, model, env, percent))
     name = f"canary/{model}-{env}-{percent}"
     try:
         created = commit_on_branch(
@@ -612,16 +613,13 @@ def ab(
 ) -> None:
     """Switch the A/B split on in an overlay: pin the candidate release, set the Splitter
     weights (sum 100)."""
-    from tsops.gitops import GitOpsError, ab_edits, parse_weights
+    from tsops.gitops import ab_edits, parse_weights
 
     pinned = None
     if candidate is not None:
         from tsops.registry import find_release
 
-        try:  # before asking the registry: a typo should not wait for it
-            parse_weights(weights)
-        except GitOpsError as exc:
-            _fail(f"{exc} (no file changed)")
+        _checked(lambda: parse_weights(weights))  # a typo should not wait for the registry
         pinned = (candidate, *find_release(root, model, candidate))
     _gitops(lambda: ab_edits(root, model, env, weights, candidate=pinned))
 

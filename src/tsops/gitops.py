@@ -28,6 +28,9 @@ CANDIDATE_IMAGE_NAME = "tsops-serving-candidate"  # the A/B candidate
 AB_COMPONENT = "../../components/ab"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Environments that pin images by digest (local runs side-loaded images on kind or
+# minikube, which have no registry digest) and admit only signed images.
+DIGEST_ENVS = ("staging", "production")
 _CANARY_FIELD = "canaryTrafficPercent"
 # An image repository without tag or digest (the tag is always the release), e.g.
 # ghcr.io/acme/tsops-serving: an optional registry host[:port], then lowercase path parts.
@@ -198,12 +201,10 @@ def _write_pin(image: Any, pin: Pin) -> None:
         image.pop("digest", None)
 
 
-def _kustomization_edit(
-    env_dir: Path, pins: dict[str, Pin], base: Edit | None = None, add_missing: bool = False
-) -> Edit:
-    """Set the ``images:`` entries named in ``pins`` (on top of an earlier edit ``base``)."""
+def _kustomization_edit(env_dir: Path, pins: dict[str, Pin], add_missing: bool = False) -> Edit:
+    """Set the ``images:`` entries named in ``pins`` (``add_missing``: create absent ones)."""
     path = env_dir / "kustomization.yaml"
-    doc = _yaml().load(base.text) if base is not None and base.text else _load(path)
+    doc = _load(path)
     for name, pin in pins.items():
         try:
             image = _image_entry(doc, path, name)
@@ -217,7 +218,7 @@ def _kustomization_edit(
 
 
 def _needs_digest(env: str, pin: Pin) -> None:
-    if env != "local" and not pin.digest:
+    if env in DIGEST_ENVS and not pin.digest:
         raise GitOpsError(
             f"{env} pins images by digest: {pin.ref} has none; pass --digest sha256:... "
             "(release.yml passes the digest the build pushed)"

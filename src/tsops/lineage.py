@@ -32,9 +32,11 @@ def git_commit(root: Path) -> tuple[str, bool]:
 def dvc_data_hash(root: Path, pointer: str = "data.dvc") -> str:
     """The md5 DVC recorded for ``data/`` (``unknown`` if data is not DVC-tracked)."""
     path = Path(root) / pointer
-    if not path.exists():
-        return "unknown"
-    doc = YAML(typ="safe").load(path.read_text()) or {}
+    return _dvc_md5(path.read_text()) if path.exists() else "unknown"
+
+
+def _dvc_md5(pointer_text: str) -> str:
+    doc = YAML(typ="safe").load(pointer_text) or {}
     outs = doc.get("outs") or [{}]
     return str(outs[0].get("md5", "unknown"))
 
@@ -85,12 +87,10 @@ def is_ancestor(root: Path, ancestor: str, commit: str) -> bool:
 def pipeline_at(root: Path, commit: str, model: str) -> tuple[str, dict]:
     """The data hash (data.dvc) and this model's dvc.lock entries at ``commit``: two
     commits that agree on both trained the same model from the same data and code."""
-    yaml = YAML(typ="safe")
     shown = _git(root, "show", f"{commit}:data.dvc")
-    data = yaml.load(shown.stdout) if shown.returncode == 0 else None
-    md5 = str(((data or {}).get("outs") or [{}])[0].get("md5", "unknown"))
+    md5 = _dvc_md5(shown.stdout) if shown.returncode == 0 else "unknown"
     shown = _git(root, "show", f"{commit}:dvc.lock")
-    lock = (yaml.load(shown.stdout) or {}) if shown.returncode == 0 else {}
+    lock = (YAML(typ="safe").load(shown.stdout) or {}) if shown.returncode == 0 else {}
     stages = {
         name: entry
         for name, entry in (lock.get("stages") or {}).items()

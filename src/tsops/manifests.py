@@ -54,7 +54,7 @@ import yaml
 # the digest form and the release annotations, for the writer and this checker alike.
 from tsops.gitops import BATCH_IMAGE_NAME as BATCH_IMAGE
 from tsops.gitops import CANDIDATE_IMAGE_NAME as CANDIDATE_IMAGE
-from tsops.gitops import DIGEST, MODEL_VERSION, REGISTERED_MODEL, RELEASE
+from tsops.gitops import DIGEST, DIGEST_ENVS, MODEL_VERSION, REGISTERED_MODEL, RELEASE
 from tsops.gitops import IMAGE_NAME as SERVING_IMAGE
 
 KUBERNETES_VERSION = "1.32"
@@ -73,9 +73,6 @@ ARGOCD = "argocd"
 CRDS_DIR_NAME = "crds"  # manifests/crds: data for validation, not manifests
 
 CANDIDATE_SUFFIX = "-candidate"  # InferenceService <name>-candidate is <name>'s A/B arm
-# Environments that pin images by digest and admit only signed images (local runs
-# side-loaded images on kind/minikube, which have no registry digest).
-DIGEST_ENVS = ("staging", "production")
 SIGSTORE_INCLUDE = "policy.sigstore.dev/include"
 IMAGE_POLICY_KIND = "ClusterImagePolicy"
 

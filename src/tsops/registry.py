@@ -386,8 +386,9 @@ def reviewed_version(root: Path, name: str, commit: str, main: str | None = None
 def record_release(root: Path, name: str, version: str, release: str, image: str) -> None:
     """Mark ``version`` as ``release`` built into ``image`` (repository:tag@digest), and
     point ``challenger`` at it: staging serves the challenger."""
+    # one client: the version was looked up already (release_lineage)
     c = client(root)
-    set_alias(root, name, "challenger", version)
+    c.set_registered_model_alias(name, "challenger", str(version))
     c.set_model_version_tag(name, str(version), RELEASE_TAG, release)
     c.set_model_version_tag(name, str(version), IMAGE_TAG, image)
 
