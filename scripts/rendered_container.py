@@ -5,7 +5,7 @@ Part of ``make test-container`` (scripts/test-container.sh calls it after the bu
     python scripts/rendered_container.py --image localhost/tsops-serving:tiny-v1 \\
         --version 1 --registered tiny
 
-1. Render. ``tsops.manifests.render_variant`` (the validator's own): a copy of
+1. Render. ``tsops.deploy.manifests.render_variant`` (the validator's own): a copy of
    manifests/ whose overlays/<overlay>/kustomization.yaml gets what `tsops ab` writes
    there, ``components: [../../components/ab]`` and the images: entry
    ``tsops-serving-candidate``; the ``tsops-serving`` entry is pinned to --image as well
@@ -58,7 +58,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsops import gitops, manifests
+from tsops.deploy import gitops, manifests
 
 LOG_DIR_ENV = "TSOPS_FORECAST_LOG_DIR"
 

@@ -110,7 +110,7 @@ import json, shutil, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, ".")
-from tests.integration.serving_fixtures import build_model_dir
+from tests.serving.serving_fixtures import build_model_dir
 
 out, name, version = sys.argv[1:4]
 with tempfile.TemporaryDirectory() as tmp:

@@ -54,7 +54,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None):
 
 @pytest.fixture(autouse=True)
 def _mlflow_uri_kept():
-    """``mlflow.set_tracking_uri`` (which ``tsops.registry.client`` calls) also sets
+    """``mlflow.set_tracking_uri`` (which ``tsops.registry.store.client`` calls) also sets
     ``MLFLOW_TRACKING_URI`` in the environment; without this, an in-process test's
     temporary store would become every later subprocess's registry."""
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")

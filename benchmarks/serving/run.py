@@ -16,7 +16,7 @@ What runs, each on its own free 127.0.0.1 port and load-tested one at a time:
 - ``hello-asgi`` / ``hello-fastapi``: ``hello_app.py`` on the tsops venv's uvicorn, the
   ceiling of the HTTP stack.
 
-The model is ``tests/integration/serving_fixtures.build_model_dir``: six M3 monthly
+The model is ``tests/serving/serving_fixtures.build_model_dir``: six M3 monthly
 series, the median of seasonal naive and Theta, an MLflow pyfunc folder. Requests ask for
 one series (N1402) at the model's default horizon (6) and levels (80, 95); "history"
 requests add 12 monthly observations after the model's cutoff, so the forecast is
@@ -846,7 +846,7 @@ def markdown(result: dict) -> str:
 
 def build_model(workdir: Path) -> Path:
     sys.path.insert(0, str(REPO))
-    from tests.integration.serving_fixtures import build_model_dir
+    from tests.serving.serving_fixtures import build_model_dir
 
     return build_model_dir(workdir)
 
@@ -908,7 +908,7 @@ def main(argv: list[str] | None = None) -> None:
             "nice": args.nice,
             "request": f"one series ({SERIES}), default h (6) and levels (80, 95); history = "
             f"{len(HISTORY_DS)} monthly points after the model's cutoff",
-            "model": "tests/integration/serving_fixtures.build_model_dir: 6 M3 monthly series, "
+            "model": "tests/serving/serving_fixtures.build_model_dir: 6 M3 monthly series, "
             "median of seasonal naive and Theta, MLflow pyfunc",
         },
         "machine": machine(),

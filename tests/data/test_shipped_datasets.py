@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tsops.config import list_models, load_model_config
-from tsops.datasets import load_source
-from tsops.validate import check_frame
+from tsops.core.config import list_models, load_model_config
+from tsops.pipeline.ingest import load_source
+from tsops.pipeline.validate import check_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = list_models(ROOT / "models")

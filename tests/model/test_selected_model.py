@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsops.backtest import run_backtest
-from tsops.config import load_model_config
-from tsops.datasets import load_source
-from tsops.evaluate import score
-from tsops.selection import SELECTED, select, with_rules
-from tsops.train import train
-from tsops.validate import check_frame
+from tsops.core.config import load_model_config
+from tsops.pipeline.backtest import run_backtest
+from tsops.pipeline.evaluate import score
+from tsops.pipeline.ingest import load_source
+from tsops.pipeline.selection import SELECTED, select, with_rules
+from tsops.pipeline.train import train
+from tsops.pipeline.validate import check_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 N_SERIES = 12
@@ -51,7 +51,7 @@ def test_intervals_widen_with_horizon(default_model):
 
 def test_same_data_and_seed_give_the_same_forecast(default_model):
     config, df, _, fitted = default_model
-    from tsops.selection import Selection
+    from tsops.pipeline.selection import Selection
 
     again = train(df, config, Selection(fitted.rule, sorted(fitted.members)), n_jobs=1)
     pd.testing.assert_frame_equal(fitted.predict(6, level=[80]), again.predict(6, level=[80]))

@@ -8,6 +8,7 @@ from typing import Any, Self
 import numpy as np
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import LocalModel
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
@@ -19,7 +20,6 @@ from tsops.forecasters.naive import (
     quiet,
     tidy_intervals,
 )
-from tsops.schema import MEAN_COL, hi_col, lo_col
 
 _TRENDS = ("n", "c", "t", "ct")
 

@@ -26,8 +26,9 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from tsops.parallel import parallel_map
-from tsops.schema import (
+from tsops.core.errors import TsopsError
+from tsops.core.parallel import parallel_map
+from tsops.core.schema import (
     ID_COL,
     MEAN_COL,
     TARGET_COL,
@@ -40,7 +41,7 @@ from tsops.schema import (
 )
 
 
-class ForecastError(ValueError):
+class ForecastError(TsopsError, ValueError):
     """A forecast that cannot be made from the given input; the message says how to fix it."""
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
@@ -21,7 +22,6 @@ from tsops.forecasters.naive import (
     quiet,
     tidy_intervals,
 )
-from tsops.schema import MEAN_COL, hi_col, lo_col
 
 _EXACT_VARIANCE = {"ANN", "AAN", "AAdN", "ANA", "AAA", "AAdA"}
 _SIMULATIONS = 1000

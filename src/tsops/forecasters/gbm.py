@@ -13,13 +13,13 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from tsops.features import (
-    TrainingSet,
-    default_spec,
-    last_windows,
-    min_observations,
-    next_step_features,
-    training_matrix,
+from tsops.core.schema import (
+    ID_COL,
+    MEAN_COL,
+    TIME_COL,
+    hi_col,
+    lo_col,
+    sort_frame,
 )
 from tsops.forecasters.base import (
     Forecaster,
@@ -29,13 +29,13 @@ from tsops.forecasters.base import (
     split_series,
     wanted_ids,
 )
-from tsops.schema import (
-    ID_COL,
-    MEAN_COL,
-    TIME_COL,
-    hi_col,
-    lo_col,
-    sort_frame,
+from tsops.forecasters.features import (
+    TrainingSet,
+    default_spec,
+    last_windows,
+    min_observations,
+    next_step_features,
+    training_matrix,
 )
 
 #: resolution of the stored calibration-error quantile function
@@ -46,7 +46,7 @@ class GlobalGBM(Forecaster):
     """Gradient-boosted trees on lag, rolling and calendar features, forecast recursively.
 
     Every series contributes rows to one model; windows are scaled by their own
-    recent level (``tsops.features``), so the model learns shapes, not magnitudes.
+    recent level (``tsops.forecasters.features``), so the model learns shapes, not magnitudes.
     Forecasts are recursive: each step's prediction becomes the next step's lag 1.
 
     Intervals are split-conformal per horizon step. ``fit`` first holds out the last

@@ -15,8 +15,8 @@ from typing import Self
 
 import numpy as np
 
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
-from tsops.schema import MEAN_COL, hi_col, lo_col
 
 #: what a statsmodels fit raises on degenerate data (LinAlgError is a ValueError)
 NUMERIC_ERRORS = (ValueError, ArithmeticError, IndexError)

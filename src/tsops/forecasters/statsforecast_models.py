@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, LocalModel
 from tsops.forecasters.naive import (
     NUMERIC_ERRORS,
@@ -24,7 +25,6 @@ from tsops.forecasters.naive import (
     quiet,
     tidy_intervals,
 )
-from tsops.schema import MEAN_COL, hi_col, lo_col
 
 #: statsforecast models that take ``season_length`` and implement ``forward`` (apply
 #: the fitted parameters to a new series), which forecasting from fresh history needs

@@ -2,7 +2,7 @@
 
 The model server logs one record per (request, series, target time); this module
 joins those records with the actuals on ``(unique_id, ds)`` and scores them with the
-backtest's own metrics (``tsops.metrics``): MASE scaled by the in-sample seasonal
+backtest's own metrics (``tsops.core.metrics``): MASE scaled by the in-sample seasonal
 naive error of the history the forecast was made from, sMAPE (0..200) and interval
 coverage. Every logged forecast ends up in exactly one place:
 
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tsops.metrics import (
+from tsops.core.errors import TsopsError
+from tsops.core.metrics import (
     MODEL_COL,
     STEP_COL,
     naive_scales,
@@ -31,7 +32,7 @@ from tsops.metrics import (
     per_series,
     pointwise_errors,
 )
-from tsops.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
+from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
 
 MODEL_NAME_COL = "model_name"
 VERSION_COL = "model_version"
@@ -61,7 +62,7 @@ _INTERVAL = re.compile(r"^lo-(?P<level>\d+(?:\.\d+)?)$")
 _STRING_COLS = (MODEL_NAME_COL, VERSION_COL, ID_COL)
 
 
-class MonitorError(ValueError):
+class MonitorError(TsopsError, ValueError):
     """Input that monitoring cannot use; the message says what was wrong and how to fix it."""
 
 
@@ -213,7 +214,7 @@ def prepare_actuals(
     as late. Two values for one series and time are an error: which one was observed?
     Gaps are allowed: an actual that has not arrived is what ``late`` reports.
     """
-    from tsops.validate import coerce_frame
+    from tsops.pipeline.validate import coerce_frame
 
     frame = coerce_frame(raw, id_col=id_col, time_col=time_col, target_col=target_col)
     frame = frame.loc[np.isfinite(frame[TARGET_COL]), [ID_COL, TIME_COL, TARGET_COL]]
@@ -444,7 +445,7 @@ def _utc_now() -> pd.Timestamp:
 def _score(
     scored: pd.DataFrame, actuals: pd.DataFrame, season_length: int, levels: list[float]
 ) -> pd.DataFrame:
-    """The scored pairs with their errors, computed by ``tsops.metrics`` as in the backtest."""
+    """The scored pairs with their errors, computed by ``tsops.core.metrics`` as in the backtest."""
     if scored.empty:
         return scored.assign(
             **{c: pd.Series(dtype=float) for c in ERROR_COLS},
@@ -486,7 +487,7 @@ def _aggregates(
     unique: pd.DataFrame,
     levels: list[float],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    # tsops.metrics aggregates by one ``model`` column: give each (served name, version)
+    # tsops.core.metrics aggregates by one ``model`` column: give each (served name, version)
     # a code there and map it back afterwards.
     versions = (
         unique[VERSION_KEYS].drop_duplicates().sort_values(VERSION_KEYS).reset_index(drop=True)

@@ -11,8 +11,10 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tsops.core.errors import TsopsError
 
-class BranchError(RuntimeError):
+
+class BranchError(TsopsError):
     """A git step failed; the message says what to do."""
 
 

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tsops.metrics import STEP_COL
+from tsops.core.metrics import STEP_COL
+from tsops.core.schema import ID_COL, TIME_COL
 from tsops.monitor.accuracy import (
     MODEL_NAME_COL,
     SERVED_AT_COL,
@@ -38,7 +39,6 @@ from tsops.monitor.accuracy import (
     MonitorError,
     json_value,
 )
-from tsops.schema import ID_COL, TIME_COL
 
 LOSS_COL = "ase"
 PAIR_KEY = [ID_COL, TIME_COL, STEP_COL]
@@ -424,7 +424,7 @@ def apply_verdict(
     Every edit is computed before the branch is made, so a bad model or environment
     fails with nothing created.
     """
-    from tsops.gitops import apply, canary_edits, rollback_edits
+    from tsops.deploy.gitops import apply, canary_edits, rollback_edits
     from tsops.monitor.branches import commit_on_branch
 
     if result.verdict == "hold":

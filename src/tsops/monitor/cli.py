@@ -1,12 +1,11 @@
 """``tsops monitor``: realized accuracy and canary verdicts from the forecast log.
 
 Thin wrappers: read the log and the actuals, call ``tsops.monitor.accuracy`` /
-``tsops.monitor.canary``, print, and write reports atomically with ``tsops.io``.
+``tsops.monitor.canary``, print, and write reports atomically with ``tsops.core.io``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Callable
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from tsops.core.errors import reports_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,35 +70,6 @@ Out = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
-
-
-def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known failures become one readable message and exit code 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tsops.config import ConfigError
-        from tsops.gitops import GitOpsError
-        from tsops.monitor.accuracy import MonitorError
-        from tsops.monitor.branches import BranchError
-        from tsops.monitor.retrain import RetrainError
-        from tsops.validate import ValidationError
-
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:
-            _fail(f"the actuals are not a usable long frame:\n{exc}")
-        except (ConfigError, MonitorError, FileNotFoundError) as exc:
-            _fail(str(exc))
-        except (GitOpsError, BranchError, RetrainError) as exc:
-            _fail(f"{exc} (no branch created)")
-
-    return wrapper
-
-
 def _score(
     root: Path,
     model: str,
@@ -110,8 +82,8 @@ def _score(
 ) -> AccuracyResult:
     """Realized accuracy of ``model``'s logged forecasts; ``observed``: the actuals,
     when the caller has read them already."""
-    from tsops import steps
     from tsops.monitor.accuracy import load_forecast_log, realized_accuracy
+    from tsops.pipeline import steps
 
     config, _ = steps.load(root, model)
     log_dir = _log_dir(root, log)
@@ -148,9 +120,9 @@ def _of_model(log: pd.DataFrame, model: str, log_dir: Path) -> pd.DataFrame:
 
 
 def _load_actuals(root: Path, config: Any, override: Path | None) -> pd.DataFrame:
-    from tsops.datasets import load_source
-    from tsops.io import read_frame
+    from tsops.core.io import read_frame
     from tsops.monitor.accuracy import prepare_actuals
+    from tsops.pipeline.ingest import load_source
 
     if override is not None:
         return prepare_actuals(read_frame(override))
@@ -191,7 +163,7 @@ def _backtest_mase(root: Path, model: str, version: str) -> float | None:
     """The backtest MASE the registry recorded for ``version`` (None if unknown)."""
     from mlflow.exceptions import MlflowException
 
-    from tsops.registry import RegistryError, client
+    from tsops.registry.store import RegistryError, client
 
     try:
         c = client(root)
@@ -228,7 +200,7 @@ def _drift_of(
 
 def _after_training(trained: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
     """The actuals after each series' training data (all of a series not trained on)."""
-    from tsops.schema import ID_COL, TIME_COL
+    from tsops.core.schema import ID_COL, TIME_COL
 
     trained_until = observed[ID_COL].map(trained.groupby(ID_COL)[TIME_COL].max())
     return observed[trained_until.isna() | (observed[TIME_COL] > trained_until)]
@@ -286,11 +258,11 @@ def retrain_command(
     numbers); with --apply and a fired trigger, also the branch and whether it was
     created now (false: prepared before for the same data).
     """
-    from tsops import steps
-    from tsops.io import read_frame, write_json
+    from tsops.core.io import read_frame, write_json
     from tsops.monitor.accuracy import MonitorError
     from tsops.monitor.retrain import data_fingerprint, decide, new_complete_periods
     from tsops.monitor.retrain import prepare_branch as prepare
+    from tsops.pipeline import steps
 
     config, paths = steps.load(root, model)
     if not paths.data.exists():
@@ -351,14 +323,14 @@ def _write_plots(root: Path, model: str, result: AccuracyResult, out: Path) -> N
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    from tsops.io import atomic_path
+    from tsops.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def _write_text(text: str, path: Path) -> None:
-    from tsops.io import atomic_path
+    from tsops.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text if text.endswith("\n") else text + "\n")
@@ -387,7 +359,7 @@ def accuracy(
     accuracy.json, by_version.csv, by_series.csv, by_step.csv, late.csv and
     pairs.parquet (every record with its status).
     """
-    from tsops.io import write_json, write_parquet
+    from tsops.core.io import write_json, write_parquet
 
     result = _score(root, model, log, actuals, now, since, until)
     typer.echo(result.summary())
@@ -459,7 +431,7 @@ def canary(
     names the branch holding the change (null for hold). With --out, writes canary.json,
     canary.md and canary_targets.csv (the loss differential per target time).
     """
-    from tsops.io import write_json
+    from tsops.core.io import write_json
     from tsops.monitor.canary import compare_versions
 
     result = _score(root, model, log, actuals, now, since, until)
@@ -556,7 +528,7 @@ def _publish(
 ) -> None:
     from tsops.monitor.accuracy import MonitorError
     from tsops.monitor.publish import log_to_mlflow, push_prometheus, write_prometheus
-    from tsops.registry import RegistryError
+    from tsops.registry.store import RegistryError
 
     labels = {"model": model, "version": version}
     if prometheus is not None:
@@ -613,10 +585,10 @@ def drift(
     Evidently's drift.html and drift.json (quality.html and quality.json with scored
     forecasts) and drift_summary.json.
     """
-    from tsops import steps
+    from tsops.core.schema import TIME_COL
     from tsops.monitor.accuracy import _as_utc_naive, realized_accuracy
     from tsops.monitor.drift import drift_report
-    from tsops.schema import TIME_COL
+    from tsops.pipeline import steps
 
     config, paths = steps.load(root, model)
     reference = steps.read_data(paths, config)
@@ -693,11 +665,11 @@ def staleness(
     Exits 0 when both are fine, 4 when either alert fires, 1 on an error. With --out,
     writes staleness.json and staleness_by_series.csv.
     """
-    from tsops import steps
-    from tsops.io import write_json
+    from tsops.core.io import write_json
+    from tsops.core.schema import ID_COL, TIME_COL
     from tsops.monitor.accuracy import _utc_now
     from tsops.monitor.staleness import staleness as check_staleness
-    from tsops.schema import ID_COL, TIME_COL
+    from tsops.pipeline import steps
 
     config, _ = steps.load(root, model)
     version, records = _latest_served(model, _log_dir(root, log))

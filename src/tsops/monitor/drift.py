@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tsops.core.schema import ID_COL, MEAN_COL, TARGET_COL, TIME_COL
 from tsops.monitor.accuracy import MonitorError, json_value, prepare_actuals, records
 from tsops.monitor.staleness import freq_offset
-from tsops.schema import ID_COL, MEAN_COL, TARGET_COL, TIME_COL
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -292,7 +292,7 @@ class DriftResult:
         Writes ``drift.html`` and ``drift.json`` (and ``quality.html`` /
         ``quality.json`` with scored pairs), each replaced atomically.
         """
-        from tsops.io import atomic_path, write_json
+        from tsops.core.io import atomic_path, write_json
 
         directory = Path(directory)
         written = []

@@ -31,10 +31,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-# the backtest plots' PNG settings, and importing it selects the headless Agg backend
-from tsops.evaluate import _save as save_png
-from tsops.io import atomic_path
-from tsops.metrics import STEP_COL
+from tsops.core.io import atomic_path
+from tsops.core.metrics import STEP_COL
+from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
 from tsops.monitor.accuracy import (
     MODEL_NAME_COL,
     STATUS_COL,
@@ -43,7 +42,9 @@ from tsops.monitor.accuracy import (
     MonitorError,
     interval_levels,
 )
-from tsops.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
+
+# the backtest plots' PNG settings, and importing it selects the headless Agg backend
+from tsops.pipeline.evaluate import _save as save_png
 
 LABEL_COL = "version_label"
 ERROR_COL = "ase"

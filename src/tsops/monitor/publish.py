@@ -7,7 +7,7 @@
   ``tsops.kind=monitoring``, ``tsops.model``, ``tsops.model_version``, in the model's
   experiment (where its training runs are). Every check appends to that run's metric
   histories, so the MLflow UI charts drift and staleness of a version over time. The
-  store is the one the registry uses (``tsops.registry``: ``MLFLOW_TRACKING_URI``, or
+  store is the one the registry uses (``tsops.registry.store``: ``MLFLOW_TRACKING_URI``, or
   the embedded SQLite store at the repo root).
 - Prometheus: gauges ``tsops_monitor_<name>{model, version}``, in the text format the
   node-exporter textfile collector reads (a CronJob writes ``*.prom`` into the
@@ -102,11 +102,11 @@ def log_to_mlflow(
     The run is found by its tags or created; ``at`` (default: now) is the metrics'
     timestamp, and each metric's step counts up from 0 per run. Non-finite values are
     left out (MLflow cannot chart them). Returns the run id. Raises
-    ``tsops.registry.RegistryError`` when the tracking store cannot be reached.
+    ``tsops.registry.store.RegistryError`` when the tracking store cannot be reached.
     """
     from mlflow.entities import Metric, RunTag
 
-    from tsops.registry import client, ensure_experiment
+    from tsops.registry.store import client, ensure_experiment
 
     values = {k: v for k, v in checked_numbers(numbers).items() if math.isfinite(v)}
     c = client(root)

@@ -19,14 +19,15 @@ from typing import Any
 
 import pandas as pd
 
-from tsops.config import RetrainConfig
+from tsops.core.config import RetrainConfig
+from tsops.core.errors import TsopsError
+from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
 from tsops.monitor.branches import commit_on_branch, git
-from tsops.schema import ID_COL, TARGET_COL, TIME_COL
 
 BRANCH_PREFIX = "retrain/"
 
 
-class RetrainError(RuntimeError):
+class RetrainError(TsopsError):
     """Preparing the retraining branch failed; the message says what to do."""
 
 

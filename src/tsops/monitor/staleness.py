@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from tsops.core.schema import CUTOFF_COL, ID_COL
 from tsops.monitor.accuracy import MonitorError, _as_utc_naive, records
-from tsops.schema import CUTOFF_COL, ID_COL
 
 LAST_ACTUAL_COL = "last_actual"
 CUTOFF_AGE_COL = "cutoff_age_periods"

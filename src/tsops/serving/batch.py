@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tsops.io import atomic_path
-from tsops.schema import ID_COL, TIME_COL, check_levels
+from tsops.core.io import atomic_path
+from tsops.core.schema import ID_COL, TIME_COL, check_levels
 from tsops.serving.loader import load_model
 
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsops.io import read_json
+from tsops.core.errors import TsopsError
+from tsops.core.io import read_json
 
 RELEASE_FILE = "release.json"
 _REGISTRY_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(TsopsError):
     """The model could not be found or loaded; the message says what to check."""
 
 
@@ -54,7 +55,7 @@ def _load_from_registry(reference: str, tracking_root: Path) -> LoadedModel:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from tsops.registry import RegistryError, client, version_for_alias
+    from tsops.registry.store import RegistryError, client, version_for_alias
 
     name, version, alias = parse_reference(reference)
     try:
@@ -106,8 +107,8 @@ def export_model(reference: str, out: Path, tracking_root: Path = Path(".")) -> 
 
     import mlflow.artifacts
 
-    from tsops.io import atomic_dir, write_json
-    from tsops.registry import client, version_for_alias
+    from tsops.core.io import atomic_dir, write_json
+    from tsops.registry.store import client, version_for_alias
 
     name, version, alias = parse_reference(reference)
     c = client(tracking_root)

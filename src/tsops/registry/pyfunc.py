@@ -1,0 +1,137 @@
+"""The MLflow pyfunc flavour of a trained tsops model.
+
+Anything that loads MLflow models (``mlflow.pyfunc.load_model``, ``mlflow models
+serve``, KServe's MLflow runtime) gets forecasts from it. Input: one row per series
+wanted (``unique_id``), plus optional history rows (``ds``, ``y``) that anchor that
+series' forecast at its latest observation. Params: ``h`` and ``level``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from tsops.core.errors import TsopsError
+from tsops.core.schema import CUTOFF_COL, ID_COL, TARGET_COL, TIME_COL, check_levels
+
+FORECASTER_ARTIFACT = "forecaster"
+SPEC_ARTIFACT = "spec"
+
+#: what the logged model needs at load time; pinned to what trained it
+RUNTIME_PACKAGES = (
+    "mlflow",
+    "pandas",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "statsmodels",
+    "joblib",
+    "pyarrow",
+)
+
+
+class ForecastRequestError(TsopsError, ValueError):
+    """A pyfunc input that cannot be forecast; the message names the field."""
+
+
+def signature(horizon: int, levels: list[float]) -> ModelSignature:
+    inputs = Schema(
+        [
+            ColSpec("string", ID_COL),
+            ColSpec("datetime", TIME_COL, required=False),
+            ColSpec("double", TARGET_COL, required=False),
+        ]
+    )
+    params = ParamSchema(
+        [
+            ParamSpec("h", "long", horizon),
+            ParamSpec("level", "double", [float(x) for x in levels], shape=(-1,)),
+        ]
+    )
+    return ModelSignature(inputs=inputs, params=params)
+
+
+def input_example(ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({ID_COL: ids[:2]})
+
+
+class TsopsForecaster(mlflow.pyfunc.PythonModel):
+    """Wraps a fitted ``Forecaster`` and the spec it was trained with."""
+
+    def load_context(self, context) -> None:
+        import joblib
+
+        from tsops.core.io import read_json
+
+        self.forecaster = joblib.load(context.artifacts[FORECASTER_ARTIFACT])
+        self.spec = read_json(context.artifacts[SPEC_ARTIFACT])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        return forecast_request(self.forecaster, self.spec, model_input, params or {})
+
+
+def forecast_request(
+    forecaster, spec: dict, model_input: pd.DataFrame, params: dict[str, Any]
+) -> pd.DataFrame:
+    """Forecasts for the series in ``model_input``, with a ``cutoff`` column."""
+    max_h = int(spec["max_horizon"])
+    h = int(params.get("h", spec["horizon"]))
+    if not 1 <= h <= max_h:
+        raise ForecastRequestError(f"h={h} is outside 1..{max_h}, the model's maximum horizon")
+    try:
+        levels = check_levels(params.get("level", spec["levels"]))
+    except ValueError as exc:
+        raise ForecastRequestError(f"level: {exc}") from exc
+    if ID_COL not in model_input.columns:
+        raise ForecastRequestError(f"input needs a {ID_COL!r} column naming the series")
+    ids = list(dict.fromkeys(model_input[ID_COL].astype(str)))
+    history = None
+    if {TIME_COL, TARGET_COL} <= set(model_input.columns):
+        rows = model_input.dropna(subset=[TIME_COL, TARGET_COL])
+        if not rows.empty:
+            history = pd.DataFrame(
+                {
+                    ID_COL: rows[ID_COL].astype(str),
+                    TIME_COL: pd.to_datetime(rows[TIME_COL]),
+                    TARGET_COL: rows[TARGET_COL].astype(float),
+                }
+            ).sort_values([ID_COL, TIME_COL], kind="stable")
+    forecast = forecaster.predict(h, level=levels, history=history, ids=ids)
+    cutoffs = forecaster.cutoffs_.copy()
+    if history is not None:
+        cutoffs.update(history.groupby(ID_COL)[TIME_COL].max())
+    forecast.insert(2, CUTOFF_COL, forecast[ID_COL].map(cutoffs))
+    return forecast
+
+
+def _pyfunc_kwargs(model_dir: Path, spec: dict, ids: list[str]) -> dict[str, Any]:
+    import tsops
+    from tsops.pipeline.train import FORECASTER_FILE, SPEC_FILE
+
+    return dict(
+        python_model=TsopsForecaster(),
+        artifacts={
+            FORECASTER_ARTIFACT: str(Path(model_dir) / FORECASTER_FILE),
+            SPEC_ARTIFACT: str(Path(model_dir) / SPEC_FILE),
+        },
+        code_paths=[str(Path(tsops.__file__).parent)],
+        signature=signature(int(spec["horizon"]), list(spec["levels"])),
+        input_example=input_example(ids),
+        pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
+    )
+
+
+def log_pyfunc(model_dir: Path, spec: dict, ids: list[str]):
+    """Log ``model_dir`` (from ``tsops train``) as the active run's pyfunc model."""
+    return mlflow.pyfunc.log_model(name="model", **_pyfunc_kwargs(model_dir, spec, ids))
+
+
+def save_pyfunc(model_dir: Path, spec: dict, ids: list[str], out: Path) -> None:
+    """Write ``model_dir`` as an MLflow model folder at ``out`` without a tracking store."""
+    mlflow.pyfunc.save_model(str(out), **_pyfunc_kwargs(model_dir, spec, ids))

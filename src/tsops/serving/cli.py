@@ -1,0 +1,106 @@
+"""The serving commands: the model server, batch forecasts, predictions and exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tsops.core.errors import fail, reports_errors
+from tsops.core.options import ModelName, Root
+
+commands = typer.Typer()
+
+
+@commands.command()
+@reports_errors
+def predict(
+    model: ModelName,
+    alias_name: Annotated[str | None, typer.Option("--alias", help="registry alias")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="registry version")] = None,
+    series: Annotated[
+        list[str] | None, typer.Option("--series", help="series id (repeatable)")
+    ] = None,
+    h: Annotated[int | None, typer.Option("--h", help="horizon (default: the model's)")] = None,
+    level: Annotated[list[float] | None, typer.Option("--level", help="interval level")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Load a model from the MLflow registry and print its forecast."""
+    import pandas as pd
+
+    from tsops.registry.store import load_registered
+
+    if alias_name is None and version is None:
+        alias_name = "challenger"
+    pyfunc, ref = load_registered(root, model, alias_name, version)
+    ids = series or _example_ids(pyfunc)
+    params: dict[str, Any] = {}
+    if h is not None:
+        params["h"] = h
+    if level:
+        params["level"] = level
+    forecast = pyfunc.predict(pd.DataFrame({"unique_id": ids}), params=params or None)
+    typer.echo(f"forecast from {ref}:")
+    with pd.option_context("display.width", 160, "display.max_rows", 60):
+        typer.echo(forecast.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+
+
+@commands.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def serve(ctx: typer.Context) -> None:
+    """Start the KServe model server (V1 + V2 protocols) on registered or local models.
+
+    Takes kserve's own flags plus --model [NAME=]REF (repeatable), --http_host
+    (default 127.0.0.1), --forecast_log_dir; run `tsops serve --help` for all of them.
+    """
+    from tsops.serving.server import main as serve_main
+
+    serve_main(list(ctx.args))
+
+
+@commands.command()
+@reports_errors
+def export(
+    reference: Annotated[
+        str, typer.Argument(help="models:/<name>/<version> or models:/<name>@<alias>")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
+    root: Root = Path("."),
+) -> None:
+    """Copy a registered model into a directory with release.json (to bake into an image)."""
+    from tsops.serving.loader import ModelLoadError, export_model
+
+    try:
+        release = export_model(reference, out, root)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    typer.echo(f"exported {release['name']} version {release['version']} -> {out}")
+
+
+@commands.command()
+@reports_errors
+def forecast(
+    model: Annotated[
+        str, typer.Option("--model", help="models:/<name>/<version>, @alias or a model directory")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write")],
+    h: Annotated[int | None, typer.Option("--h", help="horizon (default: the model's)")] = None,
+    level: Annotated[list[float] | None, typer.Option("--level", help="interval level")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Batch forecasts of every series (the CronJob's job), same schema as the online answer."""
+    from tsops.serving.batch import batch_forecast
+    from tsops.serving.loader import ModelLoadError
+
+    try:
+        frame = batch_forecast(model, out, h=h, levels=level, tracking_root=root)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    typer.echo(f"{frame['unique_id'].nunique()} series x {frame['step'].max()} steps -> {out}")
+
+
+def _example_ids(pyfunc) -> list[str]:
+    example = pyfunc.input_example
+    return list(example["unique_id"]) if example is not None else []
