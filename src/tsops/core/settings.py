@@ -1,0 +1,70 @@
+"""The environment variables tsops reads, read in one place.
+
+Nothing else in the package looks at ``os.environ``: a command builds ``Settings()``
+once (pydantic-settings reads the variables and checks their types) and passes the
+values it needs down as ordinary arguments, so every function can be called with
+explicit configuration, in tests and in other programs.
+
+===============================  ==========================================================
+``MLFLOW_TRACKING_URI``          the tracking and registry server (default: the embedded
+                                 SQLite store ``mlflow.db`` at the repository root)
+``TSOPS_DASK_SCHEDULER``         Dask scheduler to fit on (default: local processes)
+``TSOPS_DASK_TIMEOUT``           seconds to wait for that scheduler (default 10)
+``TSOPS_N_JOBS``                 local worker processes (-1 or unset: all cores)
+``TSOPS_PROGRESS_INTERVAL``      seconds between progress lines on a non-terminal
+``TSOPS_FORECAST_LOG_DIR``       where the model server writes and the monitor reads the
+                                 forecast log
+``TSOPS_HTTP_HOST``              address the model server listens on (default 127.0.0.1)
+``TSOPS_MODEL_VERSION``          version a baked model reports when its release.json has none
+``TSOPS_CRDS_DIR``               CRD schemas for ``tsops manifests validate``
+``TSOPS_CHECKOV``                command that runs checkov (default: the one on PATH)
+===============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tsops.core.errors import TsopsError
+
+
+class Settings(BaseSettings):
+    """Values from the environment; an unset variable is ``None`` (the caller's default)."""
+
+    model_config = SettingsConfigDict(env_prefix="TSOPS_", frozen=True, extra="ignore")
+
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    dask_scheduler: str | None = None
+    dask_timeout: float | None = Field(default=None, gt=0)
+    n_jobs: int | None = None
+    progress_interval: float | None = Field(default=None, gt=0)
+    forecast_log_dir: Path | None = None
+    http_host: str | None = None
+    model_version: str | None = None
+    crds_dir: Path | None = None
+    checkov: str | None = None
+
+
+class SettingsError(TsopsError):
+    """An environment variable tsops reads has a value of the wrong type."""
+
+
+def load_settings() -> Settings:
+    """``Settings()``, with a wrong value reported by its variable's name."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_variable(err['loc'])}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"{problems}; fix or unset the variable") from exc
+
+
+def _variable(loc: tuple) -> str:
+    field = str(loc[0]) if loc else "?"
+    return field if field.isupper() else f"TSOPS_{field.upper()}"
