@@ -160,7 +160,7 @@ def canary_cmd(
     if not branch:
         _gitops(lambda: canary_edits(root, model, env, percent))
         return
-    from tsops.monitor.branches import BranchError, commit_on_branch
+    from tsops.core.git import BranchError, commit_on_branch
 
     edits = _checked(lambda: canary_edits(root, model, env, percent))
     name = f"canary/{model}-{env}-{percent}"

@@ -424,8 +424,8 @@ def apply_verdict(
     Every edit is computed before the branch is made, so a bad model or environment
     fails with nothing created.
     """
+    from tsops.core.git import commit_on_branch
     from tsops.deploy.gitops import apply, canary_edits, rollback_edits
-    from tsops.monitor.branches import commit_on_branch
 
     if result.verdict == "hold":
         return None

@@ -21,8 +21,8 @@ import pandas as pd
 
 from tsops.core.config import RetrainConfig
 from tsops.core.errors import TsopsError
+from tsops.core.git import commit_on_branch
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
-from tsops.monitor.branches import commit_on_branch, git
 
 BRANCH_PREFIX = "retrain/"
 
@@ -194,12 +194,6 @@ def prepare_branch(
     # The backtest metrics are tracked in git too (the pull request's metrics diff
     # compares with main's), so the branch carries them beside the data and the lock.
     tracked = ["data.dvc", "dvc.lock", f"artifacts/{decision.model}/metrics.json"]
-    dirty = git(root, "status", "--porcelain", "--", *tracked).stdout.strip()
-    if dirty:
-        raise RetrainError(
-            f"{', '.join(tracked)} have uncommitted changes ({dirty}); commit or discard "
-            "them before preparing a retraining branch"
-        )
 
     def retrain() -> list[str]:
         run(["tsops", "ingest", decision.model])

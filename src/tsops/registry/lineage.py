@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
 from tsops.core.errors import TsopsError
-
-
-def git_commit(root: Path) -> tuple[str, bool]:
-    """HEAD's commit and whether the work tree has uncommitted changes (``unknown`` outside git)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-    return commit, dirty
+from tsops.core.git import git, head_commit, is_clean
 
 
 def dvc_data_hash(root: Path, pointer: str = "data.dvc") -> str:
@@ -52,10 +32,11 @@ def file_digest(path: Path) -> str:
 
 
 def lineage_tags(root: Path, data_file: Path, model_file: Path) -> dict[str, str]:
-    commit, dirty = git_commit(root)
+    commit = head_commit(root)
+    dirty = commit is not None and not is_clean(root)
     return {
-        "mlflow.source.git.commit": commit,
-        "tsops.git_commit": commit,
+        "mlflow.source.git.commit": commit or "unknown",
+        "tsops.git_commit": commit or "unknown",
         "tsops.git_dirty": str(dirty).lower(),
         "tsops.data_dvc_md5": dvc_data_hash(root),
         "tsops.data_sha256": file_digest(data_file),
@@ -67,12 +48,8 @@ class LineageError(TsopsError):
     """Git could not answer a lineage question; the message says what to do."""
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-
-
 def resolve_commit(root: Path, ref: str) -> str:
-    found = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    found = git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
     if found.returncode != 0:
         raise LineageError(
             f"git knows no commit {ref!r} in {root}; fetch it (actions/checkout with "
@@ -83,15 +60,15 @@ def resolve_commit(root: Path, ref: str) -> str:
 
 def is_ancestor(root: Path, ancestor: str, commit: str) -> bool:
     """Whether ``ancestor`` is ``commit`` or one of its ancestors."""
-    return _git(root, "merge-base", "--is-ancestor", ancestor, commit).returncode == 0
+    return git(root, "merge-base", "--is-ancestor", ancestor, commit, check=False).returncode == 0
 
 
 def pipeline_at(root: Path, commit: str, model: str) -> tuple[str, dict]:
     """The data hash (data.dvc) and this model's dvc.lock entries at ``commit``: two
     commits that agree on both trained the same model from the same data and code."""
-    shown = _git(root, "show", f"{commit}:data.dvc")
+    shown = git(root, "show", f"{commit}:data.dvc", check=False)
     md5 = _dvc_md5(shown.stdout) if shown.returncode == 0 else "unknown"
-    shown = _git(root, "show", f"{commit}:dvc.lock")
+    shown = git(root, "show", f"{commit}:dvc.lock", check=False)
     lock = (YAML(typ="safe").load(shown.stdout) or {}) if shown.returncode == 0 else {}
     stages = {
         name: entry
