@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run pipeline register predict serve-demo validate-manifests test-container lint test test-fast test-integration ui clean lock
+.PHONY: help install run pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,13 +35,13 @@ install: $(VENV)/.installed  ## create or reuse .venv and install the locked dep
 lock:  ## re-resolve requirements.lock (with hashes) from pyproject.toml
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 
-pipeline: install  ## ingest the default data, version it with DVC, run dvc repro
+pipeline: install  ## ingest the default data, version it with DVC, run dvc repro (validate, backtest, train, evaluate, gate)
 	tsops ingest --all
 	dvc add -q data
 	dvc push -q
 	dvc repro
 
-register: install  ## log, gate and register $(MODEL) in MLflow (alias challenger)
+register: install  ## publish what the stages wrote for $(MODEL) to MLflow (alias challenger if its gate passed)
 	tsops register $(MODEL)
 
 predict: install  ## load $(MODEL)@challenger from the registry and print a forecast
@@ -67,17 +67,22 @@ test-container: install  ## build the serving image with podman, run it read-onl
 lint: install  ## pre-commit hooks on every file (ruff, ruff-format, YAML, whitespace)
 	pre-commit run --all-files --show-diff-on-failure
 
+# Not --quiet: it would hide the warnings that --strict counts, and pass a broken link.
+# mkdocs-material prints a banner about MkDocs 2.0 on every build; the variable is its off switch.
+docs: install  ## build the documentation site strictly into site/ (offline; a broken link fails)
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
+
 test-fast: install  ## fast offline tests only
 	pytest -q -m "not integration"
 
 test-integration: install  ## tests against real services (DVC, MLflow, HTTP)
 	pytest -q -m integration
 
-test: install lint  ## every test, lint included (what CI runs)
+test: install lint docs  ## every test, lint and the docs build included (what CI runs)
 	pytest -q
 
 ui: install  ## MLflow UI on the embedded store
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
 
 clean:  ## remove generated outputs (keeps .venv, the DVC cache and the MLflow store)
-	rm -rf artifacts dvc_plots
+	rm -rf artifacts dvc_plots site
