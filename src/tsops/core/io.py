@@ -19,6 +19,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tsops.core.errors import TsopsError
+from tsops.core.paths import ModelPaths
+
+
+class MissingInputError(TsopsError, FileNotFoundError):
+    """A file a step reads is not there; the message says which command writes it."""
+
+
+class FileFormatError(TsopsError, ValueError):
+    """A data file of a type tsops does not read."""
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -67,14 +78,37 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def read_frame(path: Path) -> pd.DataFrame:
+    """A CSV (every column as text, for validation to parse) or Parquet file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingInputError(f"{path} does not exist")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix in (".csv", ".txt"):
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
+    raise FileFormatError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
+
+
+def read_series(paths: ModelPaths) -> pd.DataFrame:
+    """The model's ingested series, as ``tsops ingest`` validated and wrote them.
+
+    Not validated again: ``tsops ingest`` checked the frame before writing it, and the
+    ``validate`` stage checks it against today's model.yaml before any stage reads it.
+    """
+    if not paths.data.exists():
+        raise MissingInputError(
+            f"{paths.data} does not exist: run `tsops ingest {paths.name}` (or `dvc pull`) first"
+        )
+    return pd.read_parquet(paths.data)
+
+
+def read_output(path: Path, command: str) -> Any:
+    """A JSON file an earlier stage wrote; missing, the error names the ``command`` that
+    writes it."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: run `dvc repro` (or `{command}`) first")
+    return read_json(path)
 
 
 def write_json(data: Any, path: Path) -> None:

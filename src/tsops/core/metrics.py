@@ -16,6 +16,9 @@ from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
 
 MODEL_COL = "model"
 STEP_COL = "step"
+#: the in-sample seasonal naive errors scaled metrics divide by (see ``naive_scales``)
+MAE_SCALE_COL = "mae_scale"
+MSE_SCALE_COL = "mse_scale"
 METRICS = ("mase", "smape", "rmsse")
 
 
@@ -50,8 +53,8 @@ def pointwise_errors(
         smape = np.where(denom == 0, 0.0, 200.0 * np.abs(err) / denom)
     out = df[[MODEL_COL, ID_COL, CUTOFF_COL, TIME_COL]].copy()
     out[STEP_COL] = df.groupby([MODEL_COL, ID_COL, CUTOFF_COL], sort=False).cumcount() + 1
-    out["ase"] = np.abs(err) / df["mae_scale"].to_numpy()
-    out["sse"] = err**2 / df["mse_scale"].to_numpy()
+    out["ase"] = np.abs(err) / df[MAE_SCALE_COL].to_numpy()
+    out["sse"] = err**2 / df[MSE_SCALE_COL].to_numpy()
     out["smape"] = smape
     for level in levels:
         lo, hi = df[lo_col(level)].to_numpy(), df[hi_col(level)].to_numpy()
@@ -89,3 +92,12 @@ def overall(series_metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per model: each metric averaged over series (M4 style)."""
     cols = [c for c in series_metrics.columns if c not in (MODEL_COL, ID_COL)]
     return series_metrics.groupby(MODEL_COL, sort=True)[cols].mean().reset_index()
+
+
+def score(
+    cv: pd.DataFrame, scales: pd.DataFrame, levels: Sequence[float]
+) -> dict[str, pd.DataFrame]:
+    """Every model's metrics in a backtest: ``overall``, ``per_series`` and ``per_horizon``."""
+    points = pointwise_errors(cv, scales, levels)
+    series = per_series(points)
+    return {"overall": overall(series), "per_series": series, "per_horizon": per_horizon(points)}

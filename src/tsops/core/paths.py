@@ -40,5 +40,13 @@ class ModelPaths:
         return self.artifacts / "metrics.json"
 
     @property
+    def tables(self) -> Path:
+        return self.artifacts / "tables"
+
+    @property
+    def gate(self) -> Path:
+        return self.artifacts / "gate.json"
+
+    @property
     def plots(self) -> Path:
         return self.artifacts / "plots"

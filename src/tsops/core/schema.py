@@ -7,15 +7,41 @@ backtests add ``cutoff``; forecasts carry ``mean`` plus ``lo-<level>`` /
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
+from pandas.tseries.offsets import BaseOffset
+
+from tsops.core.errors import TsopsError
 
 ID_COL = "unique_id"
 TIME_COL = "ds"
 TARGET_COL = "y"
 CUTOFF_COL = "cutoff"
 MEAN_COL = "mean"
+
+
+class FrequencyError(TsopsError, ValueError):
+    """A ``freq`` that is not a pandas offset alias."""
+
+
+class LevelError(TsopsError, ValueError):
+    """An interval level outside (0, 100)."""
+
+
+def to_offset(freq: str) -> BaseOffset:
+    """The pandas offset of ``freq``; deprecated aliases (M, Q, Y, H) are accepted."""
+    try:
+        with warnings.catch_warnings():
+            # 'M'/'Q'/'Y' still work in pandas 2.x and appear in older model.yaml files.
+            warnings.simplefilter("ignore", FutureWarning)
+            return pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise FrequencyError(
+            f"freq {freq!r} is not a pandas offset alias; use e.g. MS, ME, QS, QE, "
+            "W-SUN, D, h or YS"
+        ) from exc
 
 
 def lo_col(level: int | float) -> str:
@@ -49,7 +75,7 @@ def check_levels(levels: Sequence[int | float] | None) -> list[float]:
     for level in levels:
         value = float(level)
         if not 0 < value < 100:
-            raise ValueError(
+            raise LevelError(
                 f"interval level {level!r} is outside (0, 100): give coverage percentages "
                 "such as 80 or 95"
             )
@@ -59,6 +85,8 @@ def check_levels(levels: Sequence[int | float] | None) -> list[float]:
 
 def future_dates(last: pd.Timestamp, h: int, freq: str) -> pd.DatetimeIndex:
     """The ``h`` timestamps after ``last`` at frequency ``freq``."""
+    # pandas' own parser: this runs per series on the server's hot path, where the
+    # warning filter of ``to_offset`` would cost more than the dates
     offset = pd.tseries.frequencies.to_offset(freq)
     return pd.date_range(last + offset, periods=h, freq=offset)
 
