@@ -12,13 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tsops.monitor.accuracy import (
-    MonitorError,
-    load_forecast_log,
-    prepare_actuals,
-    realized_accuracy,
-)
+from tsops.monitor.accuracy import realized_accuracy
 from tsops.monitor.cli import monitor_app
+from tsops.monitor.errors import MonitorError
+from tsops.monitor.inputs import load_forecast_log, prepare_actuals
 from tsops.serving.forecast_log import ForecastLog
 
 SEASON = 12

@@ -19,9 +19,12 @@ from tests.monitor.test_accuracy import (
     served_requests,
     write_log,
 )
-from tsops.monitor.accuracy import MonitorError, load_forecast_log, realized_accuracy
+from tsops.core.errors import ROLLBACK_EXIT
+from tsops.monitor.accuracy import realized_accuracy
 from tsops.monitor.canary import compare_versions
-from tsops.monitor.cli import ROLLBACK_EXIT, monitor_app
+from tsops.monitor.cli import monitor_app
+from tsops.monitor.errors import MonitorError
+from tsops.monitor.inputs import load_forecast_log
 
 # ------------------------------------------------------------------ real forecasts of M3 series
 

@@ -12,16 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from tests.monitor.test_accuracy import served_requests, write_log
-from tsops.monitor.accuracy import MonitorError, realized_accuracy
+from tsops.monitor.accuracy import realized_accuracy
 from tsops.monitor.cli import ALERT_EXIT, monitor_app
-from tsops.monitor.drift import (
-    LEVEL,
-    MIN_CURRENT_ROWS,
-    SEASONAL_CHANGE,
-    STEP_CHANGE,
-    drift_features,
-    drift_report,
-)
+from tsops.monitor.drift import MIN_CURRENT_ROWS, drift_report
+from tsops.monitor.drift_features import LEVEL, SEASONAL_CHANGE, STEP_CHANGE, drift_features
+from tsops.monitor.errors import MonitorError
 
 SEASON = 12
 N_SERIES = 60  # the default model's slice of M3 monthly
@@ -230,12 +225,13 @@ def test_empty_or_small_windows_say_how_many_rows_are_needed():
 @pytest.fixture
 def m3_root(tmp_path, monkeypatch):
     """A repository root with the m3 model ingested and a log of version 7 serving 2019."""
-    from tsops.pipeline import steps
+    from tsops.core.io import write_parquet
+    from tsops.core.paths import ModelPaths
 
     monkeypatch.delenv("TSOPS_FORECAST_LOG_DIR", raising=False)
     (tmp_path / "models" / "m3").mkdir(parents=True)
     (tmp_path / "models" / "m3" / "model.yaml").write_text(MODEL_YAML)
-    steps.ingest(tmp_path, "m3")
+    write_parquet(m3(), ModelPaths(tmp_path, "m3").data)  # what `tsops ingest m3` writes
     requests = served_requests(served_forecasts(), "m3", "7", registered_model="m3")
     write_log(tmp_path / "forecast-logs" / "m3", requests)
     return tmp_path

@@ -10,13 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsops.monitor.accuracy import MonitorError, realized_accuracy
-from tsops.monitor.plots import (
-    forecast_vs_actual,
-    plots_markdown,
-    realized_error_over_time,
-    version_order,
-)
+from tsops.monitor.accuracy import realized_accuracy
+from tsops.monitor.errors import MonitorError
+from tsops.monitor.plots import plots_markdown, realized_error_over_time, version_order
+from tsops.monitor.plots_forecasts import forecast_vs_actual
 
 SEASON = 12
 H = 6

@@ -10,6 +10,7 @@ import pytest
 
 from tsops.core.config import RetrainConfig
 from tsops.monitor.retrain import (
+    Evidence,
     RetrainError,
     data_fingerprint,
     decide,
@@ -52,7 +53,7 @@ def decision(policy: RetrainConfig, **measured):
         "drift_detected": False,
         **measured,
     }
-    return decide("m", policy, data_fingerprint="f" * 64, **measured)
+    return decide("m", policy, Evidence(data_fingerprint="f" * 64, **measured))
 
 
 def test_each_trigger_fires_alone_and_reports_its_numbers():

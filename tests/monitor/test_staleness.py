@@ -14,17 +14,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from tests.monitor.test_accuracy import MODEL_YAML, m3_actuals, served_requests, write_log
-from tsops.monitor.accuracy import MonitorError
+from tsops.core.schema import FrequencyError
 from tsops.monitor.cli import ALERT_EXIT, monitor_app
+from tsops.monitor.errors import MonitorError
 from tsops.monitor.publish import (
     log_to_mlflow,
-    prometheus_text,
+    prometheus_registry,
     push_prometheus,
     write_prometheus,
 )
 from tsops.monitor.staleness import periods_between, staleness
 
 T = pd.Timestamp
+
+
+def prometheus_text(numbers, labels) -> str:
+    """The Prometheus text exposition of ``numbers`` with ``labels`` on every sample."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(prometheus_registry(numbers, labels)).decode()
 
 
 def gauges(text: str) -> dict[str, tuple[dict[str, str], float]]:
@@ -125,7 +133,7 @@ def test_periods_are_calendar_periods_of_the_frequency_not_days():
 
 def test_bad_inputs_say_what_to_fix():
     cutoffs = pd.Series({"a": T("2020-01-01")})
-    with pytest.raises(MonitorError, match="'monthly' is not a pandas offset alias"):
+    with pytest.raises(FrequencyError, match="'monthly' is not a pandas offset alias"):
         staleness("2020-05-01", cutoffs, cutoffs, "monthly", 3, 2)
     with pytest.raises(MonitorError, match="stale_after_periods must be a whole number"):
         staleness("2020-05-01", cutoffs, cutoffs, "MS", 0, 2)

@@ -1,7 +1,11 @@
-"""Monitoring of served forecasts: realized accuracy per model version, canary verdicts.
+"""Monitoring of served forecasts: how good they were, whether to act, and proposing the act.
 
-``accuracy`` joins the forecast log the model server writes with the actuals once
-they arrive; ``canary`` compares two versions served side by side on the same
-series and target times; ``cli`` holds the ``tsops monitor`` commands. Nothing is
-imported or computed here, so importing the package costs nothing.
+What is read (``inputs``: the forecast log, the actuals) and which version is judged
+(``served``); the checks: ``accuracy`` (realized error per version), ``canary``
+(Diebold–Mariano verdict of two versions), ``drift`` (Evidently, on the features of
+``drift_features``), ``staleness`` (ages of cutoffs and actuals), ``retrain`` (the
+retraining policy); what is proposed: ``canary_change`` and ``retrain`` commit a
+branch through ``tsops.core.git``; where numbers go: ``publish`` (MLflow,
+Prometheus), ``plots`` and ``plots_forecasts``; ``cli`` holds the commands. Nothing
+is imported or computed here, so importing the package costs nothing.
 """

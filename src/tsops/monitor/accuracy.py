@@ -13,16 +13,12 @@ coverage. Every logged forecast ends up in exactly one place:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tsops.core.errors import TsopsError
 from tsops.core.metrics import (
     MODEL_COL,
     STEP_COL,
@@ -32,203 +28,25 @@ from tsops.core.metrics import (
     per_series,
     pointwise_errors,
 )
-from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
+from tsops.core.schema import CUTOFF_COL, ID_COL, TARGET_COL, TIME_COL, hi_col, lo_col
+from tsops.monitor.errors import MonitorError
+from tsops.monitor.inputs import (
+    SERVED_AT_COL,
+    VERSION_KEYS,
+    as_utc_naive,
+    coerce_forecast_log,
+    interval_levels,
+    prepare_actuals,
+    utc_now,
+)
 
-MODEL_NAME_COL = "model_name"
-VERSION_COL = "model_version"
-SERVED_AT_COL = "served_at"
 STATUS_COL = "status"
 REASON_COL = "reason"
-VERSION_KEYS = [MODEL_NAME_COL, VERSION_COL]
-
-#: what every log record must carry for monitoring (the server writes more: request_id, ...)
-REQUIRED_LOG_COLUMNS = (
-    MODEL_NAME_COL,
-    VERSION_COL,
-    ID_COL,
-    CUTOFF_COL,
-    TIME_COL,
-    STEP_COL,
-    MEAN_COL,
-    SERVED_AT_COL,
-)
 #: one forecast: the same version asked again for the same series, cutoff and target
 #: gives the same forecast, so repeats are kept once (the latest served)
-FORECAST_KEY = [MODEL_NAME_COL, VERSION_COL, ID_COL, CUTOFF_COL, TIME_COL]
+FORECAST_KEY = [*VERSION_KEYS, ID_COL, CUTOFF_COL, TIME_COL]
 ERROR_COLS = ["ase", "sse", "smape"]
 METRIC_COLS = ["mase", "smape", "rmsse"]
-
-_INTERVAL = re.compile(r"^lo-(?P<level>\d+(?:\.\d+)?)$")
-_STRING_COLS = (MODEL_NAME_COL, VERSION_COL, ID_COL)
-
-
-class MonitorError(TsopsError, ValueError):
-    """Input that monitoring cannot use; the message says what was wrong and how to fix it."""
-
-
-# --------------------------------------------------------------------------- the forecast log
-
-
-def load_forecast_log(directory: Path) -> pd.DataFrame:
-    """Every record of the forecast log under ``directory`` as one typed frame.
-
-    ``directory`` is what the server's ``--forecast_log_dir`` points at, or one served
-    model's folder under it: part files are found recursively. See
-    :func:`coerce_forecast_log` for the dtypes.
-    """
-    from tsops.serving.forecast_log import read_forecast_log
-
-    directory = Path(directory)
-    if not directory.exists():
-        raise FileNotFoundError(
-            f"forecast log directory {directory} does not exist: pass the directory the "
-            "server writes to (`tsops serve --forecast_log_dir`, TSOPS_FORECAST_LOG_DIR) "
-            "or one served model's folder under it"
-        )
-    if not directory.is_dir():
-        raise MonitorError(
-            f"{directory} is a file: the forecast log is a directory of "
-            "date=YYYY-MM-DD/part-*.jsonl (or .parquet) files; pass the directory"
-        )
-    # read_forecast_log knows the layout the server writes; reading through it keeps
-    # the two from drifting apart.
-    try:
-        records = list(read_forecast_log(directory))
-    except ValueError as exc:
-        raise MonitorError(
-            f"a part file under {directory} cannot be read ({exc}); move the damaged "
-            "part-* file aside and run again"
-        ) from exc
-    if not records:
-        raise MonitorError(
-            f"{directory} holds no forecast records (no date=YYYY-MM-DD/part-*.jsonl or "
-            ".parquet files): has the server answered a request with --forecast_log_dir "
-            "set? Point --log at the directory it writes to"
-        )
-    return coerce_forecast_log(pd.DataFrame.from_records(records), source=str(directory))
-
-
-def coerce_forecast_log(log: pd.DataFrame, source: str = "forecast log") -> pd.DataFrame:
-    """Check a forecast-log frame and give it the dtypes monitoring relies on.
-
-    ``unique_id``, ``model_name`` and ``model_version`` become strings; ``cutoff`` and
-    ``ds`` timestamps (tz-naive, UTC wall clock when the log carried an offset);
-    ``served_at`` (unix seconds in the log) a tz-naive UTC timestamp; ``step`` an
-    integer; ``mean`` and the ``lo-*`` / ``hi-*`` columns floats. Other columns are kept.
-    """
-    missing = [c for c in REQUIRED_LOG_COLUMNS if c not in log.columns]
-    if missing:
-        raise MonitorError(
-            f"{source} lacks column(s) {', '.join(missing)} (it has: "
-            f"{', '.join(map(str, log.columns)) or 'none'}); monitoring needs "
-            f"{', '.join(REQUIRED_LOG_COLUMNS)}, as `tsops serve --forecast_log_dir` writes "
-            "them: point at a log the server wrote, or add the missing columns"
-        )
-    out = log.copy()
-    for col in _STRING_COLS:
-        empty = out[col].isna()
-        if empty.any():
-            raise MonitorError(
-                f"{source}: {int(empty.sum())} record(s) have no {col}; every record "
-                f"names its {col}: drop or repair those records"
-            )
-        out[col] = out[col].astype(str)
-    for col in (CUTOFF_COL, TIME_COL):
-        out[col] = _timestamps(out[col], col, source)
-    out[SERVED_AT_COL] = _served_at(out[SERVED_AT_COL], source)
-    steps = pd.to_numeric(out[STEP_COL], errors="coerce")
-    bad = steps.isna() | (steps < 1) | (steps != np.floor(steps))
-    if bad.any():
-        raise MonitorError(
-            f"{source}: step must be a horizon step 1, 2, ...; "
-            f"{int(bad.sum())} record(s) have e.g. {out.loc[bad, STEP_COL].iloc[0]!r}"
-        )
-    out[STEP_COL] = steps.astype("int64")
-    for col in [MEAN_COL, *_interval_columns(out.columns)]:
-        values = pd.to_numeric(out[col], errors="coerce").astype("float64")
-        if col == MEAN_COL and not np.isfinite(values).all():
-            bad = ~np.isfinite(values)
-            raise MonitorError(
-                f"{source}: {int(bad.sum())} record(s) have no finite mean forecast "
-                f"(e.g. series {out.loc[bad, ID_COL].iloc[0]!r}); drop them or fix the server"
-            )
-        out[col] = values
-    front = list(REQUIRED_LOG_COLUMNS)
-    return out[front + [c for c in out.columns if c not in front]].reset_index(drop=True)
-
-
-def interval_levels(columns: Sequence[str]) -> list[float]:
-    """Levels with both a ``lo-<level>`` and a ``hi-<level>`` column, ascending."""
-    levels = []
-    for col in columns:
-        match = _INTERVAL.match(str(col))
-        if match and hi_col(float(match["level"])) in columns:
-            levels.append(float(match["level"]))
-    return sorted(levels)
-
-
-def _interval_columns(columns: Sequence[str]) -> list[str]:
-    return [c for level in interval_levels(columns) for c in (lo_col(level), hi_col(level))]
-
-
-def _timestamps(values: pd.Series, col: str, source: str) -> pd.Series:
-    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
-    bad = parsed.isna()
-    if bad.any():
-        raise MonitorError(
-            f"{source}: {col} must be an ISO timestamp such as 2020-01-01T00:00:00; "
-            f"{int(bad.sum())} record(s) have e.g. {values[bad].iloc[0]!r}"
-        )
-    return parsed.dt.tz_localize(None)
-
-
-def _served_at(values: pd.Series, source: str) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = pd.to_datetime(values, utc=True)
-    else:
-        seconds = pd.to_numeric(values, errors="coerce")
-        parsed = pd.to_datetime(seconds, unit="s", utc=True)
-    bad = parsed.isna()
-    if bad.any():
-        raise MonitorError(
-            f"{source}: served_at must be unix seconds (as the server writes it); "
-            f"{int(bad.sum())} record(s) have e.g. {values[bad].iloc[0]!r}"
-        )
-    return parsed.dt.tz_localize(None)
-
-
-# ---------------------------------------------------------------------------------- actuals
-
-
-def prepare_actuals(
-    raw: pd.DataFrame,
-    *,
-    id_col: str = ID_COL,
-    time_col: str = TIME_COL,
-    target_col: str = TARGET_COL,
-) -> pd.DataFrame:
-    """The canonical ``unique_id, ds, y`` frame of observed values, sorted.
-
-    Uses validation's own coercion (so errors name the user's columns); rows without
-    a finite ``y`` are not observations yet and are dropped, so their forecasts count
-    as late. Two values for one series and time are an error: which one was observed?
-    Gaps are allowed: an actual that has not arrived is what ``late`` reports.
-    """
-    from tsops.pipeline.validate import coerce_frame
-
-    frame = coerce_frame(raw, id_col=id_col, time_col=time_col, target_col=target_col)
-    frame = frame.loc[np.isfinite(frame[TARGET_COL]), [ID_COL, TIME_COL, TARGET_COL]]
-    repeated = frame.duplicated([ID_COL, TIME_COL], keep=False)
-    if repeated.any():
-        first = frame.loc[repeated].iloc[0]
-        series = sorted(frame.loc[repeated, ID_COL].unique())
-        raise MonitorError(
-            f"actuals have more than one value for the same series and time in "
-            f"{len(series)} series ({', '.join(series[:5])}{', ...' if len(series) > 5 else ''}; "
-            f"e.g. {first[ID_COL]!r} at {first[TIME_COL]}): keep one observation per "
-            f"({id_col}, {time_col})"
-        )
-    return frame.reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------- the result
@@ -352,11 +170,11 @@ def realized_accuracy(
 ) -> AccuracyResult:
     """Score logged forecasts against the actuals that have arrived by ``now``.
 
-    ``log``: forecast-log records (:func:`load_forecast_log`, or any frame with the
-    columns of ``REQUIRED_LOG_COLUMNS``); ``actuals``: long ``unique_id, ds, y`` frame;
-    ``season_length``: the model's, for the MASE scale; ``now``: what counts as passed
-    (default: the current UTC time); ``period``: ``(since, until)`` bounds on the target
-    time ``ds``, inclusive, either may be None.
+    ``log``: forecast-log records (``tsops.monitor.inputs.load_forecast_log``, or any
+    frame with the columns of ``REQUIRED_LOG_COLUMNS``); ``actuals``: long ``unique_id,
+    ds, y`` frame; ``season_length``: the model's, for the MASE scale; ``now``: what
+    counts as passed (default: the current UTC time); ``period``: ``(since, until)``
+    bounds on the target time ``ds``, inclusive, either may be None.
 
     A target time has passed when ``ds <= now``. Repeats of one forecast (same
     version, series, cutoff and target) are kept once, the latest served, so a series
@@ -369,8 +187,8 @@ def realized_accuracy(
         raise MonitorError(f"season_length must be at least 1, got {season_length}")
     log = coerce_forecast_log(log)
     actuals = _check_actuals(actuals)
-    now = _as_utc_naive(now) if now is not None else _utc_now()
-    since, until = (_as_utc_naive(t) if t is not None else None for t in (period or (None, None)))
+    now = as_utc_naive(now) if now is not None else utc_now()
+    since, until = (as_utc_naive(t) if t is not None else None for t in (period or (None, None)))
     if since is not None and until is not None and since > until:
         raise MonitorError(f"the period starts ({since}) after it ends ({until}): swap them")
     levels = interval_levels(log.columns)
@@ -424,22 +242,6 @@ def _check_actuals(actuals: pd.DataFrame) -> pd.DataFrame:
             "unique_id, ds and y (prepare_actuals maps other column names)"
         )
     return prepare_actuals(actuals[[ID_COL, TIME_COL, TARGET_COL]])
-
-
-def _as_utc_naive(value: pd.Timestamp | str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise MonitorError(
-            f"{value!r} is not a timestamp; use ISO 8601 such as 2020-06-01 or 2020-06-01T12:00:00"
-        ) from exc
-    if ts is pd.NaT:
-        raise MonitorError(f"{value!r} is not a timestamp; use ISO 8601 such as 2020-06-01")
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-
-
-def _utc_now() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
 def _score(

@@ -24,7 +24,6 @@ with the number of further target times a test of this power would need.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,13 +31,9 @@ import pandas as pd
 
 from tsops.core.metrics import STEP_COL
 from tsops.core.schema import ID_COL, TIME_COL
-from tsops.monitor.accuracy import (
-    MODEL_NAME_COL,
-    SERVED_AT_COL,
-    VERSION_COL,
-    MonitorError,
-    json_value,
-)
+from tsops.monitor.accuracy import json_value
+from tsops.monitor.errors import MonitorError
+from tsops.monitor.inputs import MODEL_NAME_COL, SERVED_AT_COL, VERSION_COL
 
 LOSS_COL = "ase"
 PAIR_KEY = [ID_COL, TIME_COL, STEP_COL]
@@ -412,46 +407,3 @@ def _targets_needed(
         if ok.size:
             reachable.append(int(sizes[ok[0]]))
     return min(reachable) if reachable else None
-
-
-def apply_verdict(
-    root: Path, model: str, env: str, result: CanaryResult, remote: str | None = "origin"
-) -> dict[str, Any] | None:
-    """The verdict as a GitOps change on its own branch: promote sends all traffic to
-    the canary (``tsops canary --percent 100``), rollback sends it all back
-    (``tsops rollback``); hold changes nothing. The working copy stays where it was.
-
-    Every edit is computed before the branch is made, so a bad model or environment
-    fails with nothing created.
-    """
-    from tsops.core.git import commit_on_branch
-    from tsops.deploy.gitops import apply, canary_edits, rollback_edits
-
-    if result.verdict == "hold":
-        return None
-    if result.verdict == "rollback":
-        edits, command = rollback_edits(root, model, env), f"tsops rollback {model} --env {env}"
-    else:
-        edits = canary_edits(root, model, env, 100)
-        command = f"tsops canary {model} --env {env} --percent 100"
-    version = result.candidate.model_version
-    branch = f"canary/{model}-{env}-{result.verdict}-v{version}"
-    message = (
-        f"{result.verdict.capitalize()} {model} v{version} in {env}: {result.reason}\n\n"
-        f"{result.candidate.label} against {result.baseline.label} on {result.n_targets} "
-        f"target times, {result.n_series} series. Prepared by `tsops monitor canary --apply` "
-        f"(the change `{command}` makes)."
-    )
-    written: list[Path] = []
-
-    def change() -> list[Path]:
-        written.extend(apply(edits))
-        return written
-
-    created = commit_on_branch(Path(root), branch, message, change, stay=False, remote=remote)
-    return {
-        "branch": branch,
-        "created": created,
-        "command": command,
-        "files": [str(Path(p).relative_to(root)) for p in written],
-    }

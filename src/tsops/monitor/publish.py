@@ -1,7 +1,8 @@
 """Monitoring numbers where people and alerts look: MLflow and Prometheus.
 
 ``numbers`` is a flat ``{name: value}`` mapping, as ``DriftResult.numbers()`` and
-``StalenessResult.numbers()`` give it (booleans count as 0/1).
+``StalenessResult.numbers()`` give it (booleans count as 0/1). :func:`publish` sends
+one check's numbers everywhere the command asked for.
 
 - MLflow: one run per model version, named ``monitor-<model>`` and tagged
   ``tsops.kind=monitoring``, ``tsops.model``, ``tsops.model_version``, in the model's
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tsops.monitor.accuracy import MonitorError
+from tsops.monitor.errors import MonitorError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -168,15 +169,6 @@ def prometheus_registry(
     return registry
 
 
-def prometheus_text(
-    numbers: Mapping[str, float | int | bool | None], labels: Mapping[str, str]
-) -> str:
-    """The Prometheus text exposition of ``numbers`` with ``labels`` on every sample."""
-    from prometheus_client import generate_latest
-
-    return generate_latest(prometheus_registry(numbers, labels)).decode()
-
-
 def write_prometheus(
     numbers: Mapping[str, float | int | bool | None], labels: Mapping[str, str], path: Path
 ) -> Path:
@@ -225,3 +217,41 @@ def push_prometheus(
             f"could not push to the Pushgateway at {gateway} ({exc}); check the URL "
             "(e.g. http://pushgateway.monitoring:9091) or leave out --pushgateway"
         ) from exc
+
+
+def publish(
+    numbers: Mapping[str, float | int | bool | None],
+    model: str,
+    version: str,
+    check: str,
+    *,
+    root: Path,
+    to_mlflow: bool = False,
+    prometheus: Path | None = None,
+    pushgateway: str | None = None,
+) -> list[str]:
+    """Send one check's ``numbers`` (``check``: ``drift``, ``staleness``) to each place
+    asked for, labelled with the model and the served version; returns a line per
+    place saying where they went.
+
+    The Pushgateway job is ``tsops_monitor_<check>``, grouped by model, so each check
+    replaces only its own numbers there.
+    """
+    from tsops.registry.store import RegistryError
+
+    done = []
+    labels = {"model": model, "version": version}
+    if prometheus is not None:
+        write_prometheus(numbers, labels, prometheus)
+        done.append(f"wrote {prometheus}")
+    if pushgateway is not None:
+        job = f"tsops_monitor_{check}"
+        push_prometheus(numbers, labels, pushgateway, job=job, grouping_key={"model": model})
+        done.append(f"pushed to {pushgateway} (job {job})")
+    if to_mlflow:
+        try:
+            run_id = log_to_mlflow(numbers, model, version, root=root)
+        except RegistryError as exc:
+            raise MonitorError(f"the numbers were not logged to MLflow: {exc}") from exc
+        done.append(f"logged to MLflow run {run_id} (monitor-{model}, version {version})")
+    return done

@@ -1,12 +1,15 @@
-"""When to retrain, and preparing the retraining branch.
+"""When to retrain, and preparing the retraining branch: measure, decide, then act.
 
-``decide`` applies the policy of ``model.yaml`` (``monitoring.retrain``) to what
-monitoring measured: new complete periods of actuals since the training data, the
-served version's realized error against its backtest expectation, and drift.
-``prepare_branch`` turns a fired decision into a git branch that updates the data
-snapshot (``data.dvc``) and the pipeline's outputs (``dvc.lock``, the committed
-metrics), ready to open as a pull request; the branch is named after the new data's
-fingerprint, so running it twice for the same data prepares nothing new.
+- ``measure`` reads what the decision needs (the actuals, the training data, the
+  served version's realized error and its backtest expectation, drift) into an
+  ``Evidence``;
+- ``decide`` applies the policy of ``model.yaml`` (``monitoring.retrain``) to it: a
+  pure function, every trigger reported with its numbers;
+- ``prepare_branch`` turns a fired decision into a git branch that updates the data
+  snapshot (``data.dvc``) and the pipeline's outputs (``dvc.lock``, the committed
+  metrics), ready to open as a pull request. The branch is named after the new data's
+  fingerprint, so running it twice for the same data prepares nothing new, and it is
+  made by ``tsops.core.git``, which refuses to run over uncommitted changes.
 """
 
 from __future__ import annotations
@@ -15,20 +18,45 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tsops.core.config import RetrainConfig
+from tsops.core.config import ModelConfig, RetrainConfig
 from tsops.core.errors import TsopsError
 from tsops.core.git import commit_on_branch
-from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
+from tsops.core.paths import ModelPaths
+from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL, to_offset
+from tsops.monitor.errors import MonitorError
+
+if TYPE_CHECKING:
+    from tsops.monitor.served import ModelLog
 
 BRANCH_PREFIX = "retrain/"
+#: how much of a failed pipeline command's output the error shows (its end)
+OUTPUT_TAIL = 1500
 
 
 class RetrainError(TsopsError):
     """Preparing the retraining branch failed; the message says what to do."""
+
+    headline = "no branch created"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What monitoring measured, for :func:`decide`."""
+
+    new_periods: int
+    data_fingerprint: str | None = None
+    #: the version judged (``tsops.monitor.served.served_version``); None without a log
+    served_version: str | None = None
+    realized_mase: float | None = None
+    n_scored: int = 0
+    expected_mase: float | None = None
+    #: None: not measured (off, or too little data; ``drift_detail`` says which)
+    drift_detected: bool | None = None
+    drift_detail: str = ""
 
 
 @dataclass
@@ -73,7 +101,7 @@ def new_complete_periods(trained: pd.DataFrame, actuals: pd.DataFrame, freq: str
     """
     if trained.empty or actuals.empty:
         return 0
-    offset = pd.tseries.frequencies.to_offset(freq)
+    offset = to_offset(freq)
     end = trained[TIME_COL].max()
     series = set(trained[ID_COL].astype(str))
     later = actuals[(actuals[TIME_COL] > end) & actuals[ID_COL].astype(str).isin(series)]
@@ -93,20 +121,82 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
 
 
-def decide(
-    model: str,
-    policy: RetrainConfig,
+def measure(
+    root: Path,
+    config: ModelConfig,
+    paths: ModelPaths,
+    served: ModelLog | None,
     *,
-    new_periods: int,
-    realized_mase: float | None,
-    n_scored: int,
-    expected_mase: float | None,
-    served_version: str | None,
-    drift_detected: bool | None,
-    drift_detail: str = "",
-    data_fingerprint: str | None = None,
-) -> RetrainDecision:
-    """Apply ``policy``; every trigger is reported, fired or not, with its numbers."""
+    actuals: Path | None = None,
+    now: str | None = None,
+    version: str | None = None,
+) -> Evidence:
+    """Read what :func:`decide` weighs for ``paths.name``.
+
+    ``served``: the model's forecast-log records (None without a log: the error
+    trigger then reports no served forecasts); ``actuals``: a file to use instead of
+    the model's source; ``now``: what counts as passed for scoring; ``version``: the
+    version to judge instead of the served one (``served_version``).
+    """
+    from tsops.core.io import read_series
+    from tsops.monitor.accuracy import realized_accuracy
+    from tsops.monitor.inputs import read_actuals
+    from tsops.monitor.served import backtest_mase, realized_mase, served_version
+
+    trained = read_series(paths)
+    current = read_actuals(root, config, actuals)
+    judged, realized, n_scored, expected = None, None, 0, None
+    if served is not None:
+        result = realized_accuracy(served.records, current, config.season_length, now=now)
+        judged = served_version(served.records, version)
+        realized, n_scored = realized_mase(result.by_version, judged)
+        expected = backtest_mase(root, paths.name, judged)
+    drift_detected, drift_detail = None, "off (on_drift: false)"
+    if config.monitoring.retrain.on_drift:
+        drift_detected, drift_detail = measure_drift(config, trained, current)
+    return Evidence(
+        new_periods=new_complete_periods(trained, current, config.freq),
+        data_fingerprint=data_fingerprint(current),
+        served_version=judged,
+        realized_mase=realized,
+        n_scored=n_scored,
+        expected_mase=expected,
+        drift_detected=drift_detected,
+        drift_detail=drift_detail,
+    )
+
+
+def measure_drift(
+    config: ModelConfig, trained: pd.DataFrame, observed: pd.DataFrame
+) -> tuple[bool | None, str]:
+    """Evidently's dataset drift of the actuals after the training data, and a line
+    saying what was found; (None, why) when there is too little data to measure."""
+    from tsops.monitor.drift import drift_report
+    from tsops.monitor.drift_features import after_training
+
+    threshold = config.monitoring.drift_threshold
+    try:
+        report = drift_report(
+            trained,
+            after_training(trained, observed),
+            season_length=config.season_length,
+            threshold=threshold,
+            freq=config.freq,
+        )
+    except MonitorError as exc:
+        return None, f"not measured: {exc}"
+    return report.dataset_drift, (
+        f"share of drifted features {report.drift_share:.2f} (dataset drift at >= {threshold})"
+    )
+
+
+def decide(model: str, policy: RetrainConfig, evidence: Evidence) -> RetrainDecision:
+    """Apply ``policy`` to ``evidence``; every trigger is reported, fired or not, with
+    its numbers. Pure: nothing is read or written."""
+    new_periods, realized_mase = evidence.new_periods, evidence.realized_mase
+    n_scored, expected_mase = evidence.n_scored, evidence.expected_mase
+    served_version, drift_detected = evidence.served_version, evidence.drift_detected
+    drift_detail = evidence.drift_detail
     checks: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
 
@@ -169,7 +259,7 @@ def decide(
     if fired:
         reasons.append("target drift detected")
 
-    return RetrainDecision(model, bool(reasons), reasons, checks, data_fingerprint)
+    return RetrainDecision(model, bool(reasons), reasons, checks, evidence.data_fingerprint)
 
 
 # -- the branch -----------------------------------------------------------------------
@@ -207,3 +297,23 @@ def prepare_branch(
     )
     created = commit_on_branch(root, branch, message, retrain, stay=True, remote=remote)
     return branch, created
+
+
+def pipeline_runner(root: Path) -> Callable[[list[str]], None]:
+    """``run(cmd)`` for :func:`prepare_branch`: runs ``tsops`` / ``dvc`` in ``root``
+    (from this Python's environment when installed there), raising ``RetrainError``
+    with the end of the command's output when it fails."""
+    import subprocess
+    import sys
+
+    tools = Path(sys.executable).parent
+
+    def run(cmd: list[str]) -> None:
+        exe = tools / cmd[0]
+        full = [str(exe) if exe.exists() else cmd[0], *cmd[1:]]
+        done = subprocess.run(full, cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip()[-OUTPUT_TAIL:]
+            raise RetrainError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}")
+
+    return run

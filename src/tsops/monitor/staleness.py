@@ -22,8 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from tsops.core.schema import CUTOFF_COL, ID_COL
-from tsops.monitor.accuracy import MonitorError, _as_utc_naive, records
+from tsops.core.schema import CUTOFF_COL, ID_COL, to_offset
+from tsops.monitor.accuracy import records
+from tsops.monitor.errors import MonitorError
+from tsops.monitor.inputs import as_utc_naive, utc_now
 
 LAST_ACTUAL_COL = "last_actual"
 CUTOFF_AGE_COL = "cutoff_age_periods"
@@ -152,7 +154,7 @@ def _listing(ids: pd.Series, limit: int = 10) -> str:
 
 def periods_between(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> int:
     """Period boundaries of ``freq`` in ``(start, end]``; negative when ``end < start``."""
-    offset = freq_offset(freq)
+    offset = to_offset(freq)
     if end < start:
         return -periods_between(end, start, freq)
     grid = pd.date_range(start, end, freq=offset)
@@ -162,7 +164,7 @@ def periods_between(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> int:
 
 
 def staleness(
-    now: pd.Timestamp | str,
+    now: pd.Timestamp | str | None,
     model_cutoffs: pd.Series,
     last_actuals: pd.Series,
     freq: str,
@@ -171,6 +173,7 @@ def staleness(
 ) -> StalenessResult:
     """Age of each served cutoff and of each series' newest actual, with the alerts.
 
+    ``now``: the time ages are counted to (None: the current UTC time);
     ``model_cutoffs``: the cutoff each series is served from, indexed by ``unique_id``;
     ``last_actuals``: each series' newest actual time, indexed by ``unique_id``;
     ``freq``: the model's pandas offset alias. A series is stale when its cutoff is
@@ -184,8 +187,8 @@ def staleness(
     ):
         if int(value) != value or value < 1:
             raise MonitorError(f"{name} must be a whole number of periods >= 1, got {value!r}")
-    freq_offset(freq)
-    now = _as_utc_naive(now)
+    to_offset(freq)
+    now = as_utc_naive(now) if now is not None else utc_now()
     cutoffs = _times(model_cutoffs, "model_cutoffs", CUTOFF_COL)
     actuals = _times(last_actuals, "last_actuals", LAST_ACTUAL_COL)
     if cutoffs.empty:
@@ -222,16 +225,6 @@ def staleness(
         actuals_overdue_periods=int(actuals_overdue_periods),
         by_series=frame[columns],
     )
-
-
-def freq_offset(freq: str) -> pd.DateOffset:
-    """The pandas offset of ``freq``; an unknown alias says which ones work."""
-    try:
-        return pd.tseries.frequencies.to_offset(freq)
-    except ValueError as exc:
-        raise MonitorError(
-            f"freq {freq!r} is not a pandas offset alias; use e.g. MS, QS, W-SUN, D or h"
-        ) from exc
 
 
 def _times(values: pd.Series, name: str, column: str) -> pd.Series:
