@@ -45,7 +45,8 @@ class ForecastQuery:
     request_id: str
 
 
-Number = StrictInt | StrictFloat
+# an int is a number too (strict: no strings, no booleans)
+Number = StrictFloat
 
 
 class HistoryIn(BaseModel):
@@ -95,37 +96,49 @@ class V1Request(BaseModel):
 
 
 def _pydantic_message(exc: ValidationError) -> str:
+    """The first problems, each as ``field: what is wrong (got <value>)``."""
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
+        # a validator's own message says it all, without pydantic's "Value error, "
+        error = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
+        message = str(error) if error is not None else err["msg"]
+        got = err.get("input")
+        if err["type"] != "value_error" and isinstance(got, str | int | float | None):
+            got_text = repr(got)
+            message += f" (got {got_text if len(got_text) <= 40 else got_text[:37] + '...'})"
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
 
-def check_h(h: Any, default: int, max_h: int) -> int:
+def check_h(h: Any, default: int, max_h: int, field: str = "parameters.h") -> int:
+    """The horizon asked for (``default`` when absent), an integer in 1..``max_h``."""
     if h is None:
         return default
     if isinstance(h, bool) or not isinstance(h, int | np.integer):
-        raise RequestError(f"parameters.h must be an integer in 1..{max_h}, got {h!r}")
+        raise RequestError(f"{field} must be an integer in 1..{max_h}, got {h!r}")
     if not 1 <= int(h) <= max_h:
-        raise RequestError(f"parameters.h={h} is outside 1..{max_h}, the model's maximum horizon")
+        raise RequestError(f"{field}={h} is outside 1..{max_h}, the model's maximum horizon")
     return int(h)
 
 
-def check_levels(levels: Any, default: list[float]) -> list[float]:
+def check_levels(levels: Any, default: list[float], field: str = "parameters.level") -> list[float]:
+    """Interval levels asked for (``default`` when absent): sorted, unique, in (0, 100)."""
     if levels is None:
         return list(default)
     out = []
     for level in levels:
-        value = float(level)
-        if not (math.isfinite(value) and 0 < value < 100):
+        try:
+            value = float(level)
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(level, bool) or not (math.isfinite(value) and 0 < value < 100):
             raise RequestError(
-                f"parameters.level {level!r} is outside (0, 100); use coverage percentages "
-                "such as 80 or 95"
+                f"{field} {level!r} is outside (0, 100); use coverage percentages such as 80 or 95"
             )
         out.append(value)
     if len(out) > MAX_LEVELS:
-        raise RequestError(f"parameters.level has {len(out)} levels; at most {MAX_LEVELS}")
+        raise RequestError(f"{field} has {len(out)} levels; at most {MAX_LEVELS}")
     return sorted(set(out))
 
 
@@ -142,7 +155,7 @@ def series_histories(
         try:
             times = pd.DatetimeIndex(pd.to_datetime(ds, format="ISO8601"))
         except (ValueError, TypeError) as exc:
-            raise RequestError(f"{field}: ds must be ISO 8601 timestamps ({exc})") from exc
+            raise RequestError(f"{field}: {_unreadable(ds)}") from exc
         if times.tz is not None:
             times = times.tz_convert(None)
         values = np.asarray(y, dtype=float)
@@ -151,14 +164,35 @@ def series_histories(
             raise RequestError(f"{field}: y[{bad}] is {values[bad]}; send finite numbers only")
         if len(times) > 1 and not (np.diff(times.asi8) > 0).all():
             raise RequestError(f"{field}: ds must be strictly increasing (sorted, no duplicates)")
+        if not offset.is_on_offset(times[0]):
+            raise RequestError(
+                f"{field}: ds[0] {_stamp(times[0])} is not a period of the model's frequency "
+                f"{freq!r}; periods are e.g. {_stamp(offset.rollback(times[0]))} and "
+                f"{_stamp(offset.rollforward(times[0]))}"
+            )
         expected = pd.date_range(times[0], periods=len(times), freq=offset)
         if not expected.equals(times):
+            bad = int(np.flatnonzero(expected.asi8 != times.asi8)[0])
             raise RequestError(
-                f"{field}: ds must be consecutive periods of the model's frequency {freq!r} "
-                f"starting at {times[0].date()}, e.g. {[str(t.date()) for t in expected[:3]]}"
+                f"{field}: ds must be consecutive periods of the model's frequency {freq!r}: "
+                f"ds[{bad}] is {_stamp(times[bad])}, expected {_stamp(expected[bad])}"
             )
         histories[uid] = SeriesHistory(times, values)
     return histories
+
+
+def _unreadable(ds: list[str]) -> str:
+    """Which timestamp of ``ds`` cannot be read (called once parsing them all failed)."""
+    for i, value in enumerate(ds):
+        try:
+            pd.to_datetime([value], format="ISO8601")
+        except (ValueError, TypeError):
+            return f"ds[{i}] {value!r} is not an ISO 8601 timestamp such as '2020-01-01'"
+    return "ds mixes time zones; send all timestamps in one zone (or none)"
+
+
+def _stamp(t: pd.Timestamp) -> str:
+    return str(t.date()) if t == t.normalize() else t.isoformat()
 
 
 def parse_v1(
@@ -198,12 +232,18 @@ def parse_v1(
 def _strings(tensor, name: str) -> list[str]:
     if tensor.datatype != "BYTES":
         raise RequestError(f"input {name!r} must have datatype BYTES, got {tensor.datatype}")
-    data = tensor.data if tensor.data is not None else tensor.as_numpy().ravel().tolist()
-    if isinstance(data, np.ndarray):
+    data = tensor.data
+    if data is None or len(data) == 0:
+        # a binary tensor (gRPC raw contents, REST's binary extension) has no data list
+        data = _decoded(tensor, name).ravel().tolist()
+    elif isinstance(data, np.ndarray):
         data = data.ravel().tolist()
     out = []
     for item in data:
-        out.append(item.decode() if isinstance(item, bytes) else str(item))
+        try:
+            out.append(item.decode() if isinstance(item, bytes) else str(item))
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"input {name!r}: {item[:20]!r} is not UTF-8 text") from exc
     _check_shape(tensor, len(out), name)
     return out
 
@@ -211,12 +251,22 @@ def _strings(tensor, name: str) -> list[str]:
 def _floats(tensor, name: str) -> list[float]:
     if tensor.datatype not in ("FP64", "FP32", "INT64", "INT32"):
         raise RequestError(f"input {name!r} must be FP64 or FP32, got {tensor.datatype}")
-    try:
-        values = np.asarray(tensor.as_numpy(), dtype=float).ravel().tolist()
-    except (ValueError, TypeError) as exc:
-        raise RequestError(f"input {name!r}: data must be numbers ({exc})") from exc
+    values = np.asarray(_decoded(tensor, name), dtype=float).ravel().tolist()
     _check_shape(tensor, len(values), name)
     return values
+
+
+def _decoded(tensor, name: str) -> np.ndarray:
+    """The tensor as numpy, shaped as it declares (kserve decodes binary data)."""
+    import struct
+
+    try:
+        return tensor.as_numpy()
+    except (ValueError, TypeError, struct.error) as exc:
+        raise RequestError(
+            f"input {name!r}: cannot read its data as shape {list(tensor.shape or [])} of "
+            f"{tensor.datatype} ({exc})"
+        ) from exc
 
 
 def _check_shape(tensor, count: int, name: str) -> None:
@@ -242,7 +292,11 @@ def parse_v2(
 ) -> ForecastQuery:
     """Open Inference Protocol: tensors ``unique_id`` [n] (BYTES) and, optionally,
     ``history_unique_id`` / ``history_ds`` (BYTES) and ``history_y`` (FP64), all [m];
-    parameters ``h`` (int) and ``level`` (number, or comma-separated string)."""
+    parameters ``h`` (int) and ``level`` (number, or comma-separated string).
+
+    The answer carries the request's own id when it has one (the protocol echoes it),
+    else ``request_id``.
+    """
     inputs = {}
     for tensor in request.inputs:
         if tensor.name not in V2_INPUTS:
@@ -300,14 +354,16 @@ def parse_v2(
         if missing:
             raise RequestError(f"history_unique_id {missing[:3]} not listed in unique_id")
         rows = [(uid, ds, y) for uid, (ds, y) in grouped.items()]
-    return ForecastQuery(ids, h, levels, series_histories(rows, freq), "v2", request_id)
+    protocol = "grpc-v2" if getattr(request, "from_grpc", False) else "v2"
+    return ForecastQuery(
+        ids, h, levels, series_histories(rows, freq), protocol, request.id or request_id
+    )
 
 
 def _param_value(value: Any) -> Any:
-    """Unwrap gRPC-style parameter messages; REST gives plain values."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """Unwrap a gRPC ``InferParameter`` (its one set field); REST gives plain values."""
+    which = getattr(value, "WhichOneof", None)
+    if which is None:
         return value
-    for attr in ("int64_param", "double_param", "string_param", "bool_param"):
-        if hasattr(value, "HasField") and value.HasField(attr):
-            return getattr(value, attr)
-    return value
+    field = which("parameter_choice")
+    return None if field is None else getattr(value, field)
