@@ -18,6 +18,7 @@ explicit configuration, in tests and in other programs.
 ``TSOPS_MODEL_VERSION``          version a baked model reports when its release.json has none
 ``TSOPS_CRDS_DIR``               CRD schemas for ``tsops manifests validate``
 ``TSOPS_CHECKOV``                command that runs checkov (default: the one on PATH)
+``TERM``                         ``dumb``: plain progress lines even on a terminal
 ===============================  ==========================================================
 """
 
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     model_version: str | None = None
     crds_dir: Path | None = None
     checkov: str | None = None
+    term: str | None = Field(default=None, validation_alias="TERM")
 
 
 class SettingsError(TsopsError):
