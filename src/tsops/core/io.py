@@ -102,13 +102,13 @@ def read_series(paths: ModelPaths) -> pd.DataFrame:
     return pd.read_parquet(paths.data)
 
 
-def read_output(path: Path, command: str) -> Any:
-    """A JSON file an earlier stage wrote; missing, the error names the ``command`` that
-    writes it."""
+def require(path: Path, command: str) -> Path:
+    """``path``, which an earlier stage writes; missing, the error names the ``command``
+    that writes it."""
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path} does not exist: run `dvc repro` (or `{command}`) first")
-    return read_json(path)
+    return path
 
 
 def write_json(data: Any, path: Path) -> None:

@@ -32,6 +32,20 @@ class ModelPaths:
         return self.artifacts / "backtest"
 
     @property
+    def cv(self) -> Path:
+        """Every candidate's and every rule's forecasts at every backtest origin."""
+        return self.backtest / "cv.parquet"
+
+    @property
+    def scales(self) -> Path:
+        """The naive scales each backtest origin's scaled errors divide by."""
+        return self.backtest / "scales.parquet"
+
+    @property
+    def selection(self) -> Path:
+        return self.backtest / "selection.json"
+
+    @property
     def model(self) -> Path:
         return self.artifacts / "model"
 
