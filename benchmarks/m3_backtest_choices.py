@@ -34,7 +34,7 @@ from tsops.core import progress
 from tsops.core.config import CandidateConfig
 from tsops.core.io import write_json
 from tsops.core.metrics import MODEL_COL
-from tsops.core.parallel import default_n_jobs
+from tsops.core.settings import load_settings
 from tsops.pipeline.backtest import run_backtest
 from tsops.pipeline.evaluate import score
 from tsops.pipeline.selection import ENSEMBLES, ensemble_cv, ensemble_members
@@ -89,6 +89,11 @@ VARIANTS: dict[str, tuple[str | None, str, dict[str, Any]]] = {
 SLOW = ("add-ces",)
 
 
+def _n_jobs() -> int:
+    """TSOPS_N_JOBS, else all cores."""
+    return load_settings().n_jobs or -1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=None, help="first N series (default: all)")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config()
     df = load_training(config, args.series, tile=1)
-    n_jobs = default_n_jobs()
+    n_jobs = _n_jobs()
     members = ensemble_members(config)
     how = ENSEMBLES.get(config.selection.rule, "median")  # the shipped rule's combination
     log(f"shipped candidates on {df['unique_id'].nunique()} series: {', '.join(config.candidates)}")

@@ -66,8 +66,8 @@ from ruamel.yaml import YAML
 from tsops.core.config import ModelConfig, load_model_config
 from tsops.core.io import write_json, write_parquet
 from tsops.core.metrics import MODEL_COL
-from tsops.core.parallel import default_n_jobs
 from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
+from tsops.core.settings import load_settings
 from tsops.forecasters import make_forecaster
 from tsops.pipeline.backtest import scales_for
 from tsops.pipeline.evaluate import score
@@ -114,6 +114,11 @@ PACKAGES = (
 )
 
 _START = time.perf_counter()
+
+
+def _n_jobs() -> int:
+    """TSOPS_N_JOBS, else all cores."""
+    return load_settings().n_jobs or -1
 
 
 def log(message: str) -> None:
@@ -473,7 +478,7 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
         f"model {config.name}: candidates {list(config.candidates)}, "
         f"{config.backtest.windows} windows step {config.step}, h={h}, "
         f"rule {config.selection.rule} on {config.selection.metric}, "
-        f"n_jobs={args.n_jobs if args.n_jobs is not None else default_n_jobs()}, tile {args.tile}"
+        f"n_jobs={args.n_jobs if args.n_jobs is not None else _n_jobs()}, tile {args.tile}"
     )
     with phases("load"):  # the benchmark's own reference data, not part of the pipeline
         train = load_training(config, args.series, args.tile)
@@ -601,7 +606,7 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
             "pipeline_peak_tree_mb": max((p["tree_mb"] for p in peaks), default=None),
             "phases_sampled_peak": phases.peak_rss,
         },
-        "n_jobs": args.n_jobs if args.n_jobs is not None else default_n_jobs(),
+        "n_jobs": args.n_jobs if args.n_jobs is not None else _n_jobs(),
         "machine": machine_info(),
         # other work on the machine slows the run down: 1-minute load averages
         "load_average": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -14,6 +17,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: MLflow's switch for the progress bars of artifact downloads
+_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _mount_wings() -> None:
@@ -34,16 +39,35 @@ def _mount_wings() -> None:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    import os
-
-    # progress bars of artifact downloads would drown the command's own output
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+def main(
+    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
+) -> None:
+    ctx.with_resource(_no_download_bars())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+@contextlib.contextmanager
+def _no_download_bars() -> Iterator[None]:
+    """MLflow's artifact downloads without progress bars, while one command runs.
+
+    The bars would drown the command's own output. MLflow reads this switch from the
+    environment only (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``, at each download) and
+    takes no argument for it, so this is where tsops writes to ``os.environ``: for the
+    command's duration (click closes the resource after the command), never over a
+    value the user set.
+    """
+    if _BARS in os.environ:
+        yield
+        return
+    os.environ[_BARS] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(_BARS, None)
 
 
 _mount_wings()

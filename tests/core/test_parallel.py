@@ -25,8 +25,7 @@ def test_chunks_are_contiguous_near_equal_and_cover_everything():
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_results_in_order_and_every_item_reported(n_jobs, monkeypatch):
-    monkeypatch.delenv(parallel.DASK_ENV, raising=False)
+def test_results_in_order_and_every_item_reported(n_jobs):
     items = list(range(100))
     tracker = progress.Tracker(total=100)
     with progress.track(tracker):
@@ -60,19 +59,36 @@ def test_unreachable_scheduler_fails_fast_and_says_how_to_fix():
     _assert_helpful(str(error.value), address)
 
 
-def test_unreachable_scheduler_from_the_environment(monkeypatch):
+def test_the_library_reads_no_environment(monkeypatch):
+    # only commands read TSOPS_DASK_SCHEDULER / TSOPS_N_JOBS (through core.settings)
+    monkeypatch.setenv(parallel.DASK_ENV, _closed_port())
+    monkeypatch.setenv("TSOPS_N_JOBS", "not a number")
+    assert parallel_map(squares, list(range(50)), n_jobs=1) == [x * x for x in range(50)]
+
+
+def test_no_cluster_address_means_local_processes():
+    with use_cluster(None) as client:
+        assert client is None
+
+
+def test_unreachable_scheduler_from_the_environment_fails_the_command(tmp_path, monkeypatch):
+    from tsops.cli import app
+
     address = _closed_port()
     monkeypatch.setenv(parallel.DASK_ENV, address)
-    monkeypatch.setenv(parallel.TIMEOUT_ENV, "1")
-    with pytest.raises(ClusterError) as error:
-        parallel_map(squares, list(range(50)), n_jobs=1)
-    _assert_helpful(str(error.value), address)
+    monkeypatch.setenv("TSOPS_DASK_TIMEOUT", "1")
+    result = CliRunner().invoke(app, ["backtest", "m", "--root", str(tmp_path)])
+    assert result.exit_code == UNAVAILABLE_EXIT
+    _assert_helpful(result.stderr, address)
 
 
-def test_no_cluster_configured_means_local_processes(monkeypatch):
-    monkeypatch.delenv(parallel.DASK_ENV, raising=False)
-    with use_cluster() as client:
-        assert client is None
+def test_a_bad_number_of_jobs_in_the_environment_names_the_variable(tmp_path, monkeypatch):
+    from tsops.cli import app
+
+    monkeypatch.setenv("TSOPS_N_JOBS", "many")
+    result = CliRunner().invoke(app, ["backtest", "m", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: TSOPS_N_JOBS='many'")
 
 
 @pytest.mark.parametrize("command", ["backtest", "train", "gate"])
@@ -80,7 +96,7 @@ def test_cli_cluster_option_unreachable(command, tmp_path, monkeypatch):
     from tsops.cli import app
 
     address = _closed_port()
-    monkeypatch.setenv(parallel.TIMEOUT_ENV, "1")
+    monkeypatch.setenv("TSOPS_DASK_TIMEOUT", "1")
     result = CliRunner().invoke(app, [command, "m", "--cluster", address, "--root", str(tmp_path)])
     # a service that did not answer: running again later may succeed
     assert result.exit_code == UNAVAILABLE_EXIT

@@ -114,15 +114,15 @@ def test_plain_lines_at_most_once_per_interval_and_a_last_one():
     assert lines[-1] == "b: 100/100 series (100%) in 0:20, 5.0 series/s"
 
 
-def test_a_terminal_gets_a_bar_a_pipe_gets_lines(monkeypatch):
+def test_a_terminal_gets_a_bar_a_pipe_or_a_dumb_terminal_gets_lines():
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setenv("TERM", "xterm")
     assert isinstance(progress.sink_for(io.StringIO()), LogSink)
+    assert isinstance(progress.sink_for(Terminal(), term="dumb"), LogSink)
     terminal = Terminal()
-    sink = progress.sink_for(terminal)
+    sink = progress.sink_for(terminal, term="xterm")
     assert isinstance(sink, RichSink)
     tracker = Tracker(total=4, description="bar")
     with progress.reporting(sink), progress.track(tracker):
@@ -130,28 +130,42 @@ def test_a_terminal_gets_a_bar_a_pipe_gets_lines(monkeypatch):
     assert "bar: 4/4 series (100%)" in terminal.getvalue()
 
 
-def test_interval_from_the_environment(monkeypatch):
-    monkeypatch.setenv(progress.INTERVAL_ENV, "2.5")
-    assert LogSink().interval == 2.5
-    monkeypatch.setenv(progress.INTERVAL_ENV, "soon")
-    with pytest.raises(ValueError, match="TSOPS_PROGRESS_INTERVAL"):
-        LogSink()
+def test_the_interval_is_an_argument_and_the_commands_read_it_from_the_environment(
+    monkeypatch,
+):
+    from tsops.core.settings import SettingsError, load_settings
+
+    assert LogSink().interval == progress.DEFAULT_INTERVAL
+    assert progress.sink_for(io.StringIO(), interval=2.5).interval == 2.5
+    monkeypatch.setenv("TSOPS_PROGRESS_INTERVAL", "2.5")
+    assert LogSink().interval == progress.DEFAULT_INTERVAL  # the library reads nothing
+    assert load_settings().progress_interval == 2.5
+    monkeypatch.setenv("TSOPS_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(SettingsError, match="TSOPS_PROGRESS_INTERVAL='soon'"):
+        load_settings()
+
+
+def test_a_command_reads_term_through_the_settings(monkeypatch):
+    from tsops.core.settings import load_settings
+
+    monkeypatch.setenv("TERM", "dumb")
+    assert load_settings().term == "dumb"
 
 
 @pytest.fixture
 def tiny_root(tmp_path: Path) -> Path:
-    from tsops.pipeline import steps
+    from tsops.pipeline import ingest
 
     (tmp_path / "models" / "tiny").mkdir(parents=True)
     (tmp_path / "models" / "tiny" / "model.yaml").write_text(TINY_MODEL)
-    steps.ingest(tmp_path, "tiny")
+    ingest.run(tmp_path, "tiny")
     return tmp_path
 
 
 def test_backtest_shows_progress_on_stderr_and_ends_with_a_table(tiny_root, monkeypatch):
     from tsops.cli import app
 
-    monkeypatch.setenv(progress.INTERVAL_ENV, "0")  # a line per update, to see them all
+    monkeypatch.setenv("TSOPS_PROGRESS_INTERVAL", "0")  # a line per update, to see them all
     monkeypatch.delenv("TSOPS_DASK_SCHEDULER", raising=False)
     result = CliRunner().invoke(
         app, ["backtest", "tiny", "--n-jobs", "1", "--root", str(tiny_root)]
@@ -174,9 +188,9 @@ def test_backtest_shows_progress_on_stderr_and_ends_with_a_table(tiny_root, monk
 
 
 def test_backtest_result_adds_per_candidate_figures(tiny_root):
-    from tsops.pipeline import steps
+    from tsops.pipeline import backtest
 
-    result = steps.backtest(tiny_root, "tiny", n_jobs=1)
+    result = backtest.run(tiny_root, "tiny", n_jobs=1)
     assert set(result) == {"rule", "members", "seconds", "candidates"}
     ets = result["candidates"]["ets"]
     assert set(ets) == {"series", "seconds", "series_per_s", "smape", "mase"}

@@ -13,6 +13,7 @@ from tests.conftest import ROOT, TINY_MODEL
 from tsops.core import parallel
 from tsops.core.config import load_model_config
 from tsops.core.parallel import use_cluster
+from tsops.core.settings import load_settings
 from tsops.forecasters import make_forecaster
 from tsops.forecasters.base import PerSeries
 from tsops.pipeline.backtest import run_backtest
@@ -85,6 +86,7 @@ def test_the_environment_variable_alone_sends_the_work_to_the_cluster(cluster, m
     local = fit_theta()
     monkeypatch.setenv(parallel.DASK_ENV, cluster.scheduler_address)
     with (
+        use_cluster(load_settings().dask_scheduler),  # what every fitting command opens
         distributed.Client(cluster.scheduler_address) as client,
         distributed.get_task_stream(client=client) as stream,
     ):

@@ -1,10 +1,12 @@
 """The one parallel layer for per-series work.
 
 Local processes (joblib's loky backend) by default; a Dask distributed cluster
-when ``TSOPS_DASK_SCHEDULER`` (or ``--cluster``, through ``use_cluster``) names a
-scheduler address. Callers never know which one ran their tasks, and get the same
-results from either: items are split into contiguous chunks, every item's result
-depends on that item only, and results come back in the order of ``items``.
+inside a ``use_cluster(address)`` block (the commands open one for ``--cluster`` or
+``TSOPS_DASK_SCHEDULER``, read by ``tsops.core.settings``). Callers never know which
+one ran their tasks, and get the same results from either: items are split into
+contiguous chunks, every item's result depends on that item only, and results come
+back in the order of ``items``. Nothing here reads the environment: the number of
+processes, the scheduler's address and its timeout are arguments.
 
 Only the chunks travel: the caller's data stays in its process, each task carries
 its chunk of series (and the function, pickled by reference, so workers need the
@@ -16,7 +18,6 @@ model (the CLI imports this module for ``--cluster``) do not pay for them.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -30,9 +31,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: the variable commands read the scheduler's address from (named in messages)
 DASK_ENV = "TSOPS_DASK_SCHEDULER"
-JOBS_ENV = "TSOPS_N_JOBS"
-TIMEOUT_ENV = "TSOPS_DASK_TIMEOUT"
 #: seconds to reach the scheduler: a wrong address should fail fast, not hang
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: seconds to wait for a first worker (a Kubernetes cluster may still be starting them)
@@ -48,25 +48,6 @@ class ClusterError(UnavailableError, ConnectionError):
     """The configured Dask cluster cannot run work; the message says how to fix it."""
 
 
-def default_n_jobs() -> int:
-    value = os.environ.get(JOBS_ENV)
-    if value:
-        try:
-            return int(value)
-        except ValueError as exc:
-            raise ValueError(f"{JOBS_ENV}={value!r} is not an integer; use e.g. 2 or -1") from exc
-    return -1
-
-
-def cluster_address() -> str | None:
-    """The scheduler address ``TSOPS_DASK_SCHEDULER`` names, if any."""
-    return os.environ.get(DASK_ENV, "").strip() or None
-
-
-def connect_timeout() -> float:
-    return progress.seconds_from_env(TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT)
-
-
 def _how_to_fix(address: str) -> str:
     return (
         f"is a scheduler running there (`dask scheduler`, workers started with "
@@ -76,11 +57,10 @@ def _how_to_fix(address: str) -> str:
     )
 
 
-def connect(address: str, timeout: float | None = None) -> Client:
+def connect(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Client:
     """A client of the scheduler at ``address``; ``ClusterError`` if it is unreachable."""
     from dask.distributed import Client  # only needed when a cluster is configured
 
-    timeout = connect_timeout() if timeout is None else timeout
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -98,21 +78,19 @@ _session_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def use_cluster(
-    address: str | None = None, timeout: float | None = None
-) -> Iterator[Client | None]:
+def use_cluster(address: str | None, timeout: float | None = None) -> Iterator[Client | None]:
     """Run every ``parallel_map`` of the block on the Dask cluster at ``address``.
 
-    ``address`` defaults to ``TSOPS_DASK_SCHEDULER``; with neither, the block runs on
-    local processes and yields ``None``. The scheduler is contacted on entry (one
-    connection for the whole block), so a wrong address fails before any work starts.
+    Without an address the block runs on local processes and yields ``None``. The
+    scheduler is contacted on entry (one connection for the whole block, within
+    ``timeout`` seconds, default ``DEFAULT_CONNECT_TIMEOUT``), so a wrong address fails
+    before any work starts.
     """
     global _session
-    address = address or cluster_address()
     if not address:
         yield None
         return
-    client = connect(address, timeout)
+    client = connect(address, DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout)
     with _session_lock:
         previous, _session = _session, client
     try:
@@ -145,10 +123,7 @@ def _backend(n_jobs: int) -> Iterator[int]:
     from joblib import effective_n_jobs, parallel_config
 
     client = _session
-    if client is None and cluster_address():
-        with use_cluster() as client, _dask(client) as workers:
-            yield workers
-    elif client is not None:
+    if client is not None:
         with _dask(client) as workers:
             yield workers
     else:
@@ -214,12 +189,13 @@ def parallel_map(
     ``fn`` takes a chunk (a list) and returns one result per item, each depending on
     its item only: chunking keeps the per-task overhead of process pools low when each
     item is cheap, and where the chunks are cut never changes a result. ``n_jobs`` is
-    the number of local processes; a configured Dask cluster uses all its workers.
+    the number of local processes (``None`` or -1: all cores); inside ``use_cluster``
+    the cluster's workers run the chunks instead.
     """
     from joblib import Parallel, delayed
 
-    n_jobs = default_n_jobs() if n_jobs is None else n_jobs
-    on_cluster = _session is not None or cluster_address() is not None
+    n_jobs = -1 if n_jobs is None else n_jobs
+    on_cluster = _session is not None
     if (n_jobs == 1 and not on_cluster) or len(items) <= min_items_per_task:
         return _inline(fn, items, min_items_per_task)
     with _backend(n_jobs) as workers:

@@ -5,13 +5,14 @@ windows x candidates x series for a whole backtest, so the ETA covers the whole 
 Whoever runs the work opens it with ``track``; ``tsops.core.parallel`` calls ``advance``
 as chunks finish, without knowing who listens. A sink (set by the CLI with
 ``reporting``) shows it: a rich progress bar on a terminal, a plain line every few
-seconds otherwise (CI logs). Without a tracker or a sink nothing happens.
+seconds otherwise (CI logs). Without a tracker or a sink nothing happens. The
+interval and the terminal type are arguments: the commands read
+``TSOPS_PROGRESS_INTERVAL`` and ``TERM`` through ``tsops.core.settings``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-INTERVAL_ENV = "TSOPS_PROGRESS_INTERVAL"
 #: seconds between plain progress lines when stderr is not a terminal
 DEFAULT_INTERVAL = 10.0
 
@@ -179,7 +179,7 @@ class LogSink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream
-        self.interval = interval_from_env() if interval is None else interval
+        self.interval = DEFAULT_INTERVAL if interval is None else interval
         self._clock = clock
         self._last: float | None = None
 
@@ -246,28 +246,16 @@ class RichSink:
         self.console.print(text, highlight=False, markup=False)
 
 
-def seconds_from_env(name: str, default: float) -> float:
-    """A number of seconds from the environment variable ``name``, or ``default``."""
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a number of seconds") from exc
-
-
-def interval_from_env() -> float:
-    return seconds_from_env(INTERVAL_ENV, DEFAULT_INTERVAL)
-
-
-def sink_for(stream: TextIO | None = None) -> Sink:
-    """A progress bar when ``stream`` (stderr) is a terminal, plain lines otherwise."""
+def sink_for(
+    stream: TextIO | None = None, interval: float | None = None, term: str | None = None
+) -> Sink:
+    """A progress bar when ``stream`` (stderr) is a terminal, unless ``term`` (the
+    ``TERM`` variable) is ``dumb``; plain lines every ``interval`` seconds otherwise."""
     stream = stream or sys.stderr
     isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty() and os.environ.get("TERM") != "dumb":
+    if isatty is not None and isatty() and term != "dumb":
         return RichSink(stream)
-    return LogSink(stream)
+    return LogSink(stream, interval=interval)
 
 
 _sink: ContextVar[Sink | None] = ContextVar("tsops_progress_sink", default=None)

@@ -11,7 +11,7 @@ explicit configuration, in tests and in other programs.
 ``TSOPS_DASK_SCHEDULER``         Dask scheduler to fit on (default: local processes)
 ``TSOPS_DASK_TIMEOUT``           seconds to wait for that scheduler (default 10)
 ``TSOPS_N_JOBS``                 local worker processes (-1 or unset: all cores)
-``TSOPS_PROGRESS_INTERVAL``      seconds between progress lines on a non-terminal
+``TSOPS_PROGRESS_INTERVAL``      seconds between progress lines on a non-terminal (0: every update)
 ``TSOPS_FORECAST_LOG_DIR``       where the model server writes and the monitor reads the
                                  forecast log
 ``TSOPS_HTTP_HOST``              address the model server listens on (default 127.0.0.1)
@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     dask_scheduler: str | None = None
     dask_timeout: float | None = Field(default=None, gt=0)
     n_jobs: int | None = None
-    progress_interval: float | None = Field(default=None, gt=0)
+    progress_interval: float | None = Field(default=None, ge=0)
     forecast_log_dir: Path | None = None
     http_host: str | None = None
     model_version: str | None = None
