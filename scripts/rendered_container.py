@@ -5,7 +5,7 @@ Part of ``make test-container`` (scripts/test-container.sh calls it after the bu
     python scripts/rendered_container.py --image localhost/tsops-serving:tiny-v1 \\
         --version 1 --registered tiny
 
-1. Render. ``tsops.deploy.manifests.render_variant`` (the validator's own): a copy of
+1. Render. ``tsops.deploy.manifests.render.render_variant`` (the validator's own): a copy of
    manifests/ whose overlays/<overlay>/kustomization.yaml gets what `tsops ab` writes
    there, ``components: [../../components/ab]`` and the images: entry
    ``tsops-serving-candidate``; the ``tsops-serving`` entry is pinned to --image as well
@@ -58,7 +58,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsops.deploy import gitops, manifests
+from tsops.deploy.manifests.render import render_variant
+from tsops.deploy.manifests.report import ManifestError
+from tsops.deploy.overlays import AB_COMPONENT
+from tsops.deploy.pins import CANDIDATE_IMAGE, SERVING_IMAGE, Pin
 
 LOG_DIR_ENV = "TSOPS_FORECAST_LOG_DIR"
 
@@ -79,7 +82,7 @@ def check(condition: bool, message: str) -> None:
 def render_ab(repo: Path, overlay: str, image: str, workdir: Path) -> list[dict]:
     """The overlay with the A/B component on and both images pinned to ``image``: what
     `tsops ab` writes, rendered by the validator's own variant render."""
-    name, tag, digest = manifests.split_image(image)
+    name, tag, digest = Pin.split(image)
     if not tag or digest:
         raise Failure(f"--image {image!r}: give name:tag (the image built locally)")
     if not (repo / "manifests" / "overlays" / overlay / "kustomization.yaml").is_file():
@@ -87,16 +90,16 @@ def render_ab(repo: Path, overlay: str, image: str, workdir: Path) -> list[dict]
 
     def switch_on(kustomization) -> None:
         components = kustomization.setdefault("components", [])
-        if gitops.AB_COMPONENT not in components:
-            components.append(gitops.AB_COMPONENT)
-        pinned = (gitops.IMAGE_NAME, gitops.CANDIDATE_IMAGE_NAME)
+        if AB_COMPONENT not in components:
+            components.append(AB_COMPONENT)
+        pinned = (SERVING_IMAGE, CANDIDATE_IMAGE)
         images = [i for i in kustomization.get("images") or [] if i.get("name") not in pinned]
         images += [{"name": n, "newName": name, "newTag": tag} for n in pinned]
         kustomization["images"] = images
 
     try:
-        return manifests.render_variant(repo, f"manifests/overlays/{overlay}", switch_on, workdir)
-    except manifests.ManifestError as exc:
+        return render_variant(repo, f"manifests/overlays/{overlay}", switch_on, workdir)
+    except ManifestError as exc:
         raise Failure(f"kubectl kustomize {overlay} with the A/B component: {exc}") from exc
 
 
@@ -428,9 +431,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tsops-rendered-") as tmp:
         try:
             docs = render_ab(args.repo, args.overlay, args.image, Path(tmp))
-            print(
-                f"rendered overlays/{args.overlay} with {gitops.AB_COMPONENT}: {len(docs)} objects"
-            )
+            print(f"rendered overlays/{args.overlay} with {AB_COMPONENT}: {len(docs)} objects")
             plans = [translate(docs, s, Path(tmp) / "volumes") for s in args.services.split(",")]
             for plan in plans:
                 check(plan.image == args.image, f"{plan.service}: the render runs {plan.image}")

@@ -25,7 +25,7 @@ def _mount_wings() -> None:
     """Every wing adds its commands; importing them is cheap (each command imports its
     work when it runs)."""
     from tsops.deploy.cli import commands as deploy_commands
-    from tsops.deploy.manifests import manifests_app
+    from tsops.deploy.manifests.cli import manifests_app
     from tsops.monitor.cli import monitor_app, retrain_command
     from tsops.pipeline.cli import commands as pipeline_commands
     from tsops.registry.cli import commands as registry_commands

@@ -38,7 +38,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsops.deploy import manifests as m
+from tsops.deploy.manifests.render import render
 
 CANARY = "canaryTrafficPercent"
 
@@ -139,7 +139,7 @@ class Cluster:
     def sync(self, overlay_dir: Path) -> None:
         """Argo CD syncs the Application: the render of ``overlay_dir`` (the source at the
         Application's targetRevision) applied, ignored fields kept live where respected."""
-        desired = {(d["kind"], d["metadata"]["name"]): d for d in m.render(overlay_dir)}
+        desired = {(d["kind"], d["metadata"]["name"]): d for d in render(overlay_dir)}
         for key, obj in desired.items():
             obj = copy.deepcopy(obj)
             if key in self.live:
@@ -196,7 +196,7 @@ def _copy_pointer(source: dict, target: dict, pointer: str) -> None:
 
 def application(repo: Path, name: str) -> dict:
     """An Application of ``argocd/`` as kustomize renders it (settings replaced)."""
-    for doc in m.render(repo / "argocd"):
+    for doc in render(repo / "argocd"):
         if doc["kind"] == "Application" and doc["metadata"]["name"] == name:
             return doc
     raise KeyError(f"argocd/ renders no Application {name}")

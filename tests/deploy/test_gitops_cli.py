@@ -13,7 +13,8 @@ from ruamel.yaml import YAML
 from tests.conftest import run
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tsops.deploy import gitops as g
-from tsops.deploy import manifests as m
+from tsops.deploy.manifests.render import render
+from tsops.deploy.manifests.validate import validate_all
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,12 +68,12 @@ def test_promotion_steps_render_and_validate(repo, crds):  # noqa: F811
         (["rollback", "m3-monthly", "--env", "production"], None, "m3-monthly/v1.0.0"),
     ]:
         run(["tsops", *args, "--root", str(repo)], repo)
-        rendered = isvc(m.render(prod))
+        rendered = isvc(render(prod))
         assert rendered["spec"]["predictor"].get("canaryTrafficPercent") == percent
         assert rendered["metadata"]["annotations"]["tsops.io/release"] == release
-        report = m.validate_all(repo, crds, checkov=False)
+        report = validate_all(repo, crds, checkov=False)
         assert report.ok, str(report)
-    assert released not in str(m.render(prod)), "the rollback pinned v1.0.0 again"
+    assert released not in str(render(prod)), "the rollback pinned v1.0.0 again"
 
 
 def test_ab_candidate_from_the_registry_renders_with_its_volumes(repo, crds, tmp_path):  # noqa: F811
@@ -97,7 +98,7 @@ def test_ab_candidate_from_the_registry_renders_with_its_volumes(repo, crds, tmp
     run([
         "tsops", *ab, "--weights", "current=70,candidate=30", "--root", str(repo)
     ], repo, env=registry)  # fmt: skip
-    docs = m.render(repo / "manifests/overlays/production")
+    docs = render(repo / "manifests/overlays/production")
     graph = next(d for d in docs if d["kind"] == "InferenceGraph")
     assert [s["weight"] for s in graph["spec"]["nodes"]["root"]["steps"]] == [70, 30]
     main, candidate = isvc(docs), isvc(docs, "m3-monthly-candidate")
@@ -108,7 +109,7 @@ def test_ab_candidate_from_the_registry_renders_with_its_volumes(repo, crds, tmp
         return {v["mountPath"] for v in doc["spec"]["predictor"]["containers"][0]["volumeMounts"]}
 
     assert mounts(candidate) == mounts(main) == {"/tmp", "/var/lib/tsops"}
-    assert m.validate_all(repo, crds, checkov=False).ok
+    assert validate_all(repo, crds, checkov=False).ok
     # an unknown release is refused before any file changes
     before = {p: p.read_text() for p in (repo / "manifests").rglob("*.yaml")}
     bad = [
@@ -153,7 +154,7 @@ def test_sync_champion_refuses_a_version_the_registry_does_not_have(repo, tmp_pa
 
 def test_canary_script_patches_a_rendered_manifest(repo, tmp_path):
     rendered = tmp_path / "isvc.yaml"
-    docs = m.render(repo / "manifests/overlays/production")
+    docs = render(repo / "manifests/overlays/production")
     YAML().dump(isvc(docs), rendered)
     script = str(ROOT / "scripts/canary.sh")
     for percent, expected in [("30", 30), ("0", 0), ("100", None)]:

@@ -9,15 +9,15 @@ import pytest
 from ruamel.yaml import YAML
 
 from tsops.deploy.gitops import (
-    GitOpsError,
     ab_edits,
     apply,
     canary_edits,
     promote_edits,
     release_edits,
     rollback_edits,
-    serving,
 )
+from tsops.deploy.overlays import GitOpsError
+from tsops.deploy.served import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 LINEAGE = {"git-commit": "abc123", "data-md5": "d41d8", "mlflow-run": "run1"}

