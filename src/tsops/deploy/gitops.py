@@ -6,6 +6,10 @@ rename, so bad input leaves every file as it was: a :class:`GitOpsError` always 
 that no file changed. YAML is edited round-trip (:mod:`tsops.deploy.overlays`).
 What an overlay serves is read by :mod:`tsops.deploy.served`, image pins by
 :mod:`tsops.deploy.pins`.
+
+The commands' edits stay in one module (about 400 lines): they build on each other (a
+promotion can start a canary, a rollback can end one) and share the canary.yaml and
+kustomization bookkeeping.
 """
 
 from __future__ import annotations
