@@ -206,18 +206,16 @@ def test_push_to_a_pushgateway_groups_by_check_and_model():
 
 
 def test_mlflow_metrics_are_appended_to_one_run_per_version(tmp_path, monkeypatch):
-    from tsops.registry.store import client
+    from tsops.registry.client import connect
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    first = log_to_mlflow(NUMBERS, "m3-monthly", "3", root=tmp_path, at=T("2020-05-01", tz="UTC"))
-    again = log_to_mlflow(
-        {"drift_share": 0.75, "nan": float("nan")}, "m3-monthly", "3", root=tmp_path
-    )
-    other = log_to_mlflow({"drift_share": 0.1}, "m3-monthly", "4", root=tmp_path)
+    c = connect(tmp_path)
+    first = log_to_mlflow(NUMBERS, "m3-monthly", "3", client=c, at=T("2020-05-01", tz="UTC"))
+    again = log_to_mlflow({"drift_share": 0.75, "nan": float("nan")}, "m3-monthly", "3", client=c)
+    other = log_to_mlflow({"drift_share": 0.1}, "m3-monthly", "4", client=c)
     assert first == again != other
     assert (tmp_path / "mlflow.db").exists()
 
-    c = client(tmp_path)
     run = c.get_run(first)
     assert run.info.run_name == "monitor-m3-monthly"
     assert {k: run.data.tags[k] for k in ("tsops.kind", "tsops.model", "tsops.model_version")} == {
@@ -277,13 +275,13 @@ def test_cli_staleness_exits_4_with_what_to_do_and_0_when_fresh(served):
 
 
 def test_cli_staleness_logs_to_mlflow_and_needs_a_log(served):
-    from tsops.registry.store import client
+    from tsops.registry.client import connect
 
     args = ["staleness", "--model", "tiny", "--root", str(served), "--now", "2020-02-01"]
     result = CliRunner().invoke(monitor_app, [*args, "--mlflow"])
     assert result.exit_code == 0, result.output
     run_id = result.stdout.split("logged to MLflow run ")[1].split()[0]
-    metrics = client(served).get_run(run_id).data.metrics
+    metrics = connect(served).get_run(run_id).data.metrics
     assert metrics["cutoff_age_periods"] == 2.0
     assert metrics["model_stale"] == 0.0
 

@@ -20,6 +20,7 @@ import typer
 
 from tsops.core.errors import ROLLBACK_EXIT, reports_errors
 from tsops.core.options import ModelName, Root
+from tsops.core.settings import load_settings
 from tsops.monitor.options import (
     Actuals,
     LogDir,
@@ -36,6 +37,7 @@ from tsops.monitor.options import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tsops.core.settings import Settings
     from tsops.monitor.accuracy import AccuracyResult
     from tsops.monitor.served import ModelLog
 
@@ -53,11 +55,10 @@ ALERT_EXIT = 4
 # ----------------------------------------------------------------------------- reading
 
 
-def _log_dir(root: Path, log: Path | None) -> Path:
-    from tsops.core.settings import load_settings
+def _log_dir(root: Path, log: Path | None, settings: Settings) -> Path:
     from tsops.monitor.inputs import forecast_log_dir
 
-    return forecast_log_dir(root, log, load_settings().forecast_log_dir)
+    return forecast_log_dir(root, log, settings.forecast_log_dir)
 
 
 def _model_log(log_dir: Path, model: str) -> ModelLog:
@@ -73,7 +74,7 @@ def _model_log(log_dir: Path, model: str) -> ModelLog:
 def _score(
     root: Path,
     model: str,
-    log: Path | None,
+    log_dir: Path,
     actuals: Path | None,
     now: str | None,
     since: str | None,
@@ -85,7 +86,7 @@ def _score(
     from tsops.monitor.inputs import read_actuals
 
     config, _ = load(root, model)
-    served = _model_log(_log_dir(root, log), model)
+    served = _model_log(log_dir, model)
     return realized_accuracy(
         served.records,
         read_actuals(root, config, actuals),
@@ -98,15 +99,17 @@ def _score(
 # ----------------------------------------------------------------------------- writing
 
 
-def _write_plots(root: Path, model: str, result: AccuracyResult, out: Path) -> None:
+def _write_plots(
+    root: Path, model: str, result: AccuracyResult, out: Path, tracking_uri: str | None
+) -> None:
     """Realized error over time and forecast vs actual, with a markdown page linking them."""
     from tsops.monitor.inputs import VERSION_COL
     from tsops.monitor.plots import plots_markdown, realized_error_over_time
     from tsops.monitor.plots_forecasts import forecast_vs_actual
-    from tsops.monitor.served import backtest_mases
+    from tsops.monitor.served import backtest_mases, registry_or_none
 
     versions = sorted(result.scored[VERSION_COL].astype(str).unique())
-    expected = backtest_mases(root, model, versions)
+    expected = backtest_mases(registry_or_none(root, tracking_uri), model, versions)
     paths = [
         realized_error_over_time(result.scored, out / "realized_error.png", expected=expected),
         forecast_vs_actual(result.scored, out / "forecast_vs_actual.png"),
@@ -185,10 +188,14 @@ def retrain_command(
     from tsops.monitor.inputs import has_forecast_log
     from tsops.monitor.retrain import decide, measure, pipeline_runner, prepare_branch
 
+    settings = load_settings()
     config, paths = load(root, model)
-    log_dir = _log_dir(root, log)
+    log_dir = _log_dir(root, log, settings)
     served = _model_log(log_dir, model) if has_forecast_log(log_dir) else None
-    evidence = measure(root, config, paths, served, actuals=actuals, now=now, version=version)
+    evidence = measure(
+        root, config, paths, served, actuals=actuals, now=now, version=version,
+        tracking_uri=settings.mlflow_tracking_uri,
+    )  # fmt: skip
     decision = decide(model, config.monitoring.retrain, evidence)
     typer.echo(decision.summary(), err=True)
     document = decision.to_dict()
@@ -223,7 +230,8 @@ def accuracy(
     """
     from tsops.core.io import write_json, write_parquet
 
-    result = _score(root, model, log, actuals, now, since, until)
+    settings = load_settings()
+    result = _score(root, model, _log_dir(root, log, settings), actuals, now, since, until)
     typer.echo(result.summary())
     if out is not None:
         write_json(result.to_dict(), out / "accuracy.json")
@@ -234,7 +242,7 @@ def accuracy(
         write_parquet(result.pairs(), out / "pairs.parquet")
         typer.echo(f"wrote {out}/accuracy.json and tables")
         if not result.scored.empty:
-            _write_plots(root, model, result, out)
+            _write_plots(root, model, result, out, settings.mlflow_tracking_uri)
 
 
 @monitor_app.command()
@@ -298,7 +306,8 @@ def canary(
     from tsops.monitor.canary import compare_versions
     from tsops.monitor.canary_change import apply_change, plan_change
 
-    result = _score(root, model, log, actuals, now, since, until)
+    log_dir = _log_dir(root, log, load_settings())
+    result = _score(root, model, log_dir, actuals, now, since, until)
     typer.echo(result.summary().splitlines()[0], err=True)
     verdict = compare_versions(
         result.scored,
@@ -369,7 +378,8 @@ def drift(
     observed = read_actuals(root, config, actuals)
     reference, current = windows(trained, observed, since)
 
-    log_dir = _log_dir(root, log)
+    settings = load_settings()
+    log_dir = _log_dir(root, log, settings)
     version, scored = "unknown", None
     if log is None and not has_forecast_log(log_dir):
         # drift needs no forecasts; without any, there is just no quality to report
@@ -399,7 +409,8 @@ def drift(
         typer.echo(f"wrote {', '.join(str(p) for p in written)}")
     _publish(
         result.numbers(), model, version, "drift", root=root, to_mlflow=to_mlflow,
-        prometheus=prometheus, pushgateway=pushgateway,
+        tracking_uri=settings.mlflow_tracking_uri, prometheus=prometheus,
+        pushgateway=pushgateway,
     )  # fmt: skip
     if result.dataset_drift:
         typer.secho(
@@ -446,7 +457,8 @@ def staleness(
     from tsops.monitor.staleness import staleness as check_staleness
 
     config, _ = load(root, model)
-    records = _model_log(_log_dir(root, log), model).records
+    settings = load_settings()
+    records = _model_log(_log_dir(root, log, settings), model).records
     version = served_version(records)
     observed = read_actuals(root, config, actuals)
     result = check_staleness(
@@ -465,7 +477,8 @@ def staleness(
         typer.echo(f"wrote {out}/staleness.json and staleness_by_series.csv")
     _publish(
         result.numbers(), model, version, "staleness", root=root, to_mlflow=to_mlflow,
-        prometheus=prometheus, pushgateway=pushgateway,
+        tracking_uri=settings.mlflow_tracking_uri, prometheus=prometheus,
+        pushgateway=pushgateway,
     )  # fmt: skip
     if result.alert:
         alerts = [

@@ -3,8 +3,9 @@
 Each plot is drawn from the ``scored`` pairs of
 ``tsops.monitor.accuracy.realized_accuracy`` (one row per served forecast whose actual
 has arrived) and written as a PNG, with the data behind it as a CSV of the same name
-beside it, so ``dvc plots`` or a spreadsheet can draw it again. Versions are ordered naturally (2 before 10) and keep one colour
-per position in that order in every plot, so ``v3`` has the same colour in each.
+beside it, so ``dvc plots`` or a spreadsheet can draw it again. Versions are ordered
+naturally (2 before 10) and keep one colour per position in that order in every plot,
+so ``v3`` has the same colour in each.
 
 - :func:`realized_error_over_time`: MASE-scaled absolute error per target time and its
   rolling mean, a line per model version, against the backtest's expectation, with

@@ -8,8 +8,8 @@ one check's numbers everywhere the command asked for.
   ``tsops.kind=monitoring``, ``tsops.model``, ``tsops.model_version``, in the model's
   experiment (where its training runs are). Every check appends to that run's metric
   histories, so the MLflow UI charts drift and staleness of a version over time. The
-  store is the one the registry uses (``tsops.registry.store``: ``MLFLOW_TRACKING_URI``, or
-  the embedded SQLite store at the repo root).
+  store is the one the registry uses (``tsops.registry.client``: ``MLFLOW_TRACKING_URI``,
+  or the embedded SQLite store at the repo root).
 - Prometheus: gauges ``tsops_monitor_<name>{model, version}``, in the text format the
   node-exporter textfile collector reads (a CronJob writes ``*.prom`` into the
   collector's directory) or pushed to a Pushgateway.
@@ -28,6 +28,7 @@ import pandas as pd
 from tsops.monitor.errors import MonitorError
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from prometheus_client import CollectorRegistry
 
 METRIC_PREFIX = "tsops_monitor_"
@@ -95,23 +96,23 @@ def log_to_mlflow(
     model_name: str,
     version: str,
     *,
-    root: Path = Path("."),
+    client: MlflowClient,
     at: pd.Timestamp | None = None,
 ) -> str:
-    """Append ``numbers`` as metrics to the monitoring run of ``model_name`` ``version``.
+    """Append ``numbers`` as metrics to the monitoring run of ``model_name`` ``version``
+    in the store of ``client`` (``tsops.registry.client.connect``).
 
     The run is found by its tags or created; ``at`` (default: now) is the metrics'
     timestamp, and each metric's step counts up from 0 per run. Non-finite values are
-    left out (MLflow cannot chart them). Returns the run id. Raises
-    ``tsops.registry.store.RegistryError`` when the tracking store cannot be reached.
+    left out (MLflow cannot chart them). Returns the run id.
     """
     from mlflow.entities import Metric, RunTag
 
-    from tsops.registry.store import client, ensure_experiment
+    from tsops.registry.client import ensure_experiment
 
     values = {k: v for k, v in checked_numbers(numbers).items() if math.isfinite(v)}
-    c = client(root)
-    experiment_id = ensure_experiment(c, model_name, root)
+    c = client
+    experiment_id = ensure_experiment(c, model_name)
     run_id = _monitoring_run(c, experiment_id, model_name, str(version))
     stamp = pd.Timestamp.now(tz="UTC") if at is None else pd.Timestamp(at)
     millis = int(stamp.timestamp() * 1000)
@@ -227,6 +228,7 @@ def publish(
     *,
     root: Path,
     to_mlflow: bool = False,
+    tracking_uri: str | None = None,
     prometheus: Path | None = None,
     pushgateway: str | None = None,
 ) -> list[str]:
@@ -234,10 +236,12 @@ def publish(
     asked for, labelled with the model and the served version; returns a line per
     place saying where they went.
 
-    The Pushgateway job is ``tsops_monitor_<check>``, grouped by model, so each check
+    MLflow is the store at ``tracking_uri`` (None: the embedded one at ``root``); one
+    that does not answer is an error of this check (exit 1), not its alert (4). The
+    Pushgateway job is ``tsops_monitor_<check>``, grouped by model, so each check
     replaces only its own numbers there.
     """
-    from tsops.registry.store import RegistryError
+    from tsops.registry.client import RegistryError, RegistryUnavailable, connect
 
     done = []
     labels = {"model": model, "version": version}
@@ -250,8 +254,9 @@ def publish(
         done.append(f"pushed to {pushgateway} (job {job})")
     if to_mlflow:
         try:
-            run_id = log_to_mlflow(numbers, model, version, root=root)
-        except RegistryError as exc:
+            client = connect(root, tracking_uri)
+            run_id = log_to_mlflow(numbers, model, version, client=client)
+        except (RegistryError, RegistryUnavailable) as exc:
             raise MonitorError(f"the numbers were not logged to MLflow: {exc}") from exc
         done.append(f"logged to MLflow run {run_id} (monitor-{model}, version {version})")
     return done

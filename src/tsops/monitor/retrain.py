@@ -130,18 +130,25 @@ def measure(
     actuals: Path | None = None,
     now: str | None = None,
     version: str | None = None,
+    tracking_uri: str | None = None,
 ) -> Evidence:
     """Read what :func:`decide` weighs for ``paths.name``.
 
     ``served``: the model's forecast-log records (None without a log: the error
     trigger then reports no served forecasts); ``actuals``: a file to use instead of
     the model's source; ``now``: what counts as passed for scoring; ``version``: the
-    version to judge instead of the served one (``served_version``).
+    version to judge instead of the served one (``served_version``); ``tracking_uri``:
+    the registry holding the backtest MASE (None: the embedded store at ``root``).
     """
     from tsops.core.io import read_series
     from tsops.monitor.accuracy import realized_accuracy
     from tsops.monitor.inputs import read_actuals
-    from tsops.monitor.served import backtest_mase, realized_mase, served_version
+    from tsops.monitor.served import (
+        backtest_mases,
+        realized_mase,
+        registry_or_none,
+        served_version,
+    )
 
     trained = read_series(paths)
     current = read_actuals(root, config, actuals)
@@ -150,7 +157,8 @@ def measure(
         result = realized_accuracy(served.records, current, config.season_length, now=now)
         judged = served_version(served.records, version)
         realized, n_scored = realized_mase(result.by_version, judged)
-        expected = backtest_mase(root, paths.name, judged)
+        registry = registry_or_none(root, tracking_uri)
+        expected = backtest_mases(registry, paths.name, [judged]).get(judged)
     drift_detected, drift_detail = None, "off (on_drift: false)"
     if config.monitoring.retrain.on_drift:
         drift_detected, drift_detail = measure_drift(config, trained, current)

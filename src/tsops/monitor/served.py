@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -17,8 +18,13 @@ from tsops.core.schema import CUTOFF_COL, ID_COL
 from tsops.monitor.errors import MonitorError
 from tsops.monitor.inputs import REGISTERED_MODEL_COL, SERVED_AT_COL, VERSION_COL
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 #: how far back from the newest record traffic is counted to find the served version
 SERVING_WINDOW = pd.Timedelta(hours=24)
+#: the registered run's metric a version's realized MASE is compared with
+BACKTEST_MASE = "selected.mase"
 
 
 @dataclass(frozen=True)
@@ -127,30 +133,33 @@ def realized_mase(by_version: pd.DataFrame, version: str) -> tuple[float | None,
     return float(best["mase"]), int(best["n"])
 
 
-def backtest_mase(root: Path, model: str, version: str) -> float | None:
-    """The backtest MASE the registry recorded for ``version`` of ``model``.
-
-    None when the registry cannot say (unreachable, no such version, no metric): the
-    callers report the expectation as unknown rather than fail a monitoring run.
-    """
-    return backtest_mases(root, model, [version]).get(str(version))
-
-
-def backtest_mases(root: Path, model: str, versions: list[str]) -> dict[str, float]:
-    """:func:`backtest_mase` of each of ``versions`` that has one, with one registry client."""
-    from mlflow.exceptions import MlflowException
-
-    from tsops.registry.store import RegistryError, client
+def registry_or_none(root: Path, tracking_uri: str | None) -> MlflowClient | None:
+    """A client on the registry (``tracking_uri``, else the embedded store at ``root``),
+    or None when it does not answer: monitoring then reports the backtest expectation
+    as unknown instead of failing."""
+    from tsops.registry.client import RegistryUnavailable, connect
 
     try:
-        c = client(root)
-    except RegistryError:
+        return connect(root, tracking_uri)
+    except RegistryUnavailable:
+        return None
+
+
+def backtest_mases(
+    client: MlflowClient | None, model: str, versions: list[str]
+) -> dict[str, float]:
+    """The backtest MASE the registry recorded for each of ``versions`` of ``model``
+    that has one; a version the registry cannot say anything about (no such version,
+    no metric, no registry: ``client`` None) is left out."""
+    from mlflow.exceptions import MlflowException
+
+    if client is None:
         return {}
     found = {}
     for version in map(str, versions):
         try:
-            run_id = c.get_model_version(model, version).run_id
-            value = c.get_run(run_id).data.metrics.get("selected.mase")
+            run_id = client.get_model_version(model, version).run_id
+            value = client.get_run(run_id).data.metrics.get(BACKTEST_MASE)
         except MlflowException:
             continue
         if value is not None:
