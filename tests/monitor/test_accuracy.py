@@ -324,7 +324,7 @@ def test_bad_values_in_log_or_actuals_are_named():
         realized_accuracy(log.assign(step=0), actuals, 4)
     with pytest.raises(MonitorError, match=r"more than one value.*'a' at 2020-01-01"):
         realized_accuracy(log, pd.concat([actuals, actuals.head(1)]), 4)
-    with pytest.raises(MonitorError, match=r"actuals lack column\(s\) y"):
+    with pytest.raises(MonitorError, match=r"column\(s\) y missing from the actuals"):
         realized_accuracy(log, actuals.rename(columns={"y": "value"}), 4)
     with pytest.raises(MonitorError, match="swap them"):
         realized_accuracy(log, actuals, 4, period=("2021-01-01", "2020-01-01"))

@@ -36,7 +36,7 @@ from tsops.monitor.inputs import (
     as_utc_naive,
     coerce_forecast_log,
     interval_levels,
-    prepare_actuals,
+    long_frame,
     utc_now,
 )
 
@@ -186,7 +186,7 @@ def realized_accuracy(
     if season_length < 1:
         raise MonitorError(f"season_length must be at least 1, got {season_length}")
     log = coerce_forecast_log(log)
-    actuals = _check_actuals(actuals)
+    actuals = long_frame(actuals)
     now = as_utc_naive(now) if now is not None else utc_now()
     since, until = (as_utc_naive(t) if t is not None else None for t in (period or (None, None)))
     if since is not None and until is not None and since > until:
@@ -231,17 +231,6 @@ def realized_accuracy(
         n_outside_period=int((~in_period).sum()),
         n_repeated=len(log) - len(unique),
     )
-
-
-def _check_actuals(actuals: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in (ID_COL, TIME_COL, TARGET_COL) if c not in actuals.columns]
-    if missing:
-        raise MonitorError(
-            f"actuals lack column(s) {', '.join(missing)} (they have: "
-            f"{', '.join(map(str, actuals.columns)) or 'none'}): give a long frame with "
-            "unique_id, ds and y (prepare_actuals maps other column names)"
-        )
-    return prepare_actuals(actuals[[ID_COL, TIME_COL, TARGET_COL]])
 
 
 def _score(

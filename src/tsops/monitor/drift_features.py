@@ -29,7 +29,7 @@ import pandas as pd
 
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL, to_offset
 from tsops.monitor.errors import MonitorError
-from tsops.monitor.inputs import as_utc_naive, prepare_actuals
+from tsops.monitor.inputs import as_utc_naive, long_frame
 
 LEVEL = "level"
 SEASONAL_CHANGE = "seasonal_change"
@@ -86,8 +86,8 @@ def scaled_features(
     per feature) they were divided by."""
     if season_length < 1:
         raise MonitorError(f"season_length must be at least 1, got {season_length}")
-    reference = _long_frame(reference, "reference (training data)")
-    current = _long_frame(current, "current window (actuals after training)")
+    reference = _checked_window(reference, "reference (training data)")
+    current = _checked_window(current, "current window (actuals after training)")
     overlap = current.merge(reference[[ID_COL, TIME_COL]], on=[ID_COL, TIME_COL])
     if not overlap.empty:
         first = overlap.iloc[0]
@@ -131,15 +131,8 @@ def feature_columns(season_length: int) -> list[str]:
     return [LEVEL, SEASONAL_CHANGE, *([STEP_CHANGE] if season_length > 1 else [])]
 
 
-def _long_frame(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-    missing = [c for c in (ID_COL, TIME_COL, TARGET_COL) if c not in frame.columns]
-    if missing:
-        raise MonitorError(
-            f"the {what} lacks column(s) {', '.join(missing)} (it has: "
-            f"{', '.join(map(str, frame.columns)) or 'none'}): give a long frame with "
-            "unique_id, ds and y"
-        )
-    out = prepare_actuals(frame[[ID_COL, TIME_COL, TARGET_COL]])
+def _checked_window(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    out = long_frame(frame, what)
     if out.empty:
         raise MonitorError(_empty_message(what))
     return out

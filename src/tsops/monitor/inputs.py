@@ -209,6 +209,19 @@ def read_actuals(root: Path, config: ModelConfig, override: Path | None = None) 
     )
 
 
+def long_frame(frame: pd.DataFrame, what: str = "actuals") -> pd.DataFrame:
+    """``frame``'s ``unique_id, ds, y`` columns as :func:`prepare_actuals` gives them;
+    ``what`` names the frame when a column is missing."""
+    missing = [c for c in (ID_COL, TIME_COL, TARGET_COL) if c not in frame.columns]
+    if missing:
+        raise MonitorError(
+            f"column(s) {', '.join(missing)} missing from the {what} (it has: "
+            f"{', '.join(map(str, frame.columns)) or 'none'}): give a long frame with "
+            "unique_id, ds and y (prepare_actuals maps other column names)"
+        )
+    return prepare_actuals(frame[[ID_COL, TIME_COL, TARGET_COL]])
+
+
 def prepare_actuals(
     raw: pd.DataFrame,
     *,
