@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def main(model_dir: str, name: str, version: str) -> None:
-    from tsops.serving.loader import RELEASE_FILE
+    from tsops.registry.loading import RELEASE_FILE
     from tsops.serving.model import ForecastModel
 
     path = Path(model_dir)

@@ -42,9 +42,12 @@ def reviewed(
     ships the model the pull request reviewed instead of training again.
     """
     from tsops.core.io import write_json
-    from tsops.registry.store import reviewed_version
+    from tsops.core.settings import load_settings
+    from tsops.registry.client import connect
+    from tsops.registry.releases import reviewed_version
 
-    found = reviewed_version(root, model, commit, main)
+    client = connect(root, load_settings().mlflow_tracking_uri)
+    found = reviewed_version(client, root, model, commit, main)
     answer = {
         "name": model,
         "version": str(found.version),
@@ -91,16 +94,19 @@ def release(
     """Point the staging overlay at a registered version built into an image (by digest),
     with its lineage as annotations; the registry records the release and moves
     ``challenger`` to it."""
+    from tsops.core.settings import load_settings
     from tsops.deploy.gitops import release_edits, release_pin
     from tsops.deploy.pins import parse_release
-    from tsops.registry.store import record_release, release_lineage
+    from tsops.registry.client import connect
+    from tsops.registry.releases import record_release, release_lineage
 
     # before asking the registry: a typo should not wait for it
     pin = release_pin(root, model, version, env=env, image=image, digest=digest)
-    found, lineage = release_lineage(root, model, model_version)
+    client = connect(root, load_settings().mlflow_tracking_uri)
+    found, lineage = release_lineage(client, model, model_version)
     edits = release_edits(root, model, version, found, lineage, env=env, image=image, digest=digest)
     # The registry first: if it refuses, no file has changed yet.
-    record_release(root, model, found, f"{model}/v{parse_release(version)}", pin.ref)
+    record_release(client, model, found, f"{model}/v{parse_release(version)}", pin.ref)
     _write(edits)
 
 
@@ -176,10 +182,13 @@ def ab(
 
     pinned = None
     if candidate is not None:
-        from tsops.registry.store import find_release
+        from tsops.core.settings import load_settings
+        from tsops.registry.client import connect
+        from tsops.registry.releases import find_release
 
         parse_weights(weights)  # a typo should not wait for the registry
-        pinned = (candidate, *find_release(root, model, candidate))
+        client = connect(root, load_settings().mlflow_tracking_uri)
+        pinned = (candidate, *find_release(client, model, candidate))
     _write(ab_edits(root, model, env, weights, candidate=pinned))
 
 
@@ -198,14 +207,17 @@ def sync_champion(
     after a rollback), the release it replaced, which takes the rest of the traffic.
     CI runs it when an overlay change reaches main (.github/workflows/champion.yml).
     """
+    from tsops.core.settings import load_settings
     from tsops.deploy.served import serving
-    from tsops.registry.store import follow_git
+    from tsops.registry.client import connect
+    from tsops.registry.versions import follow_git
 
     production = serving(root, "production")
     if model is not None and model != production.model:
         fail(f"production serves {production.model!r}, not {model!r}")
     where = f"git's production overlay serves {production.stable_release}"
-    before = follow_git(root, production.model, "champion", production.stable_version, where)
+    client = connect(root, load_settings().mlflow_tracking_uri)
+    before = follow_git(client, production.model, "champion", production.stable_version, where)
     moved = "stays on" if before == production.stable_version else "->"
     typer.echo(
         f"{production.model}: champion {moved} version {production.stable_version} "

@@ -110,11 +110,16 @@ def forecast_request(
     return forecast
 
 
-def _pyfunc_kwargs(model_dir: Path, spec: dict, ids: list[str]) -> dict[str, Any]:
+def save_pyfunc(model_dir: Path, spec: dict, ids: list[str], out: Path) -> None:
+    """Write ``model_dir`` (from ``tsops train``) as an MLflow model folder at ``out``.
+
+    No tracking store is involved: ``registry.publish`` uploads the folder through the
+    command's client, and tests serve it as it is."""
     import tsops
     from tsops.pipeline.train import FORECASTER_FILE, SPEC_FILE
 
-    return dict(
+    mlflow.pyfunc.save_model(
+        str(out),
         python_model=TsopsForecaster(),
         artifacts={
             FORECASTER_ARTIFACT: str(Path(model_dir) / FORECASTER_FILE),
@@ -125,13 +130,3 @@ def _pyfunc_kwargs(model_dir: Path, spec: dict, ids: list[str]) -> dict[str, Any
         input_example=input_example(ids),
         pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
     )
-
-
-def log_pyfunc(model_dir: Path, spec: dict, ids: list[str]):
-    """Log ``model_dir`` (from ``tsops train``) as the active run's pyfunc model."""
-    return mlflow.pyfunc.log_model(name="model", **_pyfunc_kwargs(model_dir, spec, ids))
-
-
-def save_pyfunc(model_dir: Path, spec: dict, ids: list[str], out: Path) -> None:
-    """Write ``model_dir`` as an MLflow model folder at ``out`` without a tracking store."""
-    mlflow.pyfunc.save_model(str(out), **_pyfunc_kwargs(model_dir, spec, ids))
