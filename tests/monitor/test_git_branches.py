@@ -137,6 +137,22 @@ def test_a_failing_change_restores_only_its_own_files(repo):
     assert not branch_exists(repo, "retrain/m-2", remote=None)
 
 
+def test_a_failed_change_keeps_a_file_that_was_there_before(repo):
+    (repo / "scratch.txt").write_text("untracked\n")
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+
+    def change() -> list[Path]:
+        (repo / "scratch.txt").write_text("written by the change\n")
+        return [repo / "scratch.txt"]
+
+    with pytest.raises(BranchError):
+        commit_on_branch(repo, "b", "m", change, stay=False, remote=None)
+    assert (repo / "scratch.txt").exists() and is_clean(repo)
+    assert sh(repo, "status", "--porcelain") == "?? scratch.txt"
+
+
 def test_nothing_changed_is_no_branch(repo):
     with pytest.raises(BranchError, match="nothing changed"):
         commit_on_branch(repo, "b", "m", lambda: [], stay=False, remote=None)

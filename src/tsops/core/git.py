@@ -9,12 +9,13 @@ Working in the checkout is made safe by two rules:
 
 - **refuse over uncommitted work**: before touching anything, ``commit_on_branch``
   refuses when tracked files have uncommitted changes (staged or not), and lists them.
-  Untracked files are left alone: switching to a new branch at HEAD keeps them, and
-  nothing here deletes or restores them.
+  Untracked files are left alone: switching to a new branch at HEAD keeps them, and a
+  failed change removes only files that were not there before it.
 - **undo only its own changes**: on a failure, the files that differ from the starting
   commit are, by the rule above, the ones the change wrote; exactly those are restored
-  (files it added are unstaged and removed), then the checkout goes back to where it
-  was and the half-made branch is deleted. There is no ``git reset --hard``.
+  (files it added are unstaged, and removed unless they were there before), then the
+  checkout goes back to where it was and the half-made branch is deleted. There is no
+  ``git reset --hard``.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def commit_on_branch(
     require_clean(root, f"preparing branch {branch}")
     start_commit = git(root, "rev-parse", "HEAD").stdout.strip()
     start = git(root, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()  # "HEAD": detached
+    untracked = _untracked(root)
     git(root, "switch", "-q", "-c", branch)
     try:
         changed = [str(p) for p in make_changes()]
@@ -144,7 +146,7 @@ def commit_on_branch(
         git(root, "add", "--", *changed)
         git(root, *_identity(root), "commit", "-q", "-m", message)
     except BaseException as exc:
-        _undo(root, start_commit, start, branch)
+        _undo(root, start_commit, start, branch, keep=untracked)
         if isinstance(exc, GitError) and not isinstance(exc, BranchError):
             raise BranchError(str(exc)) from exc
         raise
@@ -153,12 +155,13 @@ def commit_on_branch(
     return True
 
 
-def _undo(root: Path, start_commit: str, start: str, branch: str) -> None:
+def _undo(root: Path, start_commit: str, start: str, branch: str, keep: set[str]) -> None:
     """Restore what a failed change wrote, go back to ``start``, delete ``branch``.
 
     The tree was clean when the change began, so every tracked difference from
-    ``start_commit`` is the change's own. Best effort: a failure here must not hide
-    the error that caused it.
+    ``start_commit`` is the change's own. A file it added is removed unless it was
+    there, untracked, before (``keep``). Best effort: a failure here must not hide the
+    error that caused it.
     """
     for path in _changed_paths(root):
         if git(root, "cat-file", "-e", f"{start_commit}:{path}", check=False).returncode == 0:
@@ -166,15 +169,24 @@ def _undo(root: Path, start_commit: str, start: str, branch: str) -> None:
                 path, check=False)  # fmt: skip
         else:  # added by the change: unstage it and remove the file it wrote
             git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path, check=False)
-            (root / path).unlink(missing_ok=True)
+            if path not in keep:
+                (root / path).unlink(missing_ok=True)
     _go_back(root, start_commit, start, check=False)
     git(root, "branch", "-q", "-D", branch, check=False)
+
+
+def _untracked(root: Path) -> set[str]:
+    """Untracked files (not ignored) now: a failed change leaves these in place."""
+    status = git(root, "status", "--porcelain", "-z", "--untracked-files=all")
+    return {entry[3:] for entry in status.stdout.split("\0") if entry.startswith("?? ")}
 
 
 def _changed_paths(root: Path) -> list[str]:
     """Paths of tracked changes (both sides of a rename), read NUL-separated so any
     file name comes through unquoted."""
-    fields = git(root, "status", "--porcelain", "-z", "--untracked-files=no").stdout.split("\0")
+    # check=False: this runs while undoing, where a second error must not hide the first
+    status = git(root, "status", "--porcelain", "-z", "--untracked-files=no", check=False)
+    fields = status.stdout.split("\0") if status.returncode == 0 else []
     paths, rest = [], iter(fields)
     for entry in rest:
         if not entry:
