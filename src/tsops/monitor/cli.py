@@ -357,8 +357,9 @@ def drift(
     current window the actuals (the model's source, or --actuals) after it. Both become
     per-series scaled features (level, seasonal change, period-over-period change) so
     series of different scales compare. With a forecast log (--log, or the default when
-    it exists) the served version's realized forecast quality is added, and the numbers
-    are labelled with that version.
+    it exists) the served version's realized forecast quality is added (the version
+    that answered the most forecasts in the log's last day), and the numbers are
+    labelled with that version.
 
     Exits 0 without drift, 4 when the share of drifted features reaches
     monitoring.drift_threshold in model.yaml, 1 on an error. With --out, writes
@@ -441,7 +442,8 @@ def staleness(
     """Is the served model stale, are the actuals overdue? Ages in periods of freq.
 
     The served cutoff of a series is the cutoff of its most recent forecast in the
-    forecast log, from the version served most recently. Stale: that cutoff is more
+    forecast log, from the served version (the one that answered the most forecasts in
+    the log's last day: the champion during a canary). Stale: that cutoff is more
     than monitoring.stale_after_periods periods old; overdue: the newest actual of a
     series (the model's source, or --actuals) is more than
     monitoring.actuals_overdue_periods periods old.
