@@ -43,7 +43,8 @@ def plan_change(root: Path, model: str, env: str, result: CanaryResult) -> Canar
     Reads the overlay of ``env`` to compute the edits, so a bad model or environment
     fails here, with nothing created.
     """
-    from tsops.deploy.gitops import GitOpsError, canary_edits, rollback_edits
+    from tsops.deploy.gitops import canary_edits, rollback_edits
+    from tsops.deploy.overlays import GitOpsError
 
     if result.verdict == "hold":
         return None
@@ -73,7 +74,8 @@ def apply_change(root: Path, change: CanaryChange, remote: str | None = "origin"
     whether it was created now (False: it existed, nothing new), the command the change
     equals and the files it wrote."""
     from tsops.core.git import commit_on_branch
-    from tsops.deploy.gitops import GitOpsError, apply
+    from tsops.deploy.gitops import apply
+    from tsops.deploy.overlays import GitOpsError
 
     written: list[Path] = []
 
