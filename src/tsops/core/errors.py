@@ -5,13 +5,16 @@ and how to fix it, and its ``exit_code`` tells a workflow what kind of failure i
 Each command carries ``@reports_errors``, which turns these into one red line on stderr
 and that exit code; anything else is a bug and keeps its traceback.
 
-Exit codes (0 is success; 2 is typer's usage error, e.g. an unknown option):
+Exit codes (0 is success; 2 is typer's usage error, e.g. an unknown option, and
+``tsops manifests validate``'s "nothing could be validated"):
 
 ==== =====================================================================
 1    the input, configuration or state was wrong; fix it and run again
 3    a verdict asks for action (``tsops monitor canary``: roll back)
-4    a service (registry, Dask scheduler, database) could not be reached;
-     running again later may succeed
+4    a monitor alert fired (``tsops monitor drift`` / ``staleness``)
+69   a service (registry, Dask scheduler, database) could not be reached;
+     running again later may succeed (``EX_UNAVAILABLE`` of BSD's sysexits.h,
+     so it cannot be mistaken for a verdict or an alert)
 ==== =====================================================================
 """
 
@@ -23,8 +26,10 @@ from typing import Any, ClassVar, TypeVar
 
 #: a monitor verdict that asks for a rollback (``tsops monitor canary``)
 ROLLBACK_EXIT = 3
+#: a monitor alert fired (drift or staleness over its threshold)
+ALERT_EXIT = 4
 #: a service could not be reached
-UNAVAILABLE_EXIT = 4
+UNAVAILABLE_EXIT = 69
 
 
 class TsopsError(Exception):

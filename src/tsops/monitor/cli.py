@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tsops.core.errors import ROLLBACK_EXIT, reports_errors
+from tsops.core.errors import ALERT_EXIT, ROLLBACK_EXIT, reports_errors
 from tsops.core.options import ModelName, Root
 from tsops.core.settings import load_settings
 from tsops.monitor.options import (
@@ -48,9 +48,6 @@ monitor_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: exit code of ``drift`` and ``staleness`` when an alert fires (1 is an error, 2 a
-#: usage error, 3 a canary rollback), so a CronJob or workflow can tell them apart
-ALERT_EXIT = 4
 
 # ----------------------------------------------------------------------------- reading
 
