@@ -12,6 +12,7 @@ import pytest
 from tests.registry.conftest import process_state
 from tsops.core.errors import UNAVAILABLE_EXIT
 from tsops.registry.client import (
+    RegistryError,
     RegistryUnavailable,
     artifact_location,
     connect,
@@ -59,21 +60,41 @@ def test_an_unreachable_server_fails_fast_with_exit_4_and_what_to_do():
     assert process_state() == before, "the probe's timeout must not go through os.environ"
 
 
-def test_a_server_is_reachable_when_its_health_endpoint_answers():
-    class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200 if self.path == "/health" else 404)
+@pytest.fixture
+def fake_server():
+    """An HTTP server that answers ``/health`` and, with ``status``, MLflow's API."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        status = 200
+
+        def answer(self):
+            health = self.path == "/health"
+            api = self.path.startswith("/api/2.0/mlflow/experiments/search")
+            code = 200 if health else self.status if api else 404
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
             self.end_headers()
-            self.wfile.write(b"OK")
+            if health:
+                self.wfile.write(b"OK")
+            else:
+                self.wfile.write(b"{}" if code == 200 else b'{"error_code": "PERMISSION_DENIED"}')
+
+        do_GET = do_POST = answer
 
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        uri = f"http://127.0.0.1:{server.server_port}"
-        assert connect(".", uri).tracking_uri == uri
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield f"http://127.0.0.1:{server.server_port}", Handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_that_answers_and_lets_tsops_in_is_connected(fake_server):
+    uri, handler = fake_server
+    assert connect(".", uri).tracking_uri == uri
+    handler.status = 403
+    with pytest.raises(RegistryError, match="answered but refused a request") as refused:
+        connect(".", uri)
+    assert refused.value.exit_code == 1 and "MLFLOW_TRACKING_TOKEN" in str(refused.value)

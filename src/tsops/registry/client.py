@@ -75,17 +75,18 @@ def connect(
 
 def _check_reachable(client: MlflowClient, uri: str, timeout: float) -> None:
     """A tracking server must answer its ``/health`` endpoint within ``timeout`` (three
-    tries); a local store must open. MLflow's HTTP client takes its timeout and retries
-    only from environment variables, so the server is probed with a plain request that
-    takes them as arguments instead."""
-    if urlparse(uri).scheme in ("http", "https"):
+    tries), then accept a request; a local store must open. MLflow's HTTP client takes
+    its timeout and retries only from environment variables (read at each request), so
+    the server is first probed with a plain request that takes them as arguments."""
+    from mlflow.exceptions import MlflowException
 
-        def probe() -> None:
+    server = urlparse(uri).scheme in ("http", "https")
+
+    def probe() -> None:
+        if server:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
                 pass
-    else:
-
-        def probe() -> None:
+        else:
             client.search_experiments(max_results=1)
 
     try:
@@ -96,12 +97,28 @@ def _check_reachable(client: MlflowClient, uri: str, timeout: float) -> None:
             reraise=True,
         )(probe)()
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise RegistryUnavailable(
-            f"MLflow tracking store {uri} is not reachable ({type(exc).__name__}: {reason}). "
-            "Start the server, fix MLFLOW_TRACKING_URI, or unset it to use the embedded "
-            "SQLite store; nothing was read from or written to the registry."
+            f"MLflow tracking store {uri} is not reachable ({_reason(exc)}). Start the "
+            "server, fix MLFLOW_TRACKING_URI, or unset it to use the embedded SQLite store; "
+            "nothing was read from or written to the registry."
         ) from exc
+    if not server:
+        return
+    try:
+        # the server answered; this says whether it lets tsops in (credentials, path)
+        client.search_experiments(max_results=1)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"the MLflow server at {uri} answered but refused a request ({_reason(exc)}): "
+            "check MLFLOW_TRACKING_URI's path and the credentials MLflow reads "
+            "(MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and _PASSWORD); nothing "
+            "was read from or written to the registry."
+        ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
