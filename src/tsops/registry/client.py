@@ -39,7 +39,8 @@ class RegistryError(TsopsError):
 
 
 class RegistryUnavailable(UnavailableError):
-    """The tracking store did not answer (exit 4: running again later may succeed)."""
+    """The tracking store did not answer (``UNAVAILABLE_EXIT``: running again later may
+    succeed)."""
 
 
 def tracking_uri(root: Path, configured: str | None = None) -> str:
@@ -63,7 +64,7 @@ def connect(
 ) -> MlflowClient:
     """An ``MlflowClient`` on ``tracking_uri(root, configured)``, checked to answer.
 
-    Raises ``RegistryUnavailable`` (exit 4) when the store cannot be reached.
+    Raises ``RegistryUnavailable`` when the store cannot be reached.
     """
     from mlflow import MlflowClient
 
