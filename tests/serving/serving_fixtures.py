@@ -1,4 +1,5 @@
-"""A small trained model as an MLflow model folder, and a real model server around it."""
+"""A real model server around the test model folder (``build_model_dir``, from
+``tests.helpers.tiny``; conftest's ``tiny_model_dir`` builds it once per run)."""
 
 from __future__ import annotations
 
@@ -12,29 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TINY_MODEL
-from tsops.core.config import parse_model_config
-from tsops.pipeline.ingest import load_source
-from tsops.pipeline.selection import Selection
-from tsops.pipeline.train import save_trained, spec_of, train
-from tsops.pipeline.validate import check_frame
-from tsops.registry.pyfunc import save_pyfunc
+from tests.helpers.tiny import build_model_dir
 
-
-def build_model_dir(tmp: Path) -> Path:
-    """Six M3 monthly series, a median of seasonal naive and Theta, saved as a pyfunc."""
-    config = parse_model_config(
-        TINY_MODEL.replace("  ets: {kind: ets}\n", ""), expected_name="tiny"
-    )
-    raw = load_source(config.source, config.freq)
-    df = check_frame(raw, freq=config.freq, min_length=config.min_length)
-    selection = Selection("median_ensemble", ["seasonal_naive", "theta"])
-    fitted = train(df, config, selection, n_jobs=1)
-    spec = spec_of(config, selection, df)
-    save_trained(fitted, spec, tmp / "trained")
-    out = tmp / "mlmodel"
-    save_pyfunc(tmp / "trained", spec, sorted(df["unique_id"].unique()), out)
-    return out
+__all__ = ["Server", "build_model_dir", "free_port"]
 
 
 def free_port() -> int:
@@ -44,17 +25,22 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m tsops.serving`` as a child process on 127.0.0.1."""
+    """``python -m tsops.serving`` as a child process on ``host`` (127.0.0.1)."""
 
-    def __init__(self, args: list[str], log_dir: Path, env: dict | None = None):
+    def __init__(
+        self, args: list[str], log_dir: Path, env: dict | None = None, host: str = "127.0.0.1"
+    ):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"http://{host}:{self.port}"
         self.log_dir = log_dir
         self.output = log_dir.parent / f"server-{self.port}.log"
         cmd = [
             sys.executable,
             "-m",
             "tsops.serving",
+            "--http_host",
+            host,
             "--http_port",
             str(self.port),
             "--forecast_log_dir",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tsops.core.errors import fail, reports_errors
+from tsops.core.errors import reports_errors
 from tsops.core.options import ModelName, Root
 
 commands = typer.Typer()
@@ -29,11 +29,14 @@ def predict(
     """Load a model from the MLflow registry and print its forecast."""
     import pandas as pd
 
-    from tsops.registry.store import load_registered
+    from tsops.core.settings import load_settings
+    from tsops.registry.client import connect
+    from tsops.registry.loading import Reference, load_pyfunc
 
     if alias_name is None and version is None:
         alias_name = "challenger"
-    pyfunc, ref = load_registered(root, model, alias_name, version)
+    ref = str(Reference(model, version=None if alias_name else version, alias=alias_name))
+    pyfunc = load_pyfunc(connect(root, load_settings().mlflow_tracking_uri), ref)
     ids = series or _example_ids(pyfunc)
     params: dict[str, Any] = {}
     if h is not None:
@@ -48,7 +51,10 @@ def predict(
 
 @commands.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    # --help goes to the server's own parser, which lists every flag
+    add_help_option=False,
 )
+@reports_errors
 def serve(ctx: typer.Context) -> None:
     """Start the KServe model server (V1 + V2 protocols) on registered or local models.
 
@@ -70,12 +76,11 @@ def export(
     root: Root = Path("."),
 ) -> None:
     """Copy a registered model into a directory with release.json (to bake into an image)."""
-    from tsops.serving.loader import ModelLoadError, export_model
+    from tsops.core.settings import load_settings
+    from tsops.registry.client import connect
+    from tsops.registry.loading import export_model
 
-    try:
-        release = export_model(reference, out, root)
-    except ModelLoadError as exc:
-        fail(str(exc))
+    release = export_model(connect(root, load_settings().mlflow_tracking_uri), reference, out)
     typer.echo(f"exported {release['name']} version {release['version']} -> {out}")
 
 
@@ -91,13 +96,15 @@ def forecast(
     root: Root = Path("."),
 ) -> None:
     """Batch forecasts of every series (the CronJob's job), same schema as the online answer."""
+    from tsops.core.settings import load_settings
+    from tsops.registry.loading import registry_for
     from tsops.serving.batch import batch_forecast
-    from tsops.serving.loader import ModelLoadError
 
-    try:
-        frame = batch_forecast(model, out, h=h, levels=level, tracking_root=root)
-    except ModelLoadError as exc:
-        fail(str(exc))
+    settings = load_settings()
+    registry = registry_for([model], root, settings.mlflow_tracking_uri)
+    frame = batch_forecast(
+        model, out, h=h, levels=level, registry=registry, default_version=settings.model_version
+    )
     typer.echo(f"{frame['unique_id'].nunique()} series x {frame['step'].max()} steps -> {out}")
 
 

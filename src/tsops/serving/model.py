@@ -1,28 +1,29 @@
 """The KServe model: one registered tsops model behind the V1 and V2 protocols.
 
 Follows kserve's own sklearnserver: ``__init__`` is cheap, ``load()`` loads and sets
-``ready``, bad input raises ``InvalidInput`` (HTTP 400), nothing else leaks out as a
-500. Forecasts without history come from a table computed once at load time (the
-model's cutoff never moves between requests), so the request path is a lookup.
+``ready`` (a model that cannot be loaded raises ``ModelLoadError`` to the server's
+entry point), bad input raises ``InvalidInput`` (HTTP 400, gRPC INVALID_ARGUMENT),
+nothing else leaks out as a 500. Forecasts without history come from a table
+computed once at load time (the model's cutoff never moves between requests), so the
+request path is a lookup.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InferenceError, InvalidInput
-from kserve.protocol.infer_type import InferRequest
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter
 
 from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, SeriesForecast
+from tsops.registry.loading import LoadedModel, load_model
 from tsops.serving.forecast_log import ForecastLog
-from tsops.serving.loader import LoadedModel, ModelLoadError, load_model
 from tsops.serving.requests import ForecastQuery, RequestError, parse_v1, parse_v2
 
 FORECASTS = Counter(
@@ -41,22 +42,25 @@ class ForecastModel(Model):
         name: str,
         reference: str,
         forecast_log: ForecastLog | None = None,
-        tracking_root: Path = Path("."),
+        registry: Any = None,
+        default_version: str | None = None,
     ):
         super().__init__(name)
         self.reference = reference
         self.forecast_log = forecast_log
-        self.tracking_root = tracking_root
+        # the MlflowClient for a models:/ reference (registry.loading.registry_for), and
+        # the version a local directory without release.json reports
+        self.registry = registry
+        self.default_version = default_version
         self.loaded: LoadedModel | None = None
         self.ready = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def load(self) -> bool:
-        try:
-            self.loaded = load_model(self.reference, self.tracking_root)
-        except ModelLoadError as exc:
-            raise InferenceError(f"model {self.name!r}: {exc}") from exc
+        self.loaded = load_model(
+            self.reference, self.registry, default_version=self.default_version
+        )
         spec = self.loaded.spec
         self.freq = spec["freq"]
         self.horizon = int(spec["horizon"])
@@ -116,8 +120,6 @@ class ForecastModel(Model):
             if isinstance(payload, bytes | bytearray):
                 payload = _json_body(payload)
             if isinstance(payload, InferRequest):
-                # the V2 protocol echoes the request's own id when it has one
-                kwargs["request_id"] = payload.id or kwargs["request_id"]
                 query = parse_v2(payload, **kwargs)
             else:
                 query = parse_v1(payload, **kwargs)
@@ -145,6 +147,8 @@ class ForecastModel(Model):
         if self.forecast_log is not None:
             # per-target records are built by the log's writer thread, off the request path
             self.forecast_log.append(self._log_meta(query), results)
+        if query.protocol == "grpc-v2":
+            return self._grpc_response(query, results)
         if query.protocol == "v2":
             return self._v2_response(query, results)
         return {
@@ -211,6 +215,34 @@ class ForecastModel(Model):
                 "parameters": None,
                 "outputs": outputs,
             }
+        )
+
+    def _grpc_response(self, query: ForecastQuery, results: list[dict[str, Any]]) -> InferResponse:
+        """The V2 answer for a gRPC request: the REST body's tensors as raw (binary)
+        contents, the form Triton answers in and tritonclient reads."""
+        n, h = len(results), query.h
+
+        def tensor(name: str, shape: list[int], datatype: str, data: list) -> InferOutput:
+            out = InferOutput(name, shape, datatype)
+            dtype = object if datatype == "BYTES" else np.float64
+            out.set_data_from_numpy(np.asarray(data, dtype=dtype).reshape(shape))
+            return out
+
+        outputs = [
+            tensor("unique_id", [n], "BYTES", [r["unique_id"] for r in results]),
+            tensor("cutoff", [n], "BYTES", [r["cutoff"] for r in results]),
+            tensor("ds", [n, h], "BYTES", [t for r in results for t in r["ds"]]),
+        ]
+        value_cols = [c for c in results[0] if c not in ("unique_id", "cutoff", "ds")]
+        for col in value_cols:
+            outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))
+        return InferResponse(
+            response_id=query.request_id,
+            model_name=self.name,
+            model_version=self.loaded.version,
+            infer_outputs=outputs,
+            from_grpc=True,
+            use_binary_outputs=True,
         )
 
     def _log_meta(self, query: ForecastQuery) -> dict[str, Any]:
