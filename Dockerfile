@@ -106,7 +106,7 @@ RUN set -eu; \
         --root /opt/overlay .; \
     python -m pip install -q --no-deps --no-build-isolation .; \
     python /usr/local/lib/tsops-build/serving-requirements.py check ${SERVING_EXCLUDE}; \
-    python -c 'import tsops.serving.server, tsops.serving.loader, tsops.registry.store, kserve, mlflow.pyfunc'; \
+    python -c 'import tsops.serving.server, tsops.serving.model_server, tsops.registry.loading, kserve, mlflow.pyfunc'; \
     rm -rf build src/*.egg-info
 
 # --------------------------------------------------------------------------- model
