@@ -242,6 +242,8 @@ if $build; then
     done
     export MLFLOW_TRACKING_URI=http://127.0.0.1:$port
     log "register $MODEL in the cluster's MLflow, export it, bake it into $image_name:$image_tag"
+    # the gate again, against this registry's champion: register publishes its verdict
+    "$venv/tsops" gate "$MODEL"
     "$venv/tsops" register "$MODEL"
     rm -rf build/cluster-model
     "$venv/tsops" export "models:/$MODEL@challenger" --out build/cluster-model
