@@ -92,6 +92,5 @@ def test_a_missing_or_stale_gate_is_refused_before_the_registry_is_asked(store, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # never asked
     result = CliRunner().invoke(app, ["register", NAME, "--root", str(store)])
     assert result.exit_code == 1, result.output
-    assert "nothing was registered" in result.stderr
-    assert "gate.json is missing" in result.stderr and "dvc repro" in result.stderr
+    assert "gate.json does not exist: run `dvc repro` (or `tsops gate tiny`)" in result.stderr
     assert "not reachable" not in result.stderr

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from tsops.core.errors import TsopsError
-from tsops.core.io import read_json
+from tsops.core.io import read_json, require
 from tsops.core.paths import ModelPaths
 from tsops.core.schema import ID_COL
 from tsops.registry.client import ensure_experiment
@@ -87,23 +87,17 @@ def read_stage_outputs(root: Path, name: str) -> StageOutputs:
     from tsops.pipeline.train import FORECASTER_FILE, SPEC_FILE
 
     paths = ModelPaths(Path(root), name)
-    rerun = f"run `dvc repro` (or `tsops gate {name}`) first"
-    if not (paths.models_root / name).is_dir():
-        raise StageOutputsError(f"no model folder {paths.models_root / name}")
-    for needed in (paths.model / SPEC_FILE, paths.model / FORECASTER_FILE, paths.metrics):
-        if not needed.exists():
-            raise StageOutputsError(f"{needed} is missing: run `dvc repro` first")
-    gate_file = paths.gate
-    if not gate_file.exists():
-        raise StageOutputsError(f"{gate_file} is missing (the gate has not judged it): {rerun}")
-    gate = read_json(gate_file)
+    require(paths.model / SPEC_FILE, f"tsops train {name}")
+    require(paths.model / FORECASTER_FILE, f"tsops train {name}")
+    require(paths.metrics, f"tsops evaluate {name}")
+    gate = read_json(require(paths.gate, f"tsops gate {name}"))
     recorded = gate.get("inputs") or {}
     stale = [f for f, digest in gate_inputs(paths.artifacts).items() if recorded.get(f) != digest]
     if stale:
         raise StageOutputsError(
-            f"{gate_file} was written for other files than {', '.join(stale)} of "
+            f"{paths.gate} was written for other files than {', '.join(stale)} of "
             f"{paths.artifacts} (they changed after the gate ran, or it recorded no inputs): "
-            f"{rerun}"
+            f"run `dvc repro` (or `tsops gate {name}`) first"
         )
     ids = pd.read_parquet(paths.data, columns=[ID_COL])[ID_COL].astype(str).unique()
     return StageOutputs(
@@ -116,9 +110,9 @@ def read_stage_outputs(root: Path, name: str) -> StageOutputs:
         ids=sorted(ids),
         artifacts=[
             paths.metrics,
-            gate_file,
+            paths.gate,
             paths.plots,
-            paths.artifacts / "tables",
+            paths.tables,
             paths.models_root / name,
         ],
     )
