@@ -7,7 +7,8 @@ global kind (one model across all series) is a ``Forecaster`` itself.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from tsops.forecasters.arima import ARIMA
 from tsops.forecasters.base import Forecaster, ForecastError, LocalModel, PerSeries
@@ -27,19 +28,32 @@ KINDS: dict[str, type[LocalModel] | type[Forecaster]] = {
 }
 
 #: set from model.yaml's top-level keys (and the runner), never from candidate params
-_RESERVED = ("freq", "season_length", "n_jobs")
+_RESERVED = ("freq", "season_length", "seed", "n_jobs")
+
+ForecasterFactory = Callable[[], Forecaster]
+
+
+class Candidate(Protocol):
+    """A model.yaml candidate: a kind and its hyperparameters."""
+
+    kind: str
+    params: Mapping[str, Any]
+
 
 __all__ = [
     "ARIMA",
     "ETS",
     "KINDS",
+    "Candidate",
     "ForecastError",
     "Forecaster",
+    "ForecasterFactory",
     "GlobalGBM",
     "PerSeries",
     "SeasonalNaive",
     "StatsForecastModel",
     "Theta",
+    "candidate_factories",
     "kind_params",
     "make_forecaster",
 ]
@@ -62,10 +76,13 @@ def make_forecaster(
     *,
     freq: str,
     season_length: int,
+    seed: int = 0,
     n_jobs: int | None = 1,
 ) -> Forecaster:
     """An unfitted forecaster of ``kind`` with hyperparameters ``params``.
 
+    ``seed`` goes to the kinds that draw random numbers (they take a ``seed``), so the
+    same model.yaml gives the same forecasts without seeding any global generator.
     Raises ``ValueError`` naming the kind or parameter when either is unknown (or a
     parameter value is invalid), listing the valid ones.
     """
@@ -84,6 +101,8 @@ def make_forecaster(
             f"forecaster kind {kind!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid parameters: {', '.join(valid) or 'none'}"
         )
+    if "seed" in inspect.signature(cls.__init__).parameters:
+        params["seed"] = seed
     try:
         if issubclass(cls, LocalModel):
             model = cls(season_length=season_length, **params)
@@ -91,6 +110,30 @@ def make_forecaster(
         return cls(freq=freq, season_length=season_length, n_jobs=n_jobs, **params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"forecaster kind {kind!r}: {exc}") from exc
+
+
+def candidate_factories(
+    candidates: Mapping[str, Candidate],
+    *,
+    freq: str,
+    season_length: int,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> dict[str, ForecasterFactory]:
+    """A zero-argument constructor of an unfitted forecaster per named candidate: the
+    backtest builds a fresh one per window, training one per member."""
+
+    def factory(candidate: Candidate) -> ForecasterFactory:
+        return lambda: make_forecaster(
+            candidate.kind,
+            dict(candidate.params),
+            freq=freq,
+            season_length=season_length,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
+
+    return {name: factory(candidate) for name, candidate in candidates.items()}
 
 
 def _kind_class(kind: str) -> type[LocalModel] | type[Forecaster]:

@@ -111,12 +111,6 @@ class Forecaster(ABC):
         """Last training timestamp per series."""
         return self._cutoffs_
 
-    def get_params(self) -> dict[str, Any]:
-        return dict(self._params)
-
-    def _remember_params(self, **params: Any) -> None:
-        self._params = params
-
 
 class LocalModel(ABC):
     """A forecasting model of one series, given as a float array on a regular grid."""
@@ -185,9 +179,6 @@ class PerSeries(Forecaster):
         self.model = model
         self.freq = freq
         self.n_jobs = n_jobs
-
-    def get_params(self) -> dict[str, Any]:
-        return {"model": type(self.model).__name__, **vars(self.model), "freq": self.freq}
 
     def fit(self, df: pd.DataFrame) -> Self:
         ids, arrays, ends = split_series(df)

@@ -35,9 +35,6 @@ class Combined(Forecaster):
         self.choice = choice or {}
         self.freq = next(iter(members.values())).freq
 
-    def get_params(self) -> dict:
-        return {"rule": self.rule, "members": sorted(self.members)}
-
     def fit(self, df: pd.DataFrame) -> Self:
         for member in self.members.values():
             member.fit(df)

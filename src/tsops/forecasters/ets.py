@@ -53,7 +53,8 @@ class ETS(NaiveFallback, CachedResults, LocalModel):
         Multiplicative seasonality needs a positive series and falls back to additive.
 
     Intervals are analytic (fpp3 formulas) for the linear models and come from 1000
-    seeded simulations for multiplicative ones. Initial states are estimated with
+    simulations seeded with ``seed`` (model.yaml's top-level ``seed``) for
+    multiplicative ones. Initial states are estimated with
     the smoothing parameters (more accurate on M3 than heuristic ones).
 
     ``update`` keeps every parameter and re-runs the filter. When the new series
@@ -66,6 +67,8 @@ class ETS(NaiveFallback, CachedResults, LocalModel):
     """
 
     min_length = 1
+    #: models pickled before the seed was a parameter simulated with seed 0
+    seed = 0
 
     def __init__(
         self,
@@ -74,6 +77,7 @@ class ETS(NaiveFallback, CachedResults, LocalModel):
         trend: str | None = "auto",
         damped_trend: bool = True,
         seasonal: str | None = "auto",
+        seed: int = 0,
     ):
         _check_choice("error", error, ("add", "mul"))
         _check_choice("trend", trend, (None, "add", "auto"))
@@ -85,6 +89,7 @@ class ETS(NaiveFallback, CachedResults, LocalModel):
         self.trend = trend
         self.damped_trend = bool(damped_trend)
         self.seasonal = seasonal
+        self.seed = int(seed)
 
     # -- fitting -----------------------------------------------------------------------
 
@@ -251,14 +256,14 @@ class ETS(NaiveFallback, CachedResults, LocalModel):
                 mean = np.asarray(pred.predicted_mean, dtype=float)
                 sd = np.sqrt(np.maximum(np.asarray(pred.forecast_variance, dtype=float), 0.0))
                 return tidy_intervals(gaussian_intervals(mean, sd, levels), levels)
-            # Multiplicative components have no closed-form variance; a fixed seed
+            # Multiplicative components have no closed-form variance; the model's seed
             # keeps the simulated intervals reproducible.
             pred = res.get_prediction(
                 start=n,
                 end=n + h - 1,
                 method="simulated",
                 simulate_repetitions=_SIMULATIONS,
-                rng=np.random.default_rng(0),
+                rng=np.random.default_rng(self.seed),
             )
             out = {MEAN_COL: np.asarray(pred.predicted_mean, dtype=float)}
             for level in levels:

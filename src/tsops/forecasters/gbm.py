@@ -10,7 +10,6 @@ from typing import Self
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from tsops.core.schema import (
@@ -20,6 +19,7 @@ from tsops.core.schema import (
     hi_col,
     lo_col,
     sort_frame,
+    to_offset,
 )
 from tsops.forecasters.base import (
     Forecaster,
@@ -76,7 +76,9 @@ class GlobalGBM(Forecaster):
     max_iter, learning_rate, max_leaf_nodes, max_depth, min_samples_leaf,
     l2_regularization, random_state:
         Passed to ``HistGradientBoostingRegressor`` (early stopping off, so the fit is
-        deterministic for a given ``random_state``).
+        deterministic for a given ``random_state``); ``random_state`` defaults to ``seed``.
+    seed:
+        The model's seed (model.yaml's top-level ``seed``).
     n_jobs:
         OpenMP threads for the tree fits; 1 unless a number above 1 is given.
     """
@@ -95,7 +97,8 @@ class GlobalGBM(Forecaster):
         max_depth: int | None = None,
         min_samples_leaf: int = 20,
         l2_regularization: float = 0.0,
-        random_state: int = 0,
+        random_state: int | None = None,
+        seed: int = 0,
         n_jobs: int | None = 1,
     ):
         if int(season_length) < 1:
@@ -116,20 +119,11 @@ class GlobalGBM(Forecaster):
             "max_depth": max_depth,
             "min_samples_leaf": int(min_samples_leaf),
             "l2_regularization": float(l2_regularization),
-            "random_state": int(random_state),
+            "random_state": int(seed if random_state is None else random_state),
         }
         self.n_jobs = n_jobs
         #: shortest gap-leaving history a forecast can start from: one scale window
         self.min_length = min_observations(self.spec)
-        self._remember_params(
-            freq=freq,
-            season_length=self.season_length,
-            lags=list(self.spec.lags),
-            windows=list(self.spec.windows),
-            calendar=calendar,
-            calibration_horizon=self.calibration_horizon,
-            **self.hyperparams,
-        )
 
     # -- fitting -----------------------------------------------------------------------
 

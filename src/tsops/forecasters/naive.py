@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Self
@@ -21,40 +23,25 @@ from tsops.forecasters.base import ForecastError, LocalModel, gaussian_intervals
 #: what a statsmodels fit raises on degenerate data (LinAlgError is a ValueError)
 NUMERIC_ERRORS = (ValueError, ArithmeticError, IndexError)
 
-_CONTROLLER = None  # threadpoolctl's view of the loaded BLAS, built on first use
-_PROCESS_QUIET = False  # set by quiet_process(): quiet() has nothing left to do
+
+@functools.cache
+def _blas():
+    """threadpoolctl's view of the loaded BLAS libraries (inspecting them costs ~ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
-def _controller():
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
-
-
-def quiet_process() -> None:
-    """Make the whole process what ``quiet()`` makes one fit: for a server that
-    forecasts on every request.
-
-    Entering ``quiet()`` per request costs more than a small forecast, and
-    ``warnings.catch_warnings()`` resets the warning registry each time, so every
-    "once" warning of the web stack is printed again after each request. Call after
-    statsmodels is imported (loading a model imports it): its import adds "always"
-    filters that would otherwise win.
-    """
-    global _PROCESS_QUIET
-    _controller().limit(limits=1, user_api="blas")  # stays in force: no ``with``
-    for module in (r"statsmodels\.", r"tsops\.forecasters\.", r"scipy\.", r"numpy\."):
-        warnings.filterwarnings("ignore", module=module)
-    np.seterr(all="ignore")
-    _PROCESS_QUIET = True
+# quiet() blocks open in this process: inside one, another has nothing left to do
+_open = 0
+_open_lock = threading.Lock()
+# the quiet() block quiet_process() opens and never closes
+_process_block = contextlib.ExitStack()
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Run one statsmodels fit or filter silently and on one BLAS thread.
+    """Run statsmodels / statsforecast fits and filters silently and on one BLAS thread.
 
     Thousands of series are fitted per run; warnings about one of them are noise
     in the logs, and the caller checks the result for finiteness instead. Import
@@ -64,17 +51,43 @@ def quiet() -> Iterator[None]:
     OpenBLAS threads spinning on a busy or CPU-limited machine (a pod, parallel
     test runs) made fits over ten times slower; series-level parallelism is
     ``PerSeries``' job.
+
+    Everything is restored when the block ends. Blocks nest: inside an open one, a
+    nested block changes nothing and costs nothing, so a caller that runs many fits
+    (or a server, see ``quiet_process``) may open one around all of them.
     """
-    if _PROCESS_QUIET:
-        yield
-        return
-    with (
-        _controller().limit(limits=1, user_api="blas"),
-        warnings.catch_warnings(),
-        np.errstate(all="ignore"),
-    ):
-        warnings.simplefilter("ignore")
-        yield
+    global _open
+    with _open_lock:
+        outer = _open == 0
+        _open += 1
+    try:
+        if not outer:
+            yield
+            return
+        with (
+            _blas().limit(limits=1, user_api="blas"),
+            warnings.catch_warnings(),
+            np.errstate(all="ignore"),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with _open_lock:
+            _open -= 1
+
+
+def quiet_process() -> None:
+    """Open a ``quiet()`` block for the rest of the process: for a server's entry point,
+    which forecasts on every request.
+
+    Entering ``quiet()`` per request costs more than a small forecast, and
+    ``warnings.catch_warnings()`` resets the warning registry each time, so every
+    "once" warning of the web stack would be printed again after each request. Only
+    the process's entry point may call this (a library function never does); call it
+    after statsmodels is imported (loading a model imports it): its import adds
+    "always" filters that would otherwise win.
+    """
+    _process_block.enter_context(quiet())
 
 
 def as_series(y: np.ndarray, what: str = "series") -> np.ndarray:
