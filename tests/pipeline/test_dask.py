@@ -97,12 +97,12 @@ def test_the_environment_variable_alone_sends_the_work_to_the_cluster(cluster, m
 
 def test_tsops_backtest_with_cluster_option(cluster, tmp_path: Path):
     from tsops.cli import app
-    from tsops.pipeline import steps
+    from tsops.pipeline import ingest
 
     (tmp_path / "models" / "tiny").mkdir(parents=True)
     tiny = TINY_MODEL.replace("series: 6", "series: 30")
     (tmp_path / "models" / "tiny" / "model.yaml").write_text(tiny)
-    steps.ingest(tmp_path, "tiny")
+    ingest.run(tmp_path, "tiny")
 
     args = ["backtest", "tiny", "--cluster", cluster.scheduler_address, "--root", str(tmp_path)]
     with (

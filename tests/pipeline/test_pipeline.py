@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
+from tsops.core.errors import UNAVAILABLE_EXIT
 
 pytestmark = pytest.mark.integration
 
@@ -34,22 +35,25 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
     assert any((repo / "dvc-storage").rglob("*")), "local DVC remote is empty after push"
 
     out = run(["dvc", "repro"], repo).stdout
-    for stage in ("validate@tiny", "backtest@tiny", "train@tiny", "evaluate@tiny"):
+    for stage in ("validate@tiny", "backtest@tiny", "train@tiny", "evaluate@tiny", "gate@tiny"):
         assert stage in out
+    gate = json.loads((repo / "artifacts/tiny/gate.json").read_text())
+    assert gate["passed"] and gate["champion"] is None
+    assert set(gate["inputs"]) == {"metrics.json", "model/forecaster.joblib", "model/spec.json"}
+    # only the gate runs again: the champion it compares with is outside DVC
     again = run(["dvc", "repro"], repo).stdout
-    assert "up to date" in again.lower(), again
-    assert "Running stage" not in again
+    assert again.count("Running stage") == 1 and "Running stage 'gate@tiny'" in again, again
 
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     flat = json.dumps(metrics)
     assert "artifacts/tiny/metrics.json" in flat and "mase" in flat
 
-    # a change to gate thresholds touches no stage; a change to levels reruns the right ones
+    # a change to gate thresholds reruns the gate only; a change to levels the right ones
     config = repo / "models/tiny/model.yaml"
     config.write_text(
         config.read_text().replace("min_skill_vs_naive: -1.0", "min_skill_vs_naive: -0.9")
     )
-    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+    assert run(["dvc", "repro"], repo).stdout.count("Running stage") == 1
     config.write_text(config.read_text().replace("levels: [80, 95]", "levels: [80, 90]"))
     rerun = run(["dvc", "repro"], repo).stdout
     assert "Running stage 'backtest@tiny'" in rerun
@@ -100,6 +104,13 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
     gate = run(["tsops", "gate", "tiny"], repo).stdout
     assert "regression_vs_champion" in gate and "vs champion v1" in gate
     assert "gate: passed" in gate
+    # the champion is today's model: all of its backtests come from today's cv.parquet
+    assert "backtests reused for ets, theta; refitted: none" in gate
+    verdict = json.loads((repo / "artifacts/tiny/gate.json").read_text())
+    assert verdict["champion"]["version"] == "1"
+    assert verdict["champion"]["metrics"]["mase"] == pytest.approx(
+        json.loads((repo / "artifacts/tiny/metrics.json").read_text())["selected"]["mase"]
+    )
     bad = run(["tsops", "alias", "tiny", "champion", "7"], repo, check=False)
     assert bad.returncode != 0 and "no version 7" in bad.stderr
 
@@ -110,8 +121,13 @@ def test_tracking_server_down_registers_nothing(repo_copy):
     for step in ("validate", "backtest", "train", "evaluate"):
         run(["tsops", step, "tiny"], repo)
     down = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
+    # the gate cannot look up the champion: it says so and writes no verdict
+    gate = run(["tsops", "gate", "tiny"], repo, check=False, env=down)
+    assert gate.returncode == UNAVAILABLE_EXIT and "not reachable" in gate.stderr, gate.stderr
+    assert not (repo / "artifacts/tiny/gate.json").exists()
+    run(["tsops", "gate", "tiny", "--no-champion"], repo, env=down)
     result = run(["tsops", "register", "tiny"], repo, check=False, env=down)
-    assert result.returncode == 1
-    assert "not reachable" in result.stderr and "Nothing was registered" in result.stderr
+    assert result.returncode == UNAVAILABLE_EXIT
+    assert "not reachable" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (repo / "mlflow.db").exists()

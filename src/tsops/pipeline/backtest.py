@@ -1,7 +1,9 @@
-"""Rolling-origin cross-validation of every candidate in a model folder.
+"""The backtest stage: rolling-origin cross-validation of every candidate in a model
+folder, then the selection rule.
 
 Windows are counted back from each series' own end, so series of different lengths
-(or ending on different dates) are all tested on their latest data.
+(or ending on different dates) are all tested on their latest data. ``run`` is the
+stage's I/O; the rest is pure (frames in, frames out).
 """
 
 from __future__ import annotations
@@ -10,19 +12,22 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tsops.core import progress
-from tsops.core.config import ModelConfig
-from tsops.core.metrics import MODEL_COL, naive_scales
+from tsops.core.config import ModelConfig, load
+from tsops.core.io import atomic_dir, read_series, write_json, write_parquet
+from tsops.core.metrics import MAE_SCALE_COL, MODEL_COL, MSE_SCALE_COL, naive_scales, score
 from tsops.core.schema import CUTOFF_COL, ID_COL, TARGET_COL, TIME_COL, sort_frame
-from tsops.forecasters import Forecaster, make_forecaster
+from tsops.forecasters import ForecasterFactory, candidate_factories
+from tsops.pipeline.selection import select, with_rules
 
 log = logging.getLogger(__name__)
 
-ForecasterFactory = Callable[[], Forecaster]
+
+Progress = Callable[[str], None] | None
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ def scales_for(train: pd.DataFrame, season_length: int, cutoff_label: pd.Series)
     for uid, group in train.groupby(ID_COL, sort=True):
         mae, mse = naive_scales(group[TARGET_COL].to_numpy(dtype=float), season_length)
         rows.append((uid, cutoff_label[uid], mae, mse))
-    return pd.DataFrame(rows, columns=[ID_COL, CUTOFF_COL, "mae_scale", "mse_scale"])
+    return pd.DataFrame(rows, columns=[ID_COL, CUTOFF_COL, MAE_SCALE_COL, MSE_SCALE_COL])
 
 
 def cross_validation(
@@ -137,40 +142,17 @@ def cross_validation(
     return cv, pd.concat(scale_parts, ignore_index=True)
 
 
-def candidate_factories(
-    config: ModelConfig, names: Sequence[str] | None = None, n_jobs: int | None = None
-) -> dict[str, ForecasterFactory]:
-    """A zero-argument constructor per candidate declared in model.yaml."""
-    factories = {}
-    for name in names or list(config.candidates):
-        spec = config.candidates[name]
-
-        def factory(spec=spec) -> Forecaster:
-            return make_forecaster(
-                spec.kind,
-                dict(spec.params),
-                freq=config.freq,
-                season_length=config.season_length,
-                n_jobs=n_jobs,
-            )
-
-        factories[name] = factory
-    return factories
-
-
-def run_backtest(
+def on_windows(
     df: pd.DataFrame,
+    factories: dict[str, ForecasterFactory],
     config: ModelConfig,
-    n_jobs: int | None = None,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: Progress = None,
     tracker: progress.Tracker | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cross-validate every candidate of ``config`` on ``df`` (``tracker``: see
-    ``cross_validation``)."""
-    np.random.seed(config.seed)
+    """``cross_validation`` of ``factories`` on the windows, levels and season of ``config``."""
     return cross_validation(
         df,
-        candidate_factories(config, n_jobs=n_jobs),
+        factories,
         h=config.horizon,
         n_windows=config.backtest.windows,
         step=config.step,
@@ -180,3 +162,69 @@ def run_backtest(
         on_progress=on_progress,
         tracker=tracker,
     )
+
+
+def run_backtest(
+    df: pd.DataFrame,
+    config: ModelConfig,
+    n_jobs: int | None = None,
+    on_progress: Progress = None,
+    tracker: progress.Tracker | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cross-validate every candidate of ``config`` on ``df`` (``tracker``: see
+    ``cross_validation``)."""
+    factories = candidate_factories(
+        config.candidates,
+        freq=config.freq,
+        season_length=config.season_length,
+        seed=config.seed,
+        n_jobs=n_jobs,
+    )
+    return on_windows(df, factories, config, on_progress, tracker)
+
+
+def candidate_summary(tracker: progress.Tracker, overall: pd.DataFrame) -> dict[str, dict]:
+    """Per candidate: series fitted, seconds, series/s, and backtest sMAPE / MASE
+    (``overall``: metrics indexed by model)."""
+    out = {}
+    for name, stats in tracker.steps.items():
+        row = overall.loc[name] if name in overall.index else None
+        rate = stats.rate
+        out[name] = {
+            "series": stats.items,
+            "seconds": round(stats.seconds, 3),
+            "series_per_s": round(rate, 2) if rate is not None else None,
+            "smape": None if row is None else round(float(row["smape"]), 4),
+            "mase": None if row is None else round(float(row["mase"]), 4),
+        }
+    return out
+
+
+def run(root: Path, name: str, n_jobs: int | None = None, progress_to: Progress = None) -> dict:
+    """The backtest stage: backtest, select and write ``artifacts/<name>/backtest/``
+    (``cv.parquet``: every candidate's and every rule's forecasts; ``scales.parquet``;
+    ``selection.json``).
+
+    Returns the selection (``rule``, ``members``), the wall ``seconds`` and, per
+    candidate, the series fitted (windows x series), the seconds spent fitting and
+    forecasting them, the rate and the backtest sMAPE and MASE (``candidates``).
+    """
+    config, paths = load(root, name)
+    df = read_series(paths)
+    tracker = progress.Tracker(description=f"backtest {name}")
+    cv, scales = run_backtest(df, config, n_jobs, progress_to, tracker)
+    selection = select(cv, scales, config)
+    # the candidates' own scores, for the closing table; evaluate scores the rules
+    overall = score(cv, scales, config.levels)["overall"].set_index(MODEL_COL)
+    cv = with_rules(cv, scales, config)
+    with atomic_dir(paths.backtest) as tmp:
+        # the folder is replaced whole: its files are named as ModelPaths names them
+        write_parquet(cv, tmp / paths.cv.name)
+        write_parquet(scales, tmp / paths.scales.name)
+        write_json(selection.to_dict(), tmp / paths.selection.name)
+    return {
+        "rule": selection.rule,
+        "members": selection.members,
+        "seconds": round(tracker.elapsed, 3),
+        "candidates": candidate_summary(tracker, overall),
+    }

@@ -11,10 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from tsops.core.errors import fail, reports_errors
+from tsops.core.errors import TsopsError, reports_errors
 from tsops.core.options import Cluster, Jobs, ModelName, Root
 
 commands = typer.Typer()
+
+
+class UsageError(TsopsError):
+    """Arguments that contradict each other."""
+
+
+class GateFailed(TsopsError):
+    """The gate refused the candidate; ``gate.json`` says why."""
 
 
 @contextlib.contextmanager
@@ -23,10 +31,14 @@ def fitting(cluster: str | None) -> Iterator[Any]:
     processes if neither), with progress on stderr; yields the progress sink."""
     from tsops.core import progress
     from tsops.core.parallel import use_cluster
+    from tsops.core.settings import load_settings
 
+    settings = load_settings()
     with (
-        use_cluster(cluster) as client,
-        progress.reporting(progress.sink_for(sys.stderr)) as sink,
+        use_cluster(cluster or settings.dask_scheduler, settings.dask_timeout) as client,
+        progress.reporting(
+            progress.sink_for(sys.stderr, settings.progress_interval, settings.term)
+        ) as sink,
     ):
         if client is not None:
             threads = client.nthreads()
@@ -35,6 +47,13 @@ def fitting(cluster: str | None) -> Iterator[Any]:
                 f"({len(threads)} workers, {sum(threads.values())} threads)"
             )
         yield sink
+
+
+def _jobs(n_jobs: int | None) -> int | None:
+    """``--n-jobs``, else TSOPS_N_JOBS (``None``: all cores)."""
+    from tsops.core.settings import load_settings
+
+    return load_settings().n_jobs if n_jobs is None else n_jobs
 
 
 def _summary_table(candidates: dict[str, dict]) -> str:
@@ -58,8 +77,21 @@ def _summary_table(candidates: dict[str, dict]) -> str:
 
 @commands.command("models")
 @reports_errors
-def models_cmd(root: Root = Path(".")) -> None:
-    """List the model folders and what each declares."""
+def models_cmd(
+    kinds: Annotated[
+        bool, typer.Option("--kinds", help="list the forecaster kinds a candidate can name")
+    ] = False,
+    root: Root = Path("."),
+) -> None:
+    """List the model folders and what each declares (or, with --kinds, the forecaster
+    kinds and their parameters)."""
+    if kinds:
+        from tsops.forecasters import KINDS, kind_params
+
+        for kind in sorted(KINDS):
+            params = ", ".join(f"{k}={v!r}" for k, v in kind_params(kind).items())
+            typer.echo(f"{kind:<16} {params or '(no parameters)'}")
+        return
     from tsops.core.config import list_models, load_model_config
 
     for name in list_models(root / "models"):
@@ -96,13 +128,13 @@ def ingest(
     written if validation fails.
     """
     from tsops.core.config import list_models
-    from tsops.pipeline import steps
+    from tsops.pipeline import ingest as stage
 
     if all_models == (model is not None):
-        fail("name one model or pass --all")
+        raise UsageError("name one model or pass --all")
     names = list_models(root / "models") if all_models else [model]
     for name in names:
-        report = steps.ingest(root, name, file, id_col, time_col, target_col, fill, out)
+        report = stage.run(root, name, file, id_col, time_col, target_col, fill, out)
         typer.echo(
             f"{name}: {report['n_series']} series, {report['n_observations']} rows "
             f"{report['start']}..{report['end']} -> {report['path']}"
@@ -118,10 +150,11 @@ def validate(
     ] = None,
     root: Root = Path("."),
 ) -> None:
-    """Check a model's data: duplicates, gaps, NaN, types, lengths (first pipeline stage)."""
-    from tsops.pipeline import steps
+    """Check a model's data against its model.yaml: duplicates, gaps, NaN, types, lengths
+    (first pipeline stage)."""
+    from tsops.pipeline import validate as stage
 
-    report = steps.validate(root, model, data)
+    report = stage.run(root, model, data)
     typer.echo(f"{model}: valid, {report['n_series']} series, {report['n_observations']} rows")
 
 
@@ -135,10 +168,10 @@ def backtest(
     Shows progress on stderr and ends with a table of time, series/s, sMAPE and MASE
     per candidate.
     """
-    from tsops.pipeline import steps
+    from tsops.pipeline import backtest as stage
 
     with fitting(cluster) as sink:
-        result = steps.backtest(root, model, n_jobs, progress=sink.message)
+        result = stage.run(root, model, _jobs(n_jobs), sink.message)
     typer.echo(_summary_table(result["candidates"]))
     typer.echo(
         f"{model}: rule {result['rule']}, members {', '.join(result['members'])} "
@@ -152,10 +185,10 @@ def train(
     model: ModelName, n_jobs: Jobs = None, cluster: Cluster = None, root: Root = Path(".")
 ) -> None:
     """Fit the selected model on all data; save it under artifacts/<model>/model/."""
-    from tsops.pipeline import steps
+    from tsops.pipeline import train as stage
 
     with fitting(cluster):
-        result = steps.train(root, model, n_jobs)
+        result = stage.run(root, model, _jobs(n_jobs))
     typer.echo(
         f"{model}: trained {result['rule']} of {', '.join(result['members'])} "
         f"(cutoff {result['cutoff']})"
@@ -165,10 +198,10 @@ def train(
 @commands.command()
 @reports_errors
 def evaluate(model: ModelName, root: Root = Path(".")) -> None:
-    """Write metrics.json and plots from the backtest (for dvc metrics/plots)."""
-    from tsops.pipeline import steps
+    """Write metrics.json, tables and plots from the backtest (for dvc metrics/plots)."""
+    from tsops.pipeline import evaluate as stage
 
-    doc = steps.evaluate_step(root, model)
+    doc = stage.run(root, model)
     sel = doc["selected"]
     typer.echo(
         f"{model}: MASE {sel['mase']:.4f} sMAPE {sel['smape']:.2f} "
@@ -183,17 +216,41 @@ def gate(
     no_champion: Annotated[
         bool, typer.Option("--no-champion", help="skip the comparison with the registry's champion")
     ] = False,
+    n_jobs: Jobs = None,
     cluster: Cluster = None,
     root: Root = Path("."),
 ) -> None:
-    """Compare the candidate with seasonal naive and the champion; exit 1 when it fails.
+    """Compare the candidate with seasonal naive and the champion; write
+    artifacts/<model>/gate.json, then exit 1 if the gate failed.
 
-    The champion's method is backtested again on today's data (on --cluster if given).
+    The champion's candidates that today's model.yaml also declares are taken from
+    today's backtest; the others are backtested again on its windows (on --cluster if
+    given).
     """
-    from tsops.pipeline import steps
+    from tsops.core.paths import ModelPaths
+    from tsops.core.settings import load_settings
+    from tsops.pipeline import gate as stage
 
+    tracking_uri = None if no_champion else load_settings().mlflow_tracking_uri
     with fitting(cluster):
-        result = steps.gate(root, model, against_champion=not no_champion)
+        result = stage.run(
+            root,
+            model,
+            against_champion=not no_champion,
+            tracking_uri=tracking_uri,
+            n_jobs=_jobs(n_jobs),
+        )
     typer.echo(result.table())
+    champion = result.champion
+    if champion is not None:
+        reused = ", ".join(champion.reused) or "none"
+        refitted = ", ".join(champion.refitted) or "none"
+        typer.echo(
+            f"champion v{champion.version} on today's windows: backtests reused for "
+            f"{reused}; refitted: {refitted}"
+        )
     if not result.passed:
-        raise typer.Exit(1)
+        failed = ", ".join(c.name for c in result.failed)
+        raise GateFailed(
+            f"{model}: the gate failed ({failed}); the verdict is in {ModelPaths(root, model).gate}"
+        )

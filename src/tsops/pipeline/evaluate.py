@@ -1,38 +1,30 @@
-"""Backtest metrics and plots of a model folder, in the files DVC tracks.
+"""The evaluate stage: backtest metrics, tables and plots in the files DVC tracks.
 
 ``metrics.json`` is what ``dvc metrics show/diff`` reads; the CSV files under
-``plots/`` are what ``dvc plots show/diff`` draws; the PNGs are for people.
+``plots/`` are what ``dvc plots show/diff`` draws; the PNGs are for people; the
+tables under ``tables/`` hold every model's metrics per series, per horizon step
+and overall. ``run`` is the stage's I/O; the rest is pure.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: CI and servers have no display
-
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from tsops.core.config import ModelConfig
-from tsops.core.io import atomic_path, write_json
-from tsops.core.metrics import (
-    MODEL_COL,
-    STEP_COL,
-    overall,
-    per_horizon,
-    per_series,
-    pointwise_errors,
-)
+from tsops.core.config import ModelConfig, load
+from tsops.core.figures import save_png, subplots
+from tsops.core.io import atomic_dir, atomic_path, read_series, require, write_json
+from tsops.core.metrics import MODEL_COL, STEP_COL, score
 from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
 from tsops.pipeline.selection import RULES, SELECTED
 
-
-def score(cv: pd.DataFrame, scales: pd.DataFrame, levels) -> dict[str, pd.DataFrame]:
-    points = pointwise_errors(cv, scales, levels)
-    series = per_series(points)
-    return {"overall": overall(series), "per_series": series, "per_horizon": per_horizon(points)}
+#: what each table of ``tables/`` holds, by file name
+TABLES = {
+    "per_series.csv": "per_series",
+    "per_horizon.csv": "per_horizon",
+    "overall.csv": "overall",
+}
 
 
 def metrics_document(scores: dict[str, pd.DataFrame], config: ModelConfig) -> dict:
@@ -89,7 +81,7 @@ def write_plots(
         with atomic_path(out_dir / "forecast.csv") as tmp:
             forecast_table(cv, df, first_uid, level).to_csv(tmp, index=False, float_format="%.6g")
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     for model in by_horizon.columns[1:]:
         ax.plot(
             by_horizon[STEP_COL],
@@ -102,12 +94,12 @@ def write_plots(
     ax.set(xlabel="horizon step", ylabel="MASE", title=f"{config.name}: backtest error by horizon")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, out_dir / "error_by_horizon.png")
+    save_png(fig, out_dir / "error_by_horizon.png")
 
     uids = sorted(df[ID_COL].unique())[:n_panels]
     cols = 2
     rows = (len(uids) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False)
     sel = cv[cv[MODEL_COL] == SELECTED]
     for ax, uid in zip(axes.flat, uids, strict=False):
         series = df[df[ID_COL] == uid]
@@ -128,26 +120,21 @@ def write_plots(
     for ax in list(axes.flat)[len(uids) :]:
         ax.axis("off")
     fig.suptitle(f"{config.name}: backtest forecasts ({SELECTED}, {level:g}% interval)")
-    _save(fig, out_dir / "forecast.png")
+    save_png(fig, out_dir / "forecast.png")
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-
-
-def evaluate(
-    cv: pd.DataFrame,
-    scales: pd.DataFrame,
-    df: pd.DataFrame,
-    config: ModelConfig,
-    metrics_path: Path,
-    plots_dir: Path,
-) -> dict:
+def run(root: Path, name: str) -> dict:
+    """The evaluate stage: score the backtest of ``artifacts/<name>/backtest/`` once and
+    write ``metrics.json``, ``plots/`` and ``tables/``; returns the metrics document."""
+    config, paths = load(root, name)
+    df = read_series(paths)
+    cv = pd.read_parquet(require(paths.cv, f"tsops backtest {name}"))
+    scales = pd.read_parquet(require(paths.scales, f"tsops backtest {name}"))
     scores = score(cv, scales, config.levels)
     document = metrics_document(scores, config)
-    write_plots(cv, df, scores, config, plots_dir)
-    write_json(document, metrics_path)
+    write_plots(cv, df, scores, config, paths.plots)
+    with atomic_dir(paths.tables) as tmp:
+        for file, table in TABLES.items():
+            scores[table].to_csv(tmp / file, index=False, float_format="%.6g")
+    write_json(document, paths.metrics)
     return document

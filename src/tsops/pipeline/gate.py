@@ -1,15 +1,29 @@
-"""The gate a trained candidate passes before it may become ``challenger``.
+"""The gate stage: may the trained candidate become ``challenger``?
 
-Compares the candidate's backtest with seasonal naive and, when there is one, with
-the current champion's method re-run on the same windows of the same data, using
-the thresholds in model.yaml.
+The candidate's backtest is compared with seasonal naive and, when the registry has
+one, with the current champion's method run on the same windows of the same data,
+using the thresholds in model.yaml. The verdict is written to ``gate.json``, which
+``tsops register`` publishes and obeys; it never judges again.
+
+The champion's metrics are computed once, here, on today's backtest windows: each of
+its candidates that today's model.yaml also declares (same kind, parameters, season
+and seed) is taken from the backtest's ``cv.parquet``; only the others are fitted
+again. Its rule is then re-run as the backtest runs today's (leave one window out).
+``run`` is the stage's I/O; the rest is pure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from tsops.core.config import GateConfig
+import pandas as pd
+
+from tsops.core import progress
+from tsops.core.config import CandidateConfig, GateConfig, ModelConfig, load
+from tsops.core.io import read_json, read_series, require, write_json
+from tsops.core.metrics import MODEL_COL, score
+from tsops.pipeline.selection import ENSEMBLES, Selection, rule_cv
 
 
 @dataclass(frozen=True)
@@ -21,13 +35,30 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The registry's champion scored on today's windows: its ``metrics`` (``mase``,
+    ``smape``, ``rmsse``, ``coverage-<level>``), and which of its candidates' backtests
+    were ``reused`` from today's or ``refitted``."""
+
+    version: str
+    metrics: dict[str, float]
+    reused: list[str] = field(default_factory=list)
+    refitted: list[str] = field(default_factory=list)
+
+
 @dataclass
 class GateResult:
     checks: list[Check] = field(default_factory=list)
+    champion: Champion | None = None
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
 
     def table(self) -> str:
         header = f"{'check':<28} {'value':>10} {'threshold':>10}  result  detail"
@@ -41,9 +72,11 @@ class GateResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
+        """What ``gate.json`` holds (besides the ``inputs`` the stage adds)."""
         return {
             "passed": self.passed,
-            "checks": [c.__dict__ for c in self.checks],
+            "checks": [asdict(c) for c in self.checks],
+            "champion": None if self.champion is None else asdict(self.champion),
         }
 
 
@@ -52,11 +85,10 @@ def evaluate_gate(
     baseline: dict[str, float],
     gate: GateConfig,
     levels: list[float],
-    champion: dict[str, float] | None = None,
-    champion_version: str | None = None,
+    champion: Champion | None = None,
 ) -> GateResult:
     """Each metric dict holds ``mase`` and ``coverage-<level>`` from the same backtest."""
-    result = GateResult()
+    result = GateResult(champion=champion)
     skill = 1 - candidate["mase"] / baseline["mase"]
     result.checks.append(
         Check(
@@ -91,15 +123,169 @@ def evaluate_gate(
                 )
             )
     if champion is not None:
-        regression = candidate["mase"] / champion["mase"] - 1
+        regression = candidate["mase"] / champion.metrics["mase"] - 1
         result.checks.append(
             Check(
                 "regression_vs_champion",
                 regression,
                 gate.max_regression_vs_champion,
                 regression <= gate.max_regression_vs_champion,
-                f"MASE {candidate['mase']:.4f} vs champion v{champion_version} "
-                f"{champion['mase']:.4f} on the same windows",
+                f"MASE {candidate['mase']:.4f} vs champion v{champion.version} "
+                f"{champion.metrics['mase']:.4f} on the same windows",
             )
         )
     return result
+
+
+# ------------------------------------------------------------- the champion, on today's windows
+
+
+@dataclass(frozen=True)
+class ChampionMethod:
+    """How the champion forecasts, from the spec its training run logged: its
+    candidates, the selection (rule, metric, members, choice), season and seed."""
+
+    version: str
+    candidates: dict[str, CandidateConfig]
+    selection: Selection
+    season_length: int
+    seed: int
+
+    @classmethod
+    def from_spec(cls, version: str, spec: dict) -> ChampionMethod:
+        # spec["config"] holds the keys the train stage tracks; versions registered
+        # before it did hold the whole model.yaml, whose selection had the metric
+        config = spec["config"]
+        selection = dict(spec["selection"])
+        selection.setdefault("metric", config.get("selection", {}).get("metric", "mase"))
+        return cls(
+            version=str(version),
+            candidates={
+                name: CandidateConfig.model_validate(c) for name, c in config["candidates"].items()
+            },
+            selection=Selection.from_dict(selection),
+            season_length=int(config["season_length"]),
+            seed=int(config.get("seed", 0)),
+        )
+
+    @property
+    def needed(self) -> list[str]:
+        """The candidates its rule reads: an ensemble's members, or all it chose from."""
+        if self.selection.rule in ENSEMBLES:
+            return list(self.selection.members)
+        return list(self.candidates)
+
+
+def plan_champion(method: ChampionMethod, config: ModelConfig) -> tuple[dict[str, str], list[str]]:
+    """Which of the champion's needed candidates today's backtest already ran (champion
+    name -> today's name: same kind and parameters, built with the same season and
+    seed) and which must be fitted again."""
+    same_build = (method.season_length, method.seed) == (config.season_length, config.seed)
+    reuse, refit = {}, []
+    for name in method.needed:
+        today = next(
+            (
+                t
+                for t, c in config.candidates.items()
+                if same_build and c == method.candidates[name]
+            ),
+            None,
+        )
+        if today is None:
+            refit.append(name)
+        else:
+            reuse[name] = today
+    return reuse, refit
+
+
+def champion_on_windows(
+    method: ChampionMethod,
+    config: ModelConfig,
+    df: pd.DataFrame,
+    cv: pd.DataFrame,
+    scales: pd.DataFrame,
+    n_jobs: int | None = None,
+    tracker: progress.Tracker | None = None,
+) -> Champion:
+    """The champion's method on today's backtest windows (``cv``, ``scales``: today's
+    backtest of ``df``): its candidates' rows taken from ``cv`` where ``plan_champion``
+    finds them and fitted again otherwise, its rule re-run on them, scored on today's
+    scales and levels."""
+    from tsops.forecasters import candidate_factories
+    from tsops.pipeline.backtest import on_windows
+
+    reuse, refit = plan_champion(method, config)
+    parts = [
+        cv[cv[MODEL_COL] == today].assign(**{MODEL_COL: name}) for name, today in reuse.items()
+    ]
+    if refit:
+        factories = candidate_factories(
+            {name: method.candidates[name] for name in refit},
+            freq=config.freq,
+            season_length=method.season_length,
+            seed=method.seed,
+            n_jobs=n_jobs,
+        )
+        refitted, _ = on_windows(df, factories, config, tracker=tracker)
+        parts.append(refitted)
+    selection = method.selection
+    honest = rule_cv(
+        pd.concat(parts, ignore_index=True),
+        scales,
+        selection.rule,
+        candidates=list(method.candidates),
+        members=selection.members,
+        metric=selection.metric,
+        levels=config.levels,
+    )
+    overall = score(honest, scales, config.levels)["overall"].set_index(MODEL_COL)
+    metrics = {k: float(v) for k, v in overall.loc[selection.rule].items()}
+    return Champion(method.version, metrics, reused=sorted(reuse), refitted=sorted(refit))
+
+
+def run(
+    root: Path,
+    name: str,
+    *,
+    against_champion: bool = True,
+    tracking_uri: str | None = None,
+    n_jobs: int | None = None,
+) -> GateResult:
+    """The gate stage: judge ``metrics.json`` (and the champion, from the registry at
+    ``tracking_uri``, unless ``against_champion`` is false) and write ``gate.json``.
+
+    ``gate.json`` is written whether the gate passed or not, with the sha256 of the
+    files it judged (``inputs``), so ``tsops register`` can say why it refuses and can
+    tell a verdict about other files.
+    """
+    from tsops.registry.publish import gate_inputs
+
+    config, paths = load(root, name)
+    metrics = read_json(require(paths.metrics, f"tsops evaluate {name}"))
+    champion = None
+    if against_champion:
+        found = _champion_spec(root, name, tracking_uri)
+        if found is not None:
+            method = ChampionMethod.from_spec(*found)
+            champion = champion_on_windows(
+                method,
+                config,
+                read_series(paths),
+                pd.read_parquet(require(paths.cv, f"tsops backtest {name}")),
+                pd.read_parquet(require(paths.scales, f"tsops backtest {name}")),
+                n_jobs,
+                progress.Tracker(description=f"gate {name}: champion v{method.version}"),
+            )
+    result = evaluate_gate(
+        metrics["selected"], metrics["baseline"], config.gate, config.levels, champion
+    )
+    write_json(result.to_dict() | {"inputs": gate_inputs(paths.artifacts)}, paths.gate)
+    return result
+
+
+def _champion_spec(root: Path, name: str, tracking_uri: str | None) -> tuple[str, dict] | None:
+    """The champion's version and spec, from the registry (``None`` without a champion)."""
+    from tsops.registry.client import connect
+    from tsops.registry.versions import champion_spec
+
+    return champion_spec(connect(root, tracking_uri), name)

