@@ -291,3 +291,20 @@ def test_every_stage_lists_exactly_the_code_it_imports(staged):
         optional = _GATE_REFIT if name == "gate" else set()
         assert imported <= listed, f"{name} imports {sorted(imported - listed)}, not listed"
         assert listed - optional <= imported, f"{name} lists {sorted(listed - imported)}"
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def test_models_lists_the_folders_and_with_kinds_the_forecaster_kinds(staged_tiny):
+    from typer.testing import CliRunner
+
+    from tsops.cli import app
+    from tsops.forecasters import KINDS
+
+    listed = CliRunner().invoke(app, ["models", "--root", str(staged_tiny)])
+    assert listed.exit_code == 0 and listed.stdout.startswith(f"{MODEL} ")
+    kinds = CliRunner().invoke(app, ["models", "--kinds"])
+    assert kinds.exit_code == 0
+    assert [line.split()[0] for line in kinds.stdout.splitlines()] == sorted(KINDS)
+    assert "damped_trend=True" in kinds.stdout

@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from tsops.core.errors import TsopsError
 from tsops.forecasters.arima import ARIMA
 from tsops.forecasters.base import Forecaster, ForecastError, LocalModel, PerSeries
 from tsops.forecasters.ets import ETS
@@ -33,6 +34,10 @@ _RESERVED = ("freq", "season_length", "seed", "n_jobs")
 ForecasterFactory = Callable[[], Forecaster]
 
 
+class CandidateError(TsopsError, ValueError):
+    """A candidate that names an unknown kind or parameter, or gives an invalid value."""
+
+
 class Candidate(Protocol):
     """A model.yaml candidate: a kind and its hyperparameters."""
 
@@ -45,6 +50,7 @@ __all__ = [
     "ETS",
     "KINDS",
     "Candidate",
+    "CandidateError",
     "ForecastError",
     "Forecaster",
     "ForecasterFactory",
@@ -83,7 +89,7 @@ def make_forecaster(
 
     ``seed`` goes to the kinds that draw random numbers (they take a ``seed``), so the
     same model.yaml gives the same forecasts without seeding any global generator.
-    Raises ``ValueError`` naming the kind or parameter when either is unknown (or a
+    Raises ``CandidateError`` naming the kind or parameter when either is unknown (or a
     parameter value is invalid), listing the valid ones.
     """
     cls = _kind_class(kind)
@@ -91,13 +97,13 @@ def make_forecaster(
     valid = kind_params(kind)
     reserved = sorted(set(params) & set(_RESERVED))
     if reserved:
-        raise ValueError(
+        raise CandidateError(
             f"forecaster kind {kind!r}: {', '.join(reserved)} cannot be set in params; "
-            "it comes from the model's top-level freq / season_length"
+            "it comes from model.yaml's top level (freq, season_length, seed) or --n-jobs"
         )
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise ValueError(
+        raise CandidateError(
             f"forecaster kind {kind!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid parameters: {', '.join(valid) or 'none'}"
         )
@@ -109,7 +115,7 @@ def make_forecaster(
             return PerSeries(model, freq=freq, n_jobs=n_jobs)
         return cls(freq=freq, season_length=season_length, n_jobs=n_jobs, **params)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"forecaster kind {kind!r}: {exc}") from exc
+        raise CandidateError(f"forecaster kind {kind!r}: {exc}") from exc
 
 
 def candidate_factories(
@@ -140,6 +146,6 @@ def _kind_class(kind: str) -> type[LocalModel] | type[Forecaster]:
     try:
         return KINDS[kind]
     except KeyError:
-        raise ValueError(
+        raise CandidateError(
             f"unknown forecaster kind {kind!r}; valid kinds: {', '.join(sorted(KINDS))}"
         ) from None
