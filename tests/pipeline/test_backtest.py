@@ -11,8 +11,7 @@ from tsops.pipeline.backtest import cross_validation, split_at, windows
 from tsops.pipeline.selection import (
     RULES,
     SELECTED,
-    ensemble_members,
-    rule_cv,
+    configured_rule_cv,
     select,
     with_rules,
 )
@@ -110,19 +109,6 @@ def _config(rule):
     return parse_model_config(CONFIG.replace("RULE", rule))
 
 
-def _rule_cv(cv, scales, config, rule):
-    """``rule_cv`` with the candidates, members and metric of ``config``."""
-    return rule_cv(
-        cv,
-        scales,
-        rule,
-        candidates=list(config.candidates),
-        members=ensemble_members(config),
-        metric=config.selection.metric,
-        levels=config.levels,
-    )
-
-
 def _trend_and_flat_cv():
     """s0 trends (Last wins), s1 is noise around a level (Mean wins)."""
     rng = np.random.default_rng(1)
@@ -150,7 +136,7 @@ def test_per_series_selection_picks_each_series_winner():
 def test_rules_are_scored_on_held_out_windows():
     _, cv, scales = _trend_and_flat_cv()
     config = _config("per_series")
-    honest = _rule_cv(cv, scales, config, "per_series")
+    honest = configured_rule_cv(cv, scales, config, "per_series")
     assert len(honest) == 2 * 3 * 3  # one forecast per series, window and step
     full = with_rules(cv, scales, config)
     assert set(full["model"]) == {"mean", "last", *RULES, SELECTED}
@@ -161,7 +147,9 @@ def test_rules_are_scored_on_held_out_windows():
 def test_median_ensemble_of_two_is_their_mean():
     _, cv, scales = _trend_and_flat_cv()
     config = parse_model_config(CONFIG.replace("RULE", "median_ensemble, members: [mean, last]"))
-    ens = _rule_cv(cv, scales, config, "median_ensemble").sort_values(["unique_id", "ds", "cutoff"])
+    ens = configured_rule_cv(cv, scales, config, "median_ensemble").sort_values(
+        ["unique_id", "ds", "cutoff"]
+    )
     pair = cv.pivot_table(index=["unique_id", "ds", "cutoff"], columns="model", values="mean")
     np.testing.assert_allclose(ens["mean"].to_numpy(), pair.mean(axis=1).to_numpy())
 
@@ -180,7 +168,9 @@ def test_ensembles_of_three_take_the_median_or_the_mean():
                 "  last:", "  zero: {kind: seasonal_naive}\n  last:"
             )
         )
-        ens = _rule_cv(cv3, scales, config, rule).sort_values(["unique_id", "ds", "cutoff"])
+        ens = configured_rule_cv(cv3, scales, config, rule).sort_values(
+            ["unique_id", "ds", "cutoff"]
+        )
         np.testing.assert_allclose(ens["mean"].to_numpy(), expected.to_numpy())
         assert (ens["lo-80"] <= ens["mean"]).all() and (ens["mean"] <= ens["hi-80"]).all()
 

@@ -134,19 +134,26 @@ def select(cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig) -> Selec
     return Selection(rule, members, {str(k): str(v) for k, v in choice.items()}, metric)
 
 
+def configured_rule_cv(
+    cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig, rule: str
+) -> pd.DataFrame:
+    """``rule_cv`` of ``rule`` with the candidates, members and metric of ``config``."""
+    return rule_cv(
+        cv,
+        scales,
+        rule,
+        candidates=list(config.candidates),
+        members=ensemble_members(config),
+        metric=config.selection.metric,
+        levels=config.levels,
+    )
+
+
 def with_rules(cv: pd.DataFrame, scales: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
     """``cv`` plus honest forecasts of every rule; the configured one also as ``selected``."""
     parts = [cv]
     for rule in RULES:
-        part = rule_cv(
-            cv,
-            scales,
-            rule,
-            candidates=list(config.candidates),
-            members=ensemble_members(config),
-            metric=config.selection.metric,
-            levels=config.levels,
-        )
+        part = configured_rule_cv(cv, scales, config, rule)
         parts.append(part)
         if rule == config.selection.rule:
             parts.append(part.assign(**{MODEL_COL: SELECTED}))
