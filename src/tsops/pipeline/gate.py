@@ -183,18 +183,11 @@ def plan_champion(method: ChampionMethod, config: ModelConfig) -> tuple[dict[str
     same_build = (method.season_length, method.seed) == (config.season_length, config.seed)
     reuse, refit = {}, []
     for name in method.needed:
-        today = next(
-            (
-                t
-                for t, c in config.candidates.items()
-                if same_build and c == method.candidates[name]
-            ),
-            None,
-        )
-        if today is None:
-            refit.append(name)
+        same = [t for t, c in config.candidates.items() if c == method.candidates[name]]
+        if same_build and same:
+            reuse[name] = same[0]
         else:
-            reuse[name] = today
+            refit.append(name)
     return reuse, refit
 
 
