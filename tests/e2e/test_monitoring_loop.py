@@ -11,6 +11,11 @@ forecast request (with the recent history) before each. Three replays:
   is detected, the trigger fires, the retraining branch is prepared (once), the
   retrained challenger passes the gate, and served beside the champion over the next
   12 months it beats it (canary verdict promote).
+
+The trained repository (its registry holding the naive canary and the champion) is
+built once per test run and each test replays on a copy of its own. The actuals arrive
+from outside the repository (source/ is not tracked: the retraining branch carries the
+data snapshot, data.dvc, not the source file).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import GIT_IDENTITY, copy_repo, run
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
+from tests.helpers.commands import GIT_IDENTITY, IN_SERIES, run
+from tests.helpers.once import built_once, copy_built
+from tests.helpers.tiny import copy_repo
 from tests.serving.serving_fixtures import Server
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
@@ -100,8 +107,8 @@ def write_actuals(repo: Path, panel: pd.DataFrame, held_back: int) -> pd.Timesta
 
 def train_and_register(repo: Path, model_yaml: str, alias: str) -> None:
     (repo / "models" / MODEL / "model.yaml").write_text(model_yaml)
-    run(["tsops", "ingest", MODEL], repo)
-    run(["dvc", "repro", "-q", f"train@{MODEL}", f"evaluate@{MODEL}"], repo)
+    run(["tsops", "ingest", MODEL], repo, env=IN_SERIES)
+    run(["dvc", "repro", "-q"], repo, env=IN_SERIES)
     run(["tsops", "register", MODEL, "--alias", alias], repo)
 
 
@@ -142,21 +149,28 @@ def serve(repo: Path, log_dir: Path, models: dict[str, str]) -> Server:
 
 
 def monitor(repo: Path, *args: str, check: bool = True):
-    return run(["tsops", *args, "--root", str(repo)], repo, check=check, env=GIT_IDENTITY)
+    env = {**GIT_IDENTITY, **IN_SERIES}
+    return run(["tsops", *args, "--root", str(repo)], repo, check=check, env=env)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A repo whose registry holds the naive canary (v1) and the champion (v2)."""
-    repo = copy_repo(tmp_path_factory.mktemp("loop") / "repo", MODEL, SIM_MODEL)
-    panel = m3_panel()
-    write_actuals(repo, panel, REPLAYED + CONTINUED)
+def _train_both(folder: Path) -> None:
+    repo = copy_repo(folder / "repo", MODEL, SIM_MODEL)
+    with (repo / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write("/source/\n")
+    write_actuals(repo, m3_panel(), REPLAYED + CONTINUED)
     train_and_register(repo, NAIVE_MODEL, "canary")
     train_and_register(repo, SIM_MODEL, "champion")
     run(["dvc", "add", "-q", "data"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "champion trained"], repo, env=GIT_IDENTITY)
-    return repo, panel
+
+
+@pytest.fixture
+def trained(tmp_path_factory, tmp_path):
+    """A repo whose registry holds the naive canary (v1) and the champion (v2): a copy
+    of one built once per test run."""
+    template = built_once(tmp_path_factory, "monitoring-loop", _train_both) / "repo"
+    return copy_built(template, tmp_path / "repo"), m3_panel()
 
 
 def test_no_break_no_alarm_and_a_worse_canary_is_rolled_back(trained, crds):  # noqa: F811

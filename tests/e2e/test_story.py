@@ -9,6 +9,10 @@ changes under it; the steps people run by hand (README "Deploying") are the same
 commands. Real git (branches, merges, tags, a bare origin), real DVC, a real MLflow
 registry (SQLite in the temporary directory) and real `kubectl kustomize` renders.
 
+Every command is the process a user or a workflow runs; `tsops` is forked from one that
+has imported everything already (tests/helpers/warm.py), and six series are fitted
+without worker processes (TSOPS_N_JOBS=1).
+
 After every change, Argo CD's sync and KServe's canary revisions are played on the renders
 (tests/deploy/cluster_model.py, which cites the behaviour it assumes), and the test
 asserts what each environment SERVES: which release takes which share, what the CronJobs
@@ -30,9 +34,9 @@ import pytest
 from mlflow import MlflowClient
 from ruamel.yaml import YAML
 
-from tests.conftest import ROOT, run
 from tests.deploy.cluster_model import Cluster, application
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
+from tests.helpers.commands import IN_SERIES, ROOT, run
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
 
@@ -81,10 +85,18 @@ class Story:
         self.timings: dict[str, float] = {}
         self._start = time.perf_counter()
 
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """A developer's shell here: the shared registry, six series fitted in series."""
+        return {
+            **GIT_IDENTITY,
+            **IN_SERIES,
+            "MLFLOW_TRACKING_URI": self.registry_uri,
+            **(extra or {}),
+        }
+
     def sh(self, *cmd: str, env: dict[str, str] | None = None) -> str:
         """A command in the repository, from a shell that uses the shared registry."""
-        full = {**GIT_IDENTITY, "MLFLOW_TRACKING_URI": self.registry_uri, **(env or {})}
-        return run(list(cmd), self.repo, env=full).stdout
+        return run(list(cmd), self.repo, env=self.env(env)).stdout
 
     def git(self, *args: str) -> str:
         return self.sh("git", *args).strip()

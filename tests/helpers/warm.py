@@ -1,0 +1,350 @@
+"""A warm ``tsops``: the tests' ``tsops`` processes forked from one that has imported
+everything, instead of each importing MLflow, pandas and statsmodels anew.
+
+A ``tsops`` process spends 5-7 s of CPU importing before its command starts (MLflow
+alone is ~4 s) and the command itself often takes a tenth of that; the story and
+monitoring-loop tests run dozens, directly, from workflow scripts in bash, and as DVC's
+stage commands. Here one server process per pytest worker imports once; a small
+``tsops`` client on PATH hands it its arguments, environment, working directory and
+standard streams (the file descriptors themselves), and the server forks a child
+that runs ``tsops.cli.app`` exactly as the installed console script does, in that
+directory, with that environment, writing to those streams. The client forwards
+signals to the child and exits with its exit code. So a command still runs in a process
+of its own, sees only what a fresh one would, and exits like one: only the imports
+are shared. Every fork starts from the same state (the server runs no command itself).
+
+``TSOPS_TEST_COLD=1`` runs every command in a fresh interpreter instead; so does the
+client whenever the server cannot be reached.
+
+Run as ``python -m tests.helpers.warm SOCKET``: it prints ``ready`` once imported.
+"""
+
+from __future__ import annotations
+
+import array
+import atexit
+import builtins
+import contextlib
+import importlib
+import io
+import json
+import os
+import pkgutil
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+import types
+from pathlib import Path
+
+#: imported lazily inside tsops' commands, so walking tsops' modules misses them
+HEAVY = (
+    "mlflow",
+    "mlflow.pyfunc",
+    "mlflow.tracking",
+    "mlflow.artifacts",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "alembic",
+    "sqlalchemy",
+    "pandas",
+    "pyarrow.parquet",
+    "statsmodels.api",
+    "statsmodels.tsa.api",
+    "scipy.stats",
+    "joblib",
+    "matplotlib",
+    "evidently",
+    "lightgbm",
+    "httpx",
+    "ruamel.yaml",
+    "pydantic_settings",
+)
+
+COLD_ENV = "TSOPS_TEST_COLD"
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+def preload() -> None:
+    """Import tsops' modules and the libraries its commands import when they run.
+    Modules that fail to import are skipped: the command that needs one fails in the
+    child just as it would in a fresh process."""
+    import tsops
+
+    for name in HEAVY:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    for module in pkgutil.walk_packages(tsops.__path__, "tsops."):
+        if module.name.endswith("__main__"):
+            continue
+        with contextlib.suppress(Exception):
+            importlib.import_module(module.name)
+
+
+def serve(path: str) -> None:
+    preload()
+    if threading.active_count() != 1:
+        # forking a process with other threads could copy a lock one of them holds
+        names = [t.name for t in threading.enumerate()]
+        print(f"not warm: threads {names} started while importing", flush=True)
+        print(
+            f"tsops (warm test server): threads {names} started while importing; "
+            "the tests run tsops cold",
+            file=sys.stderr,
+        )
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while True:
+        conn, _ = server.accept()
+        try:
+            request, fds = _receive(conn)
+        except (OSError, ValueError):
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:
+            server.close()
+            _child(conn, request, fds)  # never returns
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    size_data, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_LEN(3 * 4))
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    (size,) = struct.unpack("!I", size_data)
+    payload = b""
+    while len(payload) < size:
+        chunk = conn.recv(size - len(payload))
+        if not chunk:
+            raise ValueError("client went away")
+        payload += chunk
+    if len(fds) != 3:
+        raise ValueError("expected stdin, stdout and stderr")
+    return json.loads(payload), list(fds)
+
+
+def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """In the forked child: become the client's process, run the command, exit."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(
+                sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler
+            )
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        _fresh_streams()
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        _as_the_console_script(request["main"], request["argv"][1:])
+        conn.sendall(f"pid {os.getpid()}\n".encode())
+        code = _run_app()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            conn.sendall(f"exit {code}\n".encode())
+        os._exit(code)
+
+
+def _as_the_console_script(script: str, args: list[str]) -> None:
+    """``__main__`` and ``sys.argv`` as when the installed ``tsops`` script runs: click
+    names the program after them, and worker processes (joblib, multiprocessing)
+    re-import ``__main__`` from its file."""
+    main = types.ModuleType("__main__")
+    main.__file__ = script
+    main.__spec__ = None
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv = [script, *args]
+
+
+def _fresh_streams() -> None:
+    """sys.stdin/stdout/stderr on the received descriptors, buffered as a fresh
+    interpreter would buffer them (line by line on a terminal)."""
+    # they live as long as the process: no context manager
+    stdin, stdout, stderr = (
+        open(fd, mode, closefd=False)  # noqa: SIM115
+        for fd, mode in ((0, "rb"), (1, "wb"), (2, "wb"))
+    )
+    sys.stdin = io.TextIOWrapper(stdin, encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(stdout, encoding="utf-8", line_buffering=os.isatty(1))
+    sys.stderr = io.TextIOWrapper(
+        stderr, encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+
+
+def _run_app() -> int:
+    """What the console script and the interpreter's exit do: ``sys.exit(app())``, a
+    traceback and 1 for an uncaught exception, then threads joined and atexit run."""
+    from tsops.cli import app
+
+    try:
+        try:
+            app()
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads, as at exit
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    return code
+
+
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    print(value, file=sys.stderr)
+    return 1
+
+
+# -- the client and its start ------------------------------------------------------------
+
+CLIENT = """\
+#!{python} -S
+# tsops for the tests: runs the command in a child of the warm server at {socket}
+# (tests/helpers/warm.py), or the installed tsops when the server is not there.
+import array, json, os, signal, socket, struct, sys
+
+def cold():
+    os.execv({tsops!r}, [{tsops!r}, *sys.argv[1:]])
+
+if os.environ.get({cold!r}):
+    cold()
+try:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect({socket!r})
+except OSError:
+    cold()
+request = {{"argv": sys.argv, "main": {tsops!r}, "env": dict(os.environ), "cwd": os.getcwd()}}
+payload = json.dumps(request).encode()
+conn.sendmsg(
+    [struct.pack("!I", len(payload))],
+    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))],
+)
+conn.sendall(payload)
+reader = conn.makefile("r")
+pid = None
+def forward(signum, frame):
+    if pid is None:
+        sys.exit(128 + signum)
+    os.kill(pid, signum)
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, forward)
+code = 1
+for line in reader:
+    word, _, value = line.strip().partition(" ")
+    if word == "pid":
+        pid = int(value)
+    elif word == "exit":
+        code = int(value)
+        break
+else:
+    sys.stderr.write("tsops (warm test server): the command ended without an exit code\\n")
+sys.exit(code)
+"""
+
+
+class Warm:
+    """The warm server of this process and the folder with its ``tsops`` client."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.shims = folder / "bin"
+        self.shims.mkdir(exist_ok=True)
+        self.socket = str(folder / "tsops.sock")
+        self.log = folder / "server.log"
+        root = Path(__file__).resolve().parents[2]
+        self._log = open(self.log, "w")  # noqa: SIM115 - lives as long as the server
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.warm", self.socket],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+        client = self.shims / "tsops"
+        client.write_text(
+            CLIENT.format(
+                python=sys.executable,
+                socket=self.socket,
+                tsops=str(Path(sys.executable).parent / "tsops"),
+                cold=COLD_ENV,
+            )
+        )
+        client.chmod(0o755)
+        self.ready = False
+
+    def wait(self, timeout: float = 300) -> bool:
+        """Whether the server came up (else the client runs cold commands)."""
+        waiting = not self.ready and self.proc.poll() is None and self.proc.stdout
+        if waiting and select.select([self.proc.stdout], [], [], timeout)[0]:
+            self.ready = self.proc.stdout.readline().strip() == "ready"
+        return self.ready
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        self._log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_warm: Warm | None = None
+
+
+def shim_dir() -> Path | None:
+    """The folder to put first on PATH for warm ``tsops`` commands, starting the server
+    on first use (once per process); None when cold commands were asked for."""
+    global _warm
+    if os.environ.get(COLD_ENV):
+        return None
+    if _warm is None:
+        import tempfile
+
+        _warm = Warm(Path(tempfile.mkdtemp(prefix="tsops-warm-")))
+        atexit.register(_warm.stop)
+    return _warm.shims if _warm.wait() else None
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
