@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from tests.helpers.commands import run
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +61,11 @@ PLATFORM = {"gh", "cosign", "docker", "kubectl"}
 #         `gh pr create`, or fast-forwards deploy/production (switch, add, commit, push).
 #   uv    `uv tool run` of the pinned zizmor, as this file runs it.
 #   jq    only inside `$(...)`, to read the registry version out of reviewed.json.
+#   status=$? ... exit "${status:-0}"  a step that must finish its report whatever a
+#         command's outcome (train.yml's gate) keeps that command's exit status for its end.
 # No curl: the CRDs that `tsops manifests validate` needs are vendored in manifests/crds.
-GLUE = {"echo", "git", "uv"}
+KEEP_STATUS, END_WITH_STATUS = "status=$?", ["exit", "${status:-0}"]
+GLUE = {"echo", "git", "uv", KEEP_STATUS, "exit"}
 GIT_SUBCOMMANDS = {"switch", "add", "commit", "push"}
 # kubectl (e2e.yml only) waits for, patches and shows cluster objects.
 KUBECTL_SUBCOMMANDS = {"wait", "patch", "get"}
@@ -227,6 +232,12 @@ def test_every_command_is_a_project_command_or_allowed_glue():
 def test_glue_is_used_only_for_its_purpose():
     for where, words in by_program("echo"):
         assert ">" in words or ">>" in words, f"{where}: echo only writes into a file"
+    for where, words in by_program("exit"):
+        assert words == END_WITH_STATUS, f'{where}: only `exit "${{status:-0}}"` ends a step'
+    for where, _, step in steps():
+        kept = f"|| {KEEP_STATUS}" in step.get("run", "")
+        ends = step.get("run", "").rstrip().endswith('exit "${status:-0}"')
+        assert kept == ends, f"{where}: keep a status with `|| status=$?` and end with it"
     for where, words in by_program("git"):
         sub = next(w for w in words[1:] if not w.startswith("-") and "=" not in w)
         assert sub in GIT_SUBCOMMANDS, f"{where}: git {sub} is not needed to open a PR"
@@ -274,10 +285,8 @@ def _subcommand(words: list[str]) -> list[str]:
 
 @cache
 def _help(program: str, *path: str) -> tuple[int, str]:
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
-    result = subprocess.run(
-        [str(BIN / program), *path, "--help"], capture_output=True, text=True, env=env
-    )
+    env = {"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
+    result = run([program, *path, "--help"], ROOT, check=False, env=env)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -322,9 +331,11 @@ def test_no_workflow_fetches_crds_and_validation_uses_the_vendored_ones():
 def test_train_fails_its_check_when_the_gate_fails():
     train = workflows()["train"]["jobs"]["train"]["steps"]
     gate = next(s for s in train if s.get("id") == "gate")
-    assert "tsops gate" in gate["run"] and gate.get("continue-on-error") is True
+    # the gate stage, once; its verdict goes into the report before the step fails
+    assert 'dvc repro "gate@$MODEL" || status=$?' in gate["run"]
+    assert gate.get("continue-on-error") is True
     assert train[-1].get("if") == "steps.gate.outcome == 'failure'"
-    assert train[-1]["run"].startswith("tsops gate")
+    assert train[-1]["run"].startswith('tsops register "$MODEL" --dry-run')
 
 
 def test_production_promotion_waits_for_the_environment():

@@ -43,13 +43,17 @@ GIT_IDENTITY = {
 IN_SERIES = {"TSOPS_N_JOBS": "1"}
 
 
+#: programs that may start tsops: the first of them a test runs starts the warm server
+MAY_RUN_TSOPS = {"tsops", "dvc", "bash", "sh", "make"}
+
+
 def run(
     cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run a command of the venv (tsops, dvc) with its output captured for assertions.
     ``tsops``, also when a script or DVC runs it, is the warm one (tests/helpers/warm.py)."""
     path = [str(BIN), os.environ["PATH"]]
-    shims = warm.shim_dir()
+    shims = warm.shim_dir(start=Path(cmd[0]).name in MAY_RUN_TSOPS)
     if shims is not None:
         path.insert(0, str(shims))
     full_env = {**os.environ, "PATH": os.pathsep.join(path), **(env or {})}

@@ -256,13 +256,16 @@ conn.sendmsg(
 conn.sendall(payload)
 reader = conn.makefile("r")
 pid = None
+forwarded = None
 def forward(signum, frame):
+    global forwarded
     if pid is None:
         sys.exit(128 + signum)
+    forwarded = signum
     os.kill(pid, signum)
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(sig, forward)
-code = 1
+code = None
 for line in reader:
     word, _, value = line.strip().partition(" ")
     if word == "pid":
@@ -270,8 +273,13 @@ for line in reader:
     elif word == "exit":
         code = int(value)
         break
-else:
+if code is None and forwarded:
+    # the child was ended by the signal it was sent: end the same way
+    signal.signal(forwarded, signal.SIG_DFL)
+    os.kill(os.getpid(), forwarded)
+if code is None:
     sys.stderr.write("tsops (warm test server): the command ended without an exit code\\n")
+    code = 1
 sys.exit(code)
 """
 
@@ -332,11 +340,12 @@ class Warm:
 _warm: Warm | None = None
 
 
-def shim_dir() -> Path | None:
+def shim_dir(start: bool = True) -> Path | None:
     """The folder to put first on PATH for warm ``tsops`` commands, starting the server
-    on first use (once per process); None when cold commands were asked for."""
+    on first use (once per process) if ``start``; None when cold commands were asked
+    for, or the server is not started."""
     global _warm
-    if os.environ.get(COLD_ENV):
+    if os.environ.get(COLD_ENV) or (_warm is None and not start):
         return None
     if _warm is None:
         import tempfile
