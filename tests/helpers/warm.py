@@ -12,6 +12,8 @@ directory, with that environment, writing to those streams. The client forwards
 signals to the child and exits with its exit code. So a command still runs in a process
 of its own, sees only what a fresh one would, and exits like one: only the imports
 are shared. Every fork starts from the same state (the server runs no command itself).
+``python()`` is the same for ``python -m tsops.serving``, the model server (~10 s of
+imports before it answers).
 
 ``TSOPS_TEST_COLD=1`` runs every command in a fresh interpreter instead; so does the
 client whenever the server cannot be reached.
@@ -30,6 +32,7 @@ import io
 import json
 import os
 import pkgutil
+import runpy
 import select
 import shutil
 import signal
@@ -40,6 +43,8 @@ import sys
 import threading
 import traceback
 import types
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 #: imported lazily inside tsops' commands, so walking tsops' modules misses them
@@ -156,9 +161,12 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
-        _as_the_console_script(request["main"], request["argv"][1:])
         conn.sendall(f"pid {os.getpid()}\n".encode())
-        code = _run_app()
+        if request.get("module"):
+            code = _as_interpreter_exit(partial(_run_module, request["module"], request["argv"]))
+        else:
+            _as_the_console_script(request["main"], request["argv"][1:])
+            code = _as_interpreter_exit(_run_app)
     except BaseException:
         with contextlib.suppress(Exception):
             traceback.print_exc()
@@ -199,14 +207,25 @@ def _fresh_streams() -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
 
 
-def _run_app() -> int:
-    """What the console script and the interpreter's exit do: ``sys.exit(app())``, a
-    traceback and 1 for an uncaught exception, then threads joined and atexit run."""
+def _run_app() -> None:
+    """What the installed console script does."""
     from tsops.cli import app
 
+    sys.exit(app())
+
+
+def _run_module(module: str, args: list[str]) -> None:
+    """What ``python -m module args`` does once the interpreter is up."""
+    sys.argv = ["-m", *args]  # runpy puts the module's file in place of "-m"
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _as_interpreter_exit(main: Callable[[], None]) -> int:
+    """Run ``main`` as the interpreter runs a program: its exit code, a traceback and
+    1 for an uncaught exception, then threads joined and atexit functions run."""
     try:
         try:
-            app()
+            main()
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc.code)
@@ -233,12 +252,24 @@ def _exit_code(value: object) -> int:
 
 CLIENT = """\
 #!{python} -S
-# tsops for the tests: runs the command in a child of the warm server at {socket}
-# (tests/helpers/warm.py), or the installed tsops when the server is not there.
+# For the tests: `tsops ARGS`, or `tsops-python -m MODULE ARGS`, run in a child of the
+# warm server at {socket} (tests/helpers/warm.py); the installed tsops, or python, when
+# the server is not there.
 import array, json, os, signal, socket, struct, sys
 
+request = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}}
+if os.path.basename(sys.argv[0]) == "tsops-python":
+    fresh = [{python!r}, *sys.argv[1:]]
+    if sys.argv[1:2] == ["-m"] and len(sys.argv) > 2:
+        request.update(module=sys.argv[2], argv=sys.argv[3:])
+    else:
+        os.execv(fresh[0], fresh)
+else:
+    fresh = [{tsops!r}, *sys.argv[1:]]
+    request.update(main={tsops!r})
+
 def cold():
-    os.execv({tsops!r}, [{tsops!r}, *sys.argv[1:]])
+    os.execv(fresh[0], fresh)
 
 if os.environ.get({cold!r}):
     cold()
@@ -247,7 +278,6 @@ try:
     conn.connect({socket!r})
 except OSError:
     cold()
-request = {{"argv": sys.argv, "main": {tsops!r}, "env": dict(os.environ), "cwd": os.getcwd()}}
 payload = json.dumps(request).encode()
 conn.sendmsg(
     [struct.pack("!I", len(payload))],
@@ -310,6 +340,7 @@ class Warm:
             cwd=root,
         )
         client = self.shims / "tsops"
+        python = self.shims / "tsops-python"
         client.write_text(
             CLIENT.format(
                 python=sys.executable,
@@ -319,6 +350,7 @@ class Warm:
             )
         )
         client.chmod(0o755)
+        python.symlink_to(client.name)
         self.ready = False
 
     def wait(self, timeout: float = 300) -> bool:
@@ -338,6 +370,13 @@ class Warm:
 
 
 _warm: Warm | None = None
+
+
+def python() -> str:
+    """The Python to run ``python -m tsops.serving`` (or any ``-m`` module of tsops)
+    with: warm when the tests' warm server is up, this interpreter otherwise."""
+    shims = shim_dir()
+    return str(shims / "tsops-python") if shims is not None else sys.executable
 
 
 def shim_dir(start: bool = True) -> Path | None:

@@ -7,12 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.helpers import warm
 from tests.helpers.tiny import build_model_dir
 
 __all__ = ["Server", "build_model_dir", "free_port"]
@@ -36,7 +36,7 @@ class Server:
         self.log_dir = log_dir
         self.output = log_dir.parent / f"server-{self.port}.log"
         cmd = [
-            sys.executable,
+            warm.python(),
             "-m",
             "tsops.serving",
             "--http_host",
