@@ -1,9 +1,9 @@
 """Shared fixtures: throwaway copies of the repository, the small test model trained
 once per test run, and the order the test files are handed to pytest-xdist's workers.
 
-The helpers live in tests/helpers/ (commands.py: running tsops and dvc; tiny.py: the
-small test model; once.py: building a fixture once for all workers); the names below
-are imported from here by older tests.
+The helpers live in tests/helpers/ (commands.py: running tsops and dvc, warm.py: the
+tsops processes forked warm, tiny.py: the small test model, once.py: building a fixture
+once for all workers); the names below are also imported from here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.commands import BIN, GIT_IDENTITY, ROOT, run, run_stages, tsops
-from tests.helpers.once import built_once, copy_built
+from tests.helpers.commands import BIN, GIT_IDENTITY, ROOT, run
+from tests.helpers.once import built_once
 from tests.helpers.tiny import TINY_MODEL, build_model_dir, copy_repo
 
 __all__ = ["BIN", "GIT_IDENTITY", "ROOT", "TINY_MODEL", "copy_repo", "run"]
@@ -39,9 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _mlflow_uri_kept():
-    """``mlflow.set_tracking_uri`` (which ``tsops.registry.store.client`` calls) also sets
-    ``MLFLOW_TRACKING_URI`` in the environment; without this, an in-process test's
-    temporary store would become every later subprocess's registry."""
+    """``mlflow.set_tracking_uri`` and ``set_registry_uri`` also set ``MLFLOW_TRACKING_URI``
+    and ``MLFLOW_REGISTRY_URI`` in the environment; tsops never calls them, but a test
+    that does (to load a model by ``models:/`` reference) would otherwise make its
+    temporary store every later subprocess's registry."""
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
@@ -56,29 +57,6 @@ def _mlflow_uri_kept():
 def repo_copy(tmp_path: Path) -> Path:
     """The tracked files of this repository in a new git repo, with one tiny model."""
     return copy_repo(tmp_path / "repo")
-
-
-def _train_tiny(folder: Path) -> None:
-    repo = copy_repo(folder / "repo")
-    tsops("ingest", "tiny", cwd=repo)
-    run(["dvc", "add", "-q", "data"], repo)
-    run_stages(repo, "tiny")
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "tiny: data and pipeline"], repo, env=GIT_IDENTITY)
-
-
-@pytest.fixture(scope="session")
-def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repo_copy whose tiny model is ingested (data.dvc) and through every pipeline
-    stage (dvc.lock, artifacts/tiny/), all committed; nothing registered. Built once
-    per test run: read it, or take ``trained_repo`` to change it."""
-    return built_once(tmp_path_factory, "trained-tiny", _train_tiny) / "repo"
-
-
-@pytest.fixture
-def trained_repo(trained_tiny: Path, tmp_path: Path) -> Path:
-    """A copy of ``trained_tiny`` of this test's own."""
-    return copy_built(trained_tiny, tmp_path / "repo")
 
 
 @pytest.fixture(scope="session")

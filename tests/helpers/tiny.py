@@ -8,8 +8,8 @@
 - ``build_model_dir``: the model trained and saved as an MLflow model folder, for the
   model server (made by the pipeline's own commands, in this process).
 
-conftest.py builds the trained variants once per test run (``trained_tiny``,
-``tiny_model_dir``); tests that change them get a copy.
+conftest.py's ``tiny_model_dir`` builds the model folder once per test run, for every
+xdist worker.
 """
 
 from __future__ import annotations

@@ -109,10 +109,16 @@ def serve(path: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(16)
+    server.settimeout(5)
+    parent = os.getppid()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    while True:
-        conn, _ = server.accept()
+    while os.getppid() == parent:  # the test process is gone: so is the server
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
         try:
             request, fds = _receive(conn)
         except (OSError, ValueError):
@@ -125,6 +131,8 @@ def serve(path: str) -> None:
         for fd in fds:
             os.close(fd)
         conn.close()
+    # ended without the test process's cleanup: leave no folder behind
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -133,16 +141,21 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    (size,) = struct.unpack("!I", size_data)
-    payload = b""
-    while len(payload) < size:
-        chunk = conn.recv(size - len(payload))
-        if not chunk:
-            raise ValueError("client went away")
-        payload += chunk
-    if len(fds) != 3:
-        raise ValueError("expected stdin, stdout and stderr")
-    return json.loads(payload), list(fds)
+    try:
+        (size,) = struct.unpack("!I", size_data)
+        payload = b""
+        while len(payload) < size:
+            chunk = conn.recv(size - len(payload))
+            if not chunk:
+                raise ValueError("client went away")
+            payload += chunk
+        if len(fds) != 3:
+            raise ValueError("expected stdin, stdout and stderr")
+        return json.loads(payload), list(fds)
+    except (OSError, ValueError, struct.error):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("a bad request") from None
 
 
 def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
