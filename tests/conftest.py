@@ -24,17 +24,19 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest-xdist hands whole files to its workers (--dist=loadfile) and by default
     # starts with the files holding the most tests; a run then ends waiting on a
     # one-test file of minutes started last. Keep the collection order instead, which
-    # pytest_collection_modifyitems below makes slowest-first.
+    # pytest_collection_modifyitems below makes longest-first.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with a test marked ``slow`` (minutes) first, so that the two workers start
-    on them and the short files fill in the gaps at the end (sorting is stable: the
-    rest keep their order)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    """Files with a test marked ``slow`` (a minute or more) first, then those marked
+    ``integration`` (real processes and services: seconds to tens of seconds), then the
+    unit tests, so that each worker starts on a long file and the short ones fill in
+    the gaps at the end (the sort is stable: files keep their order within a class)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    integration = {item.path for item in items if item.get_closest_marker("integration")}
+    items.sort(key=lambda item: (item.path not in slow, item.path not in integration))
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import warm
 from tests.helpers.commands import BIN, run
 
+pytestmark = pytest.mark.integration
 COLD = {warm.COLD_ENV: "1"}
 
 
