@@ -19,6 +19,8 @@ imports before it answers).
 client whenever the server cannot be reached.
 
 Run as ``python -m tests.helpers.warm SOCKET``: it prints ``ready`` once imported.
+The server, the client script it writes and their start live in this one module (a
+little over 400 lines) so that the protocol between them is read in one place.
 """
 
 from __future__ import annotations
