@@ -77,7 +77,7 @@ from tsops.pipeline.train import load_trained
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "m3-monthly"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "m3_monthly.json"
-PIPELINE = ("ingest", "validate", "backtest", "train", "evaluate", "register")
+PIPELINE = ("ingest", "validate", "backtest", "train", "evaluate", "gate", "register")
 #: fitted in the same run on the full training part, scored on the holdout:
 #: label -> (kind, params, the member it stands in for in a lever row, or None)
 REFERENCES = {
@@ -494,6 +494,7 @@ def run(args: argparse.Namespace, memory: MemorySampler, workdir: Path, log_file
     tsops("backtest", MODEL)
     tsops("train", MODEL)
     tsops("evaluate", MODEL)
+    tsops("gate", MODEL)
     tsops("register", MODEL)
     forecast_file = workdir / "forecast.parquet"
     tsops("forecast", "--model", f"models:/{MODEL}@challenger", "--out", str(forecast_file))

@@ -8,7 +8,6 @@ once for all workers); the names below are also imported from here.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -37,22 +36,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     integration = {item.path for item in items if item.get_closest_marker("integration")}
     items.sort(key=lambda item: (item.path not in slow, item.path not in integration))
-
-
-@pytest.fixture(autouse=True)
-def _mlflow_uri_kept():
-    """``mlflow.set_tracking_uri`` and ``set_registry_uri`` also set ``MLFLOW_TRACKING_URI``
-    and ``MLFLOW_REGISTRY_URI`` in the environment; tsops never calls them, but a test
-    that does (to load a model by ``models:/`` reference) would otherwise make its
-    temporary store every later subprocess's registry."""
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    before = {name: os.environ.get(name) for name in names}
-    yield
-    for name, value in before.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture

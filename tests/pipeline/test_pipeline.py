@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import socket
 
-import mlflow
 import pandas as pd
 import pytest
 
 from tests.conftest import run
 from tsops.core.errors import UNAVAILABLE_EXIT
+from tsops.registry.client import connect
+from tsops.registry.loading import load_pyfunc
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
+def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy):
     repo = repo_copy
     run(["tsops", "ingest", "--all"], repo)
     first_bytes = (repo / "data/tiny/series.parquet").read_bytes()
@@ -64,17 +65,13 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy, monkeypatch):
     again = run(["tsops", "register", "tiny"], repo)
     assert "already registered as version 1" in again.stdout
 
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    # an earlier test in this process may have set mlflow's global URIs, which win
-    # over the environment
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    model = mlflow.pyfunc.load_model("models:/tiny@challenger")
+    # the same store the commands used, through an explicit client: nothing global
+    client = connect(repo)
+    model = load_pyfunc(client, "models:/tiny@challenger")
     forecast = model.predict(pd.DataFrame({"unique_id": ["N1402"]}), params={"h": 4})
     assert forecast["unique_id"].tolist() == ["N1402"] * 4
     assert {"mean", "lo-80", "hi-90", "cutoff"} <= set(forecast.columns)
-    version = mlflow.MlflowClient().get_model_version_by_alias("tiny", "challenger")
+    version = client.get_model_version_by_alias("tiny", "challenger")
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     assert version.tags["tsops.git_commit"] == commit
     dvc_md5 = (repo / "data.dvc").read_text().split("md5: ")[1].split()[0]
