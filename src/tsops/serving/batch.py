@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from tsops.core.io import atomic_path
-from tsops.core.schema import ID_COL, TIME_COL
+from tsops.core.schema import CUTOFF_COL, ID_COL, TIME_COL
 from tsops.registry.loading import load_model
 from tsops.serving.requests import RequestError, check_levels
 
@@ -33,7 +33,7 @@ def batch_forecast(
     levels = check_levels(levels or spec["levels"], [], field="--level")
     frame = loaded.forecaster.predict(h, level=levels)
     cutoffs = loaded.forecaster.cutoffs_
-    frame.insert(1, "cutoff", frame[ID_COL].map(cutoffs))
+    frame.insert(1, CUTOFF_COL, frame[ID_COL].map(cutoffs))
     frame.insert(3, "step", frame.groupby(ID_COL).cumcount() + 1)
     frame["model_name"] = loaded.registered_name
     frame["model_version"] = loaded.version

@@ -43,7 +43,9 @@ def predict(
         params["h"] = h
     if level:
         params["level"] = level
-    forecast = pyfunc.predict(pd.DataFrame({"unique_id": ids}), params=params or None)
+    from tsops.core.schema import ID_COL
+
+    forecast = pyfunc.predict(pd.DataFrame({ID_COL: ids}), params=params or None)
     typer.echo(f"forecast from {ref}:")
     with pd.option_context("display.width", 160, "display.max_rows", 60):
         typer.echo(forecast.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
@@ -96,6 +98,7 @@ def forecast(
     root: Root = Path("."),
 ) -> None:
     """Batch forecasts of every series (the CronJob's job), same schema as the online answer."""
+    from tsops.core.schema import ID_COL
     from tsops.core.settings import load_settings
     from tsops.registry.loading import registry_for
     from tsops.serving.batch import batch_forecast
@@ -105,9 +108,11 @@ def forecast(
     frame = batch_forecast(
         model, out, h=h, levels=level, registry=registry, default_version=settings.model_version
     )
-    typer.echo(f"{frame['unique_id'].nunique()} series x {frame['step'].max()} steps -> {out}")
+    typer.echo(f"{frame[ID_COL].nunique()} series x {frame['step'].max()} steps -> {out}")
 
 
 def _example_ids(pyfunc) -> list[str]:
+    from tsops.core.schema import ID_COL
+
     example = pyfunc.input_example
-    return list(example["unique_id"]) if example is not None else []
+    return list(example[ID_COL]) if example is not None else []

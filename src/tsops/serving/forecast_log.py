@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from tsops.core.schema import TIME_COL
+
 #: how often the writer takes what the request path queued (see ``_run``)
 DRAIN_SECONDS = 0.1
 FORMATS = ("jsonl", "parquet")
@@ -105,7 +107,7 @@ class ForecastLog:
                     break
                 for result in results:
                     pending.append(self._encode(dict(meta, **result)))
-                    targets += len(result["ds"])
+                    targets += len(result[TIME_COL])
                 if targets >= self.max_batch:
                     self._write(pending, targets)
                     pending, targets = [], 0
@@ -149,11 +151,11 @@ class ForecastLog:
 
 def _expand(series: dict[str, Any]) -> list[dict[str, Any]]:
     """A logged series forecast as one record per target time (with its ``step``)."""
-    arrays = {k: v for k, v in series.items() if isinstance(v, list) and k != "ds"}
-    scalars = {k: v for k, v in series.items() if k not in arrays and k != "ds"}
+    arrays = {k: v for k, v in series.items() if isinstance(v, list) and k != TIME_COL}
+    scalars = {k: v for k, v in series.items() if k not in arrays and k != TIME_COL}
     return [
         dict(scalars, ds=ds, step=step + 1, **{k: float(v[step]) for k, v in arrays.items()})
-        for step, ds in enumerate(series["ds"])
+        for step, ds in enumerate(series[TIME_COL])
     ]
 
 
@@ -171,7 +173,7 @@ def read_forecast_log(directory: Path) -> Iterable[dict[str, Any]]:
             with open(path) as fh:
                 for line in fh:
                     logged = json.loads(line)
-                    if isinstance(logged.get("ds"), list):
+                    if isinstance(logged.get(TIME_COL), list):
                         yield from _expand(logged)
                     else:
                         yield logged

@@ -20,7 +20,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter
 
-from tsops.core.schema import MEAN_COL, hi_col, lo_col
+from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TIME_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, SeriesForecast
 from tsops.registry.loading import LoadedModel, load_model
 from tsops.serving.forecast_log import ForecastLog
@@ -74,7 +74,7 @@ class ForecastModel(Model):
     def get_input_types(self) -> list[dict]:
         """V2 metadata: the tensors a request may carry."""
         return [
-            {"name": "unique_id", "datatype": "BYTES", "shape": [-1]},
+            {"name": ID_COL, "datatype": "BYTES", "shape": [-1]},
             {"name": "history_unique_id", "datatype": "BYTES", "shape": [-1]},
             {"name": "history_ds", "datatype": "BYTES", "shape": [-1]},
             {"name": "history_y", "datatype": "FP64", "shape": [-1]},
@@ -83,9 +83,9 @@ class ForecastModel(Model):
 
     def get_output_types(self) -> list[dict]:
         outputs = [
-            {"name": "unique_id", "datatype": "BYTES", "shape": [-1]},
-            {"name": "cutoff", "datatype": "BYTES", "shape": [-1]},
-            {"name": "ds", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": ID_COL, "datatype": "BYTES", "shape": [-1]},
+            {"name": CUTOFF_COL, "datatype": "BYTES", "shape": [-1]},
+            {"name": TIME_COL, "datatype": "BYTES", "shape": [-1, -1]},
             {"name": MEAN_COL, "datatype": "FP64", "shape": [-1, -1]},
         ]
         for level in getattr(self, "levels", []):
@@ -161,7 +161,11 @@ class ForecastModel(Model):
 
     def _from_table(self, uid: str, h: int, levels: list[float]) -> dict[str, Any]:
         entry = self._table[uid]
-        out: dict[str, Any] = {"unique_id": uid, "cutoff": entry["cutoff"], "ds": entry["ds"][:h]}
+        out: dict[str, Any] = {
+            ID_COL: uid,
+            CUTOFF_COL: entry[CUTOFF_COL],
+            TIME_COL: entry[TIME_COL][:h],
+        }
         out[MEAN_COL] = entry[MEAN_COL][:h]
         for level in levels:
             out[lo_col(level)] = entry[lo_col(level)][:h]
@@ -200,11 +204,11 @@ class ForecastModel(Model):
             }
 
         outputs = [
-            tensor("unique_id", [n], "BYTES", [r["unique_id"] for r in results]),
-            tensor("cutoff", [n], "BYTES", [r["cutoff"] for r in results]),
-            tensor("ds", [n, h], "BYTES", [t for r in results for t in r["ds"]]),
+            tensor(ID_COL, [n], "BYTES", [r[ID_COL] for r in results]),
+            tensor(CUTOFF_COL, [n], "BYTES", [r[CUTOFF_COL] for r in results]),
+            tensor(TIME_COL, [n, h], "BYTES", [t for r in results for t in r[TIME_COL]]),
         ]
-        value_cols = [c for c in results[0] if c not in ("unique_id", "cutoff", "ds")]
+        value_cols = [c for c in results[0] if c not in (ID_COL, CUTOFF_COL, TIME_COL)]
         for col in value_cols:
             outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))
         return orjson.dumps(
@@ -229,11 +233,11 @@ class ForecastModel(Model):
             return out
 
         outputs = [
-            tensor("unique_id", [n], "BYTES", [r["unique_id"] for r in results]),
-            tensor("cutoff", [n], "BYTES", [r["cutoff"] for r in results]),
-            tensor("ds", [n, h], "BYTES", [t for r in results for t in r["ds"]]),
+            tensor(ID_COL, [n], "BYTES", [r[ID_COL] for r in results]),
+            tensor(CUTOFF_COL, [n], "BYTES", [r[CUTOFF_COL] for r in results]),
+            tensor(TIME_COL, [n, h], "BYTES", [t for r in results for t in r[TIME_COL]]),
         ]
-        value_cols = [c for c in results[0] if c not in ("unique_id", "cutoff", "ds")]
+        value_cols = [c for c in results[0] if c not in (ID_COL, CUTOFF_COL, TIME_COL)]
         for col in value_cols:
             outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))
         return InferResponse(
@@ -272,9 +276,9 @@ def _json_body(raw: bytes) -> Any:
 def _result(forecast: SeriesForecast) -> dict[str, Any]:
     """One series' answer: ISO timestamps and plain lists, ready for JSON."""
     out: dict[str, Any] = {
-        "unique_id": forecast.unique_id,
-        "cutoff": forecast.cutoff.isoformat(),
-        "ds": [t.isoformat() for t in forecast.ds],
+        ID_COL: forecast.unique_id,
+        CUTOFF_COL: forecast.cutoff.isoformat(),
+        TIME_COL: [t.isoformat() for t in forecast.ds],
     }
     for col, values in forecast.values.items():
         out[col] = np.asarray(values, dtype=float).tolist()
