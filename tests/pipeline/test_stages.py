@@ -223,6 +223,9 @@ def test_evaluate_asks_for_the_backtest_first(tmp_path):
 
 #: what the gate imports only to fit a champion's candidates again
 _GATE_REFIT = {
+    # imported only when the registry has a champion to score (not in this run)
+    "src/tsops/registry/client.py",
+    "src/tsops/registry/versions.py",
     "src/tsops/pipeline/backtest.py",
     "src/tsops/forecasters",
     "src/tsops/core/parallel.py",

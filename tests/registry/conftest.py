@@ -17,9 +17,10 @@ import pytest
 from tests.conftest import TINY_MODEL
 from tests.helpers.synthetic import make_series
 from tsops.core.io import write_json
+from tsops.core.paths import ModelPaths
+from tsops.core.verdict import gate_inputs
 from tsops.forecasters import make_forecaster
 from tsops.registry.client import DB_FILE, connect
-from tsops.registry.publish import gate_inputs
 
 NAME = "tiny"
 
@@ -75,7 +76,7 @@ def write_stage_outputs(root: Path, *, passed: bool = True, seed: int = 0) -> Pa
         "detail": "MASE 0.9 vs seasonal naive 1.0",
     }
     gate = {"passed": passed, "checks": [check], "champion": None}
-    write_json({**gate, "inputs": gate_inputs(artifacts)}, artifacts / "gate.json")
+    write_json({**gate, "inputs": gate_inputs(ModelPaths(root, NAME))}, artifacts / "gate.json")
     return artifacts
 
 

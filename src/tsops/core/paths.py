@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: the files of a trained model folder (``artifacts/<model>/model/``)
+FORECASTER_FILE = "forecaster.joblib"
+SPEC_FILE = "spec.json"
+
 
 @dataclass(frozen=True)
 class ModelPaths:

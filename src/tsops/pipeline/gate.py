@@ -14,7 +14,7 @@ again. Its rule is then re-run as the backtest runs today's (leave one window ou
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -23,61 +23,8 @@ from tsops.core import progress
 from tsops.core.config import CandidateConfig, GateConfig, ModelConfig, load
 from tsops.core.io import read_json, read_series, require, write_json
 from tsops.core.metrics import MODEL_COL, score
+from tsops.core.verdict import Champion, Check, GateResult, gate_inputs
 from tsops.pipeline.selection import ENSEMBLES, Selection, rule_cv
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float
-    threshold: float
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The registry's champion scored on today's windows: its ``metrics`` (``mase``,
-    ``smape``, ``rmsse``, ``coverage-<level>``), and which of its candidates' backtests
-    were ``reused`` from today's or ``refitted``."""
-
-    version: str
-    metrics: dict[str, float]
-    reused: list[str] = field(default_factory=list)
-    refitted: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GateResult:
-    checks: list[Check] = field(default_factory=list)
-    champion: Champion | None = None
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    def table(self) -> str:
-        header = f"{'check':<28} {'value':>10} {'threshold':>10}  result  detail"
-        lines = [header, "-" * len(header)]
-        for c in self.checks:
-            lines.append(
-                f"{c.name:<28} {c.value:>10.4f} {c.threshold:>10.4f}  "
-                f"{'pass' if c.passed else 'FAIL':<6}  {c.detail}"
-            )
-        lines.append(f"gate: {'passed' if self.passed else 'FAILED'}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        """What ``gate.json`` holds (besides the ``inputs`` the stage adds)."""
-        return {
-            "passed": self.passed,
-            "checks": [asdict(c) for c in self.checks],
-            "champion": None if self.champion is None else asdict(self.champion),
-        }
 
 
 def evaluate_gate(
@@ -251,7 +198,6 @@ def run(
     files it judged (``inputs``), so ``tsops register`` can say why it refuses and can
     tell a verdict about other files.
     """
-    from tsops.registry.publish import gate_inputs
 
     config, paths = load(root, name)
     metrics = read_json(require(paths.metrics, f"tsops evaluate {name}"))
@@ -272,7 +218,7 @@ def run(
     result = evaluate_gate(
         metrics["selected"], metrics["baseline"], config.gate, config.levels, champion
     )
-    write_json(result.to_dict() | {"inputs": gate_inputs(paths.artifacts)}, paths.gate)
+    write_json(result.to_dict() | {"inputs": gate_inputs(paths)}, paths.gate)
     return result
 
 

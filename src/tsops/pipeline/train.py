@@ -22,14 +22,13 @@ from tsops.core.io import (
     require,
     write_json,
 )
+from tsops.core.paths import FORECASTER_FILE, SPEC_FILE
 from tsops.core.progress import Tracker, track
 from tsops.core.schema import ID_COL, TIME_COL
 from tsops.forecasters import candidate_factories
 from tsops.forecasters.combine import Combined
 from tsops.pipeline.selection import Selection
 
-FORECASTER_FILE = "forecaster.joblib"
-SPEC_FILE = "spec.json"
 #: the model.yaml keys the train stage tracks (dvc.yaml), as spec.json records them
 TRACKED_KEYS = ("freq", "horizon", "season_length", "levels", "candidates", "serving", "seed")
 

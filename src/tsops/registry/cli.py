@@ -53,12 +53,12 @@ def register(
     """Publish what the stages wrote (model, metrics, plots, gate.json) as a registered
     version; set the alias if the gate passed (exit 1 if it failed). Runs no stage:
     `dvc repro` first."""
-    from tsops.pipeline.gate import Check, GateResult
+    from tsops.core.verdict import GateResult
     from tsops.registry.publish import read_stage_outputs, register_trained
 
     # the stage outputs first: a missing or stale gate.json should not wait for the registry
     outputs = read_stage_outputs(root, model)
-    typer.echo(GateResult([Check(**c) for c in outputs.gate["checks"]]).table())
+    typer.echo(GateResult.from_dict(outputs.gate).table())
     if dry_run:
         typer.echo(f"{model}: dry run, nothing registered")
     else:

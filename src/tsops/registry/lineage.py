@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
 from tsops.core.errors import TsopsError
 from tsops.core.git import git, head_commit, is_clean
+from tsops.core.verdict import file_digest
 
 
 def dvc_data_hash(root: Path, pointer: str = "data.dvc") -> str:
@@ -21,14 +21,6 @@ def _dvc_md5(pointer_text: str) -> str:
     doc = YAML(typ="safe").load(pointer_text) or {}
     outs = doc.get("outs") or [{}]
     return str(outs[0].get("md5", "unknown"))
-
-
-def file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def lineage_tags(root: Path, data_file: Path, model_file: Path) -> dict[str, str]:

@@ -22,16 +22,16 @@ import pandas as pd
 
 from tsops.core.errors import TsopsError
 from tsops.core.io import read_json, require
-from tsops.core.paths import ModelPaths
+from tsops.core.paths import FORECASTER_FILE, SPEC_FILE, ModelPaths
 from tsops.core.schema import ID_COL
+from tsops.core.verdict import gate_inputs
 from tsops.registry.client import ensure_experiment
-from tsops.registry.lineage import file_digest, lineage_tags
+from tsops.registry.lineage import lineage_tags
 from tsops.registry.versions import find_version_by_tag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-METRICS_FILE = "metrics.json"
 MODEL_SHA_TAG = "tsops.model_sha256"
 GATE_TAG = "tsops.gate"
 #: MLflow takes at most this many params per request
@@ -71,28 +71,16 @@ class StageOutputs:
         return bool(self.gate.get("passed"))
 
 
-def gate_inputs(artifacts: Path) -> dict[str, str]:
-    """sha256 of the files a gate verdict is about, by path under ``artifacts/<model>/``:
-    ``metrics.json`` and every file of the trained ``model/`` folder. The gate stage
-    writes this as ``gate.json``'s ``inputs``; ``register`` recomputes and compares it."""
-    artifacts = Path(artifacts)
-    files = [artifacts / METRICS_FILE]
-    files += sorted(p for p in (artifacts / "model").iterdir() if p.is_file())
-    return {p.relative_to(artifacts).as_posix(): file_digest(p) for p in files}
-
-
 def read_stage_outputs(root: Path, name: str) -> StageOutputs:
     """Read what the stages wrote for ``name``; refuse when the gate's verdict is
     missing or was about other files (``StageOutputsError``)."""
-    from tsops.pipeline.train import FORECASTER_FILE, SPEC_FILE
-
     paths = ModelPaths(Path(root), name)
     require(paths.model / SPEC_FILE, f"tsops train {name}")
     require(paths.model / FORECASTER_FILE, f"tsops train {name}")
     require(paths.metrics, f"tsops evaluate {name}")
     gate = read_json(require(paths.gate, f"tsops gate {name}"))
     recorded = gate.get("inputs") or {}
-    stale = [f for f, digest in gate_inputs(paths.artifacts).items() if recorded.get(f) != digest]
+    stale = [f for f, digest in gate_inputs(paths).items() if recorded.get(f) != digest]
     if stale:
         raise StageOutputsError(
             f"{paths.gate} was written for other files than {', '.join(stale)} of "

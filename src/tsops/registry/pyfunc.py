@@ -116,7 +116,7 @@ def save_pyfunc(model_dir: Path, spec: dict, ids: list[str], out: Path) -> None:
     No tracking store is involved: ``registry.publish`` uploads the folder through the
     command's client, and tests serve it as it is."""
     import tsops
-    from tsops.pipeline.train import FORECASTER_FILE, SPEC_FILE
+    from tsops.core.paths import FORECASTER_FILE, SPEC_FILE
 
     mlflow.pyfunc.save_model(
         str(out),
