@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.git_repo import git as sh
+from tests.helpers.git_repo import init_repo
 from tsops.core.git import (
     BranchError,
     GitError,
@@ -20,24 +21,9 @@ from tsops.core.git import (
 )
 
 
-def sh(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    sh(repo, "init", "-q", "-b", "main")
-    sh(repo, "config", "user.email", "t@example.com")
-    sh(repo, "config", "user.name", "t")
-    (repo / "overlay.yaml").write_text("percent: 10\n")
-    (repo / "notes.md").write_text("mine\n")
-    sh(repo, "add", ".")
-    sh(repo, "commit", "-q", "-m", "start")
-    return repo
+    return init_repo(tmp_path / "repo", {"overlay.yaml": "percent: 10\n", "notes.md": "mine\n"})
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:

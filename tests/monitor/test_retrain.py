@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from tests.helpers.git_repo import git, init_repo
 from tsops.core.config import RetrainConfig
 from tsops.monitor.retrain import (
     Evidence,
@@ -77,24 +75,11 @@ def test_error_trigger_waits_for_enough_pairs_and_an_expectation():
     assert not decision(off, realized_mase=3.0, new_periods=4, drift_detected=True).fire
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    (repo / "data.dvc").write_text("outs:\n- md5: old\n")
-    (repo / "dvc.lock").write_text("stages: {}\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "start")
-    return repo
+    return init_repo(
+        tmp_path / "repo", {"data.dvc": "outs:\n- md5: old\n", "dvc.lock": "stages: {}\n"}
+    )
 
 
 def test_the_branch_is_prepared_once_per_data(repo):

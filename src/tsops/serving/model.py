@@ -192,8 +192,6 @@ class ForecastModel(Model):
         """
         import orjson
 
-        n, h = len(results), query.h
-
         def tensor(name: str, shape: list[int], datatype: str, data: list) -> dict[str, Any]:
             return {
                 "name": name,
@@ -203,14 +201,7 @@ class ForecastModel(Model):
                 "data": data,
             }
 
-        outputs = [
-            tensor(ID_COL, [n], "BYTES", [r[ID_COL] for r in results]),
-            tensor(CUTOFF_COL, [n], "BYTES", [r[CUTOFF_COL] for r in results]),
-            tensor(TIME_COL, [n, h], "BYTES", [t for r in results for t in r[TIME_COL]]),
-        ]
-        value_cols = [c for c in results[0] if c not in (ID_COL, CUTOFF_COL, TIME_COL)]
-        for col in value_cols:
-            outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))
+        outputs = _v2_tensors(results, query.h, tensor)
         return orjson.dumps(
             {
                 "model_name": self.name,
@@ -224,7 +215,6 @@ class ForecastModel(Model):
     def _grpc_response(self, query: ForecastQuery, results: list[dict[str, Any]]) -> InferResponse:
         """The V2 answer for a gRPC request: the REST body's tensors as raw (binary)
         contents, the form Triton answers in and tritonclient reads."""
-        n, h = len(results), query.h
 
         def tensor(name: str, shape: list[int], datatype: str, data: list) -> InferOutput:
             out = InferOutput(name, shape, datatype)
@@ -232,14 +222,7 @@ class ForecastModel(Model):
             out.set_data_from_numpy(np.asarray(data, dtype=dtype).reshape(shape))
             return out
 
-        outputs = [
-            tensor(ID_COL, [n], "BYTES", [r[ID_COL] for r in results]),
-            tensor(CUTOFF_COL, [n], "BYTES", [r[CUTOFF_COL] for r in results]),
-            tensor(TIME_COL, [n, h], "BYTES", [t for r in results for t in r[TIME_COL]]),
-        ]
-        value_cols = [c for c in results[0] if c not in (ID_COL, CUTOFF_COL, TIME_COL)]
-        for col in value_cols:
-            outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))
+        outputs = _v2_tensors(results, query.h, tensor)
         return InferResponse(
             response_id=query.request_id,
             model_name=self.name,
@@ -283,3 +266,18 @@ def _result(forecast: SeriesForecast) -> dict[str, Any]:
     for col, values in forecast.values.items():
         out[col] = np.asarray(values, dtype=float).tolist()
     return out
+
+
+def _v2_tensors(results: list[dict[str, Any]], h: int, tensor: Any) -> list[Any]:
+    """The V2 answer's tensors, each built by ``tensor(name, shape, datatype, data)``:
+    REST and gRPC share the layout and differ only in the tensor's form."""
+    n = len(results)
+    outputs = [
+        tensor(ID_COL, [n], "BYTES", [r[ID_COL] for r in results]),
+        tensor(CUTOFF_COL, [n], "BYTES", [r[CUTOFF_COL] for r in results]),
+        tensor(TIME_COL, [n, h], "BYTES", [t for r in results for t in r[TIME_COL]]),
+    ]
+    value_cols = [c for c in results[0] if c not in (ID_COL, CUTOFF_COL, TIME_COL)]
+    for col in value_cols:
+        outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))
+    return outputs
