@@ -19,6 +19,9 @@ Verdict: ``rollback`` when the candidate is significantly worse; ``promote`` whe
 is significantly better, or significantly *not worse* by more than ``margin`` (a
 share of the baseline's loss; one-sided non-inferiority test); ``hold`` otherwise,
 with the number of further target times a test of this power would need.
+
+One module (~400 lines): the pairing, the test and the verdict's report read the same
+paired frame and change together.
 """
 
 from __future__ import annotations
