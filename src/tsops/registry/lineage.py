@@ -23,7 +23,10 @@ def _dvc_md5(pointer_text: str) -> str:
     return str(outs[0].get("md5", "unknown"))
 
 
-def lineage_tags(root: Path, data_file: Path, model_file: Path) -> dict[str, str]:
+def lineage_tags(root: Path, data_file: Path, model_sha256: str) -> dict[str, str]:
+    """Where a registered version comes from: git commit, DVC data hash, and the
+    sha256 of the data file and of the trained model (computed by the caller, which
+    has hashed the model already to check the gate's verdict)."""
     commit = head_commit(root)
     dirty = commit is not None and not is_clean(root)
     return {
@@ -32,7 +35,7 @@ def lineage_tags(root: Path, data_file: Path, model_file: Path) -> dict[str, str
         "tsops.git_dirty": str(dirty).lower(),
         "tsops.data_dvc_md5": dvc_data_hash(root),
         "tsops.data_sha256": file_digest(data_file),
-        "tsops.model_sha256": file_digest(model_file),
+        "tsops.model_sha256": model_sha256,
     }
 
 

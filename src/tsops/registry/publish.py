@@ -80,7 +80,8 @@ def read_stage_outputs(root: Path, name: str) -> StageOutputs:
     require(paths.metrics, f"tsops evaluate {name}")
     gate = read_json(require(paths.gate, f"tsops gate {name}"))
     recorded = gate.get("inputs") or {}
-    stale = [f for f, digest in gate_inputs(paths).items() if recorded.get(f) != digest]
+    digests = gate_inputs(paths)
+    stale = [f for f, digest in digests.items() if recorded.get(f) != digest]
     if stale:
         raise StageOutputsError(
             f"{paths.gate} was written for other files than {', '.join(stale)} of "
@@ -94,7 +95,11 @@ def read_stage_outputs(root: Path, name: str) -> StageOutputs:
         spec=read_json(paths.model / SPEC_FILE),
         metrics=read_json(paths.metrics),
         gate=gate,
-        tags=lineage_tags(Path(root), paths.data, paths.model / FORECASTER_FILE),
+        tags=lineage_tags(
+            Path(root),
+            paths.data,
+            digests[(paths.model / FORECASTER_FILE).relative_to(paths.artifacts).as_posix()],
+        ),
         ids=sorted(ids),
         artifacts=[
             paths.metrics,
