@@ -15,6 +15,7 @@ from tsops.forecasters.arima import ARIMA
 from tsops.forecasters.base import Forecaster, ForecastError, LocalModel, PerSeries
 from tsops.forecasters.ets import ETS
 from tsops.forecasters.gbm import GlobalGBM
+from tsops.forecasters.intermittent import IntermittentModel
 from tsops.forecasters.naive import SeasonalNaive
 from tsops.forecasters.statsforecast_models import StatsForecastModel
 from tsops.forecasters.theta import Theta
@@ -26,6 +27,7 @@ KINDS: dict[str, type[LocalModel] | type[Forecaster]] = {
     "theta": Theta,
     "statsforecast": StatsForecastModel,
     "gbm": GlobalGBM,
+    "intermittent": IntermittentModel,
 }
 
 #: set from model.yaml's top-level keys (and the runner), never from candidate params
@@ -55,6 +57,7 @@ __all__ = [
     "Forecaster",
     "ForecasterFactory",
     "GlobalGBM",
+    "IntermittentModel",
     "PerSeries",
     "SeasonalNaive",
     "StatsForecastModel",

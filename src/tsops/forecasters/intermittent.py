@@ -23,9 +23,14 @@ series that merely starts late, or has the odd zero, stays on the regular path.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Self
 
 import numpy as np
+
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
+from tsops.forecasters.base import ForecastError, LocalModel
+from tsops.forecasters.naive import NUMERIC_ERRORS, NaiveFallback, as_series, quiet, tidy_intervals
 
 #: Syntetos–Boylan cut-off of the average demand interval (periods per demand)
 SB_ADI_CUTOFF = 1.32
@@ -115,3 +120,141 @@ def demand_class(y: Any) -> str:
     if sparse:
         return "lumpy" if variable else "intermittent"
     return "erratic" if variable else "smooth"
+
+
+#: statsforecast's intermittent-demand models this kind wraps. CrostonOptimized is left
+#: out: its one-step in-sample forecasts, which the intervals come from, re-optimise at
+#: every step (statsforecast warns it is "very expensive")
+METHODS = ("CrostonClassic", "CrostonSBA", "TSB", "ADIDA", "IMAPA")
+
+#: what statsforecast raises on data it cannot forecast
+_FIT_ERRORS = (*NUMERIC_ERRORS, NotImplementedError, KeyError, ZeroDivisionError)
+
+
+def _method_class(name: str) -> type:
+    from statsforecast import models  # imported when a model is built, not with tsops
+
+    if name not in METHODS:
+        raise ValueError(
+            f"intermittent method {name!r} is not supported; use one of {', '.join(METHODS)}"
+        )
+    return getattr(models, name)
+
+
+class IntermittentModel(NaiveFallback, LocalModel):
+    """One of statsforecast's intermittent-demand methods (``method``) on one series.
+
+    Parameters
+    ----------
+    season_length:
+        Accepted for the common contract and otherwise unused: these methods forecast a
+        flat demand rate, with no seasonality.
+    method:
+        ``CrostonClassic``, ``CrostonSBA`` (Croston with the Syntetos–Boylan bias
+        correction), ``TSB`` (Teunter–Syntetos–Babai), ``ADIDA`` or ``IMAPA``.
+    options:
+        Keyword arguments of that class; ``TSB`` needs ``alpha_d`` and ``alpha_p``.
+
+    The point forecast is the method's (the same value for every step: a demand rate
+    per period). statsforecast gives these methods no intervals of their own, so the
+    intervals come from the empirical quantiles of the in-sample one-step errors
+    ``y[t] - fitted[t]``: each fitted value is the method's forecast from the
+    observations before ``t`` only, so these are genuine out-of-sample errors (a split
+    conformal interval with one-step windows), and they carry the real shape of
+    intermittent demand, mostly zeros and a long right tail, which a normal
+    interval around a rate does not. The same bounds hold for every step: the
+    forecast is a flat rate, and the uncertainty of one period's demand (whether
+    there is any, and its size) dwarfs the drift of the rate over the horizon. A
+    series with no negative value gets no negative bound.
+
+    ``update`` keeps the error distribution and the options and re-runs the method on
+    the new series (the methods' state is their smoothed demand and interval; for
+    ADIDA and IMAPA the aggregation level and the smoothing weight are part of the
+    method's run on the series, cheap to re-derive).
+    """
+
+    min_length = 1
+
+    def __init__(
+        self, season_length: int = 1, method: str = "CrostonSBA", options: dict | None = None
+    ):
+        if int(season_length) < 1:
+            raise ValueError(f"season_length must be >= 1, got {season_length!r}")
+        self.season_length = int(season_length)
+        self.method = str(method)
+        self.options = dict(options or {})
+        self._build()  # an unknown method or option fails when the config is read
+
+    def _build(self) -> Any:
+        try:
+            return _method_class(self.method)(**self.options)
+        except TypeError as exc:
+            raise ValueError(
+                f"intermittent {self.method}: invalid options ({exc}); "
+                + (
+                    "TSB needs alpha_d and alpha_p, e.g. {alpha_d: 0.1, alpha_p: 0.1}"
+                    if self.method == "TSB"
+                    else "this method takes no options"
+                )
+            ) from exc
+
+    def fit(self, y: np.ndarray) -> Self:
+        y = as_series(y)
+        self.fallback_ = None
+        self.nonnegative_ = bool((y >= 0).all())
+        try:
+            with quiet():
+                out = self._build().forecast(y=y, h=1, fitted=True)
+        except _FIT_ERRORS:
+            return self._fall_back(y)
+        errors = y - np.asarray(out["fitted"], dtype=float)
+        self.errors_ = np.sort(errors[np.isfinite(errors)])
+        self.rate_ = float(np.asarray(out["mean"], dtype=float)[0])
+        if not np.isfinite(self.rate_):
+            return self._fall_back(y)
+        return self
+
+    def update(self, y: np.ndarray) -> Self:
+        new, y = self._copy_for_update(y, f"intermittent {self.method} needs {{n}} observations")
+        if y is None:
+            return new
+        try:
+            with quiet():
+                out = self._build().forecast(y=y, h=1)
+        except _FIT_ERRORS as exc:
+            raise ForecastError(
+                f"intermittent {self.method} could not forecast from this history ({exc}); "
+                "send a longer history"
+            ) from exc
+        new.rate_ = float(np.asarray(out["mean"], dtype=float)[0])
+        if not np.isfinite(new.rate_):
+            raise ForecastError(
+                f"intermittent {self.method} gave no finite forecast from this history; "
+                "send finite, non-degenerate values"
+            )
+        return new
+
+    def forecast(self, h: int, levels: Sequence[float]) -> dict[str, np.ndarray]:
+        if self.fallback_ is not None:
+            return self.fallback_.forecast(h, levels)
+        mean = np.full(h, self.rate_)
+        out = {MEAN_COL: mean}
+        for level in levels:
+            lo, hi = _error_bounds(self.errors_, level)
+            out[lo_col(level)] = mean + lo
+            out[hi_col(level)] = mean + hi
+            if self.nonnegative_:
+                out[lo_col(level)] = np.maximum(out[lo_col(level)], 0.0)
+        return tidy_intervals(out, levels)
+
+
+def _error_bounds(sorted_errors: np.ndarray, level: float) -> tuple[float, float]:
+    """The error quantiles a ``level``% interval adds to the forecast: the split
+    conformal ranks (the ceil((n+1)(1-a/2))-th smallest error and its mirror), the
+    widest errors seen when there are too few for the level; none without errors."""
+    n = sorted_errors.size
+    if n == 0:
+        return 0.0, 0.0
+    tail = (1.0 - level / 100.0) / 2.0
+    rank = min(int(np.ceil((n + 1) * (1.0 - tail))), n)  # 1-based rank of the upper bound
+    return float(sorted_errors[n - rank]), float(sorted_errors[rank - 1])
