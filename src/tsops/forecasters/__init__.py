@@ -17,6 +17,7 @@ from tsops.forecasters.ets import ETS
 from tsops.forecasters.gbm import GlobalGBM
 from tsops.forecasters.intermittent import IntermittentModel
 from tsops.forecasters.naive import SeasonalNaive
+from tsops.forecasters.short import ShortSeries
 from tsops.forecasters.statsforecast_models import StatsForecastModel
 from tsops.forecasters.theta import Theta
 
