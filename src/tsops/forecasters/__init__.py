@@ -29,6 +29,7 @@ KINDS: dict[str, type[LocalModel] | type[Forecaster]] = {
     "statsforecast": StatsForecastModel,
     "gbm": GlobalGBM,
     "intermittent": IntermittentModel,
+    "short": ShortSeries,
 }
 
 #: set from model.yaml's top-level keys (and the runner), never from candidate params
