@@ -1,9 +1,15 @@
 """The MLflow pyfunc flavour of a trained tsops model.
 
 Anything that loads MLflow models (``mlflow.pyfunc.load_model``, ``mlflow models
-serve``, KServe's MLflow runtime) gets forecasts from it. Input: one row per series
-wanted (``unique_id``), plus optional history rows (``ds``, ``y``) that anchor that
-series' forecast at its latest observation. Params: ``h`` and ``level``.
+serve``, MLServer's MLflow runtime, which KServe's ``modelFormat: mlflow`` runs) gets
+forecasts from it unchanged. Input: one row per series wanted (``unique_id``), plus
+optional history rows (``ds``, ``y``) that anchor that series' forecast at its latest
+observation; ``ds`` may be timestamps or ISO 8601 strings. Params: ``h`` and ``level``.
+
+Output (declared in the signature, which MLServer needs to load the model): one row per
+series and step, ``unique_id, ds, cutoff, mean, lo-<level>, hi-<level>``, with ``ds`` and
+``cutoff`` as ISO 8601 strings (``2020-01-01T00:00:00``, what ``tsops serve`` answers):
+JSON has no timestamp type and MLServer's pandas codec cannot encode ``datetime64``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from tsops.core.errors import TsopsError
-from tsops.core.schema import CUTOFF_COL, ID_COL, TARGET_COL, TIME_COL, check_levels
+from tsops.core.schema import (
+    CUTOFF_COL,
+    ID_COL,
+    MEAN_COL,
+    TARGET_COL,
+    TIME_COL,
+    check_levels,
+    interval_columns,
+)
 
 FORECASTER_ARTIFACT = "forecaster"
 SPEC_ARTIFACT = "spec"
@@ -31,6 +45,7 @@ RUNTIME_PACKAGES = (
     "scipy",
     "scikit-learn",
     "statsmodels",
+    "statsforecast",
     "joblib",
     "pyarrow",
 )
@@ -41,6 +56,8 @@ class ForecastRequestError(TsopsError, ValueError):
 
 
 def signature(horizon: int, levels: list[float]) -> ModelSignature:
+    # "datetime" accepts timestamps and ISO strings alike: MLflow's schema enforcement
+    # converts strings (what JSON and MLServer's BYTES tensors carry) before predict
     inputs = Schema(
         [
             ColSpec("string", ID_COL),
@@ -54,7 +71,21 @@ def signature(horizon: int, levels: list[float]) -> ModelSignature:
             ParamSpec("level", "double", [float(x) for x in levels], shape=(-1,)),
         ]
     )
-    return ModelSignature(inputs=inputs, params=params)
+    return ModelSignature(inputs=inputs, outputs=output_schema(levels), params=params)
+
+
+def output_schema(levels: list[float]) -> Schema:
+    """The forecast's columns at the model's default ``levels``; a request's ``level``
+    param names other interval columns, so those are declared optional."""
+    return Schema(
+        [
+            ColSpec("string", ID_COL),
+            ColSpec("string", TIME_COL),
+            ColSpec("string", CUTOFF_COL),
+            ColSpec("double", MEAN_COL),
+            *(ColSpec("double", col, required=False) for col in interval_columns(levels)),
+        ]
+    )
 
 
 def input_example(ids: list[str]) -> pd.DataFrame:
@@ -79,7 +110,8 @@ class TsopsForecaster(mlflow.pyfunc.PythonModel):
 def forecast_request(
     forecaster, spec: dict, model_input: pd.DataFrame, params: dict[str, Any]
 ) -> pd.DataFrame:
-    """Forecasts for the series in ``model_input``, with a ``cutoff`` column."""
+    """Forecasts for the series in ``model_input``, with a ``cutoff`` column; ``ds`` and
+    ``cutoff`` as ISO 8601 strings."""
     max_h = int(spec["max_horizon"])
     h = int(params.get("h", spec["horizon"]))
     if not 1 <= h <= max_h:
@@ -107,7 +139,18 @@ def forecast_request(
     if history is not None:
         cutoffs.update(history.groupby(ID_COL)[TIME_COL].max())
     forecast.insert(2, CUTOFF_COL, forecast[ID_COL].map(cutoffs))
+    for col in (TIME_COL, CUTOFF_COL):
+        forecast[col] = iso_strings(forecast[col])
     return forecast
+
+
+def iso_strings(times: pd.Series) -> pd.Series:
+    """``Timestamp.isoformat`` of each value, as ``tsops serve`` writes them; one
+    ``strftime`` for the usual whole-second times, per value only with sub-seconds."""
+    times = pd.to_datetime(times)
+    if (times.dt.microsecond == 0).all() and (times.dt.nanosecond == 0).all():
+        return times.dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
+    return times.map(pd.Timestamp.isoformat).astype(object)
 
 
 def save_pyfunc(model_dir: Path, spec: dict, ids: list[str], out: Path) -> None:
