@@ -4,6 +4,7 @@ canonical ``unique_id``/``ds``/``y``, with what could not be converted."""
 from __future__ import annotations
 
 import contextlib
+import shlex
 import warnings
 from dataclasses import dataclass, field
 
@@ -224,7 +225,7 @@ def _missing_columns_problem(
         role = role_of[col]
         guess = _guess_column(present, role, used)
         if guess is not None:
-            suggestions.append(f"{_ROLE_FLAG[role]} {guess}")
+            suggestions.append(f"{_ROLE_FLAG[role]} {shlex.quote(guess)}")
     fix = (
         "rename the columns, or map them with --id-col/--time-col/--target-col "
         "(source.id_col/time_col/target_col in model.yaml)"
@@ -241,7 +242,8 @@ def _missing_columns_problem(
 
 def _guess_column(present: list[str], role: str, used: set[str]) -> str | None:
     free = [c for c in present if c not in used]
-    lowered = {c.lower(): c for c in free}
+    # " Date" and "DATE" are still the date column (spreadsheets pad and capitalise)
+    lowered = {c.strip().lower(): c for c in free}
     for hint in _ROLE_HINTS[role]:
         if hint in lowered:
             return lowered[hint]
