@@ -96,6 +96,10 @@ def _too_short():
     return _frame({"a": _clean(12), "b": _clean(4)}), {"min_length": 10}
 
 
+def _no_observations():
+    return _frame({"a": _clean(), "b": [np.nan] * 3}), {}
+
+
 CASES = {
     # check: (builder, series named, words in message, words in fix)
     v.MISSING_COLUMNS: (
@@ -120,6 +124,7 @@ CASES = {
         ["b:", "2020-04-01", "2 rows"],
         ["drop or aggregate duplicates before ingest"],
     ),
+    v.NO_OBSERVATIONS: (_no_observations, ("b",), ["b (3 row(s))", "usable"], ["remove"]),
     v.MISSING_TARGET: (_nan, ("b",), ["b: 1 at 2020-03-01"], ["fill: ffill", "--fill"]),
     v.INFINITE_TARGET: (_inf, ("a",), ["a: -inf at 2020-02-01"], ["inf"]),
     v.OFF_GRID_TIMESTAMPS: (_off_grid, ("b",), ["'MS'", "b: 1 at 2020-06-15"], ["freq 'MS'"]),
@@ -132,8 +137,8 @@ CASES = {
     v.TOO_SHORT: (
         _too_short,
         ("b",),
-        ["b has 4", "required 10", "fit minimum", "horizon"],
-        ["remove the series", "shorten horizon"],
+        ["b has 4", "required 10"],
+        ["remove the series", "short series"],
     ),
 }
 
@@ -242,6 +247,16 @@ def test_check_frame_with_ffill_explains_leading_nan():
     problem = _only(info.value.problems, v.MISSING_TARGET)
     assert problem.series == ("a",)
     assert "cannot fill NaN at the start" in problem.fix
+
+
+def test_short_series_pass_by_default_and_only_series_without_a_value_are_refused():
+    # the pipeline forecasts short series (tsops.pipeline.classes); validation asks for
+    # no length unless told to
+    df = _frame({"a": _clean(12), "b": [3.0], "c": [np.nan, np.nan]})
+    problems = v.validate_frame(df, freq="MS")
+    assert [(p.check, p.series) for p in problems] == [(v.NO_OBSERVATIONS, ("c",))]
+    out = v.check_frame(df[df["unique_id"] != "c"], freq="MS")
+    assert out.groupby("unique_id").size().to_dict() == {"a": 12, "b": 1}
 
 
 def test_many_failing_series_keep_the_message_short():

@@ -103,7 +103,6 @@ def run(
     df = check_frame(
         raw,
         freq=config.freq,
-        min_length=config.min_length,
         fill=fill or config.fill,
         id_col=id_col or source.id_col,
         time_col=time_col or source.time_col,

@@ -10,7 +10,7 @@ pure (a frame in, problems or a new frame out) except ``run``, the stage's I/O:
 - :func:`fill_gaps` puts each series on its full frequency grid, filling per policy.
 - :func:`check_frame` does all three and raises :class:`ValidationError` listing
   every problem at once; ``tsops ingest`` calls it before writing the data.
-- :func:`run` checks the ingested data against today's model.yaml and writes
+- :func:`run` checks the ingested data against today's model.yaml (its ``freq``) and writes
   ``validation.json``: the stages after it read the data without checking it again.
 
 The modules: ``parse`` (raw columns to canonical ones), ``checks`` (one function per
@@ -43,6 +43,7 @@ from tsops.pipeline.validate.problems import (
     MISSING_ID,
     MISSING_PERIODS,
     MISSING_TARGET,
+    NO_OBSERVATIONS,
     NON_NUMERIC_TARGET,
     OFF_GRID_TIMESTAMPS,
     TOO_SHORT,
@@ -64,6 +65,7 @@ __all__ = [
     "MISSING_ID",
     "MISSING_PERIODS",
     "MISSING_TARGET",
+    "NO_OBSERVATIONS",
     "NON_NUMERIC_TARGET",
     "OFF_GRID_TIMESTAMPS",
     "TOO_SHORT",
@@ -96,7 +98,7 @@ def validate_frame(
     df: pd.DataFrame,
     *,
     freq: str,
-    min_length: int,
+    min_length: int = 1,
     id_col: str = ID_COL,
     time_col: str = TIME_COL,
     target_col: str = TARGET_COL,
@@ -105,8 +107,9 @@ def validate_frame(
 
     Checks, in order: missing columns, empty frame, missing ids, unparseable
     timestamps, non-numeric ``y``, timestamps out of order within a series,
-    duplicate ``(unique_id, ds)``, NaN and ±inf in ``y``, timestamps off the
-    ``freq`` grid, missing periods, and series shorter than ``min_length``.
+    duplicate ``(unique_id, ds)``, series without one usable ``y``, NaN and ±inf in
+    ``y``, timestamps off the ``freq`` grid, missing periods, and series shorter than
+    ``min_length`` (1 by default: the pipeline forecasts short series too).
     Columns may hold strings (as read from a CSV). Returns ``[]`` when clean.
     """
     offset = to_offset(freq)
@@ -150,7 +153,7 @@ def check_frame(
     df: pd.DataFrame,
     *,
     freq: str,
-    min_length: int,
+    min_length: int = 1,
     fill: FillPolicy | str = "none",
     id_col: str = ID_COL,
     time_col: str = TIME_COL,
@@ -200,7 +203,8 @@ def run(root: Path, name: str, data: Path | None = None) -> dict:
     """
     config, paths = load(root, name)
     raw = read_series(paths) if data is None else read_frame(data)
-    problems = validate_frame(raw, freq=config.freq, min_length=config.min_length)
+    # short series are forecast too (tsops.pipeline.classes): no length is asked for
+    problems = validate_frame(raw, freq=config.freq)
     if problems:
         raise IngestedDataError(problems)
     report = summary(coerce_frame(raw)) | {"valid": True}

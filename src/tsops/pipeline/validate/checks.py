@@ -1,4 +1,10 @@
-"""The checks on series: order, duplicates, NaN/inf, the frequency grid, length."""
+"""The checks on series: order, duplicates, no usable value, NaN/inf, the frequency grid,
+and (for callers that ask, ``min_length`` > 1) length.
+
+A short series is not a problem: the pipeline forecasts it with the methods its length
+allows (``tsops.pipeline.classes``). Only a series without a single usable (finite)
+value is refused, by name: nothing can be forecast from it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from tsops.pipeline.validate.problems import (
     INFINITE_TARGET,
     MISSING_PERIODS,
     MISSING_TARGET,
+    NO_OBSERVATIONS,
     OFF_GRID_TIMESTAMPS,
     SERIES_DETAILED,
     TOO_SHORT,
@@ -109,7 +116,13 @@ def check_canonical(
                 "per period)",
             )
         )
-    nan = np.isnan(y)
+    # a series without one finite value is refused as such, not value by value
+    usable = np.bincount(codes, weights=np.isfinite(y), minlength=len(uniques))
+    empty = np.flatnonzero(usable == 0)
+    in_empty = np.isin(codes, empty)
+    if len(empty):
+        problems.append(_no_observations(uniques, codes, empty))
+    nan = np.isnan(y) & ~in_empty
     if ignore_nan is not None:
         nan &= ~ignore_nan
     if nan.any():
@@ -131,7 +144,7 @@ def check_canonical(
                 fix,
             )
         )
-    inf = np.isinf(y)
+    inf = np.isinf(y) & ~in_empty
     if inf.any():
 
         def values(code: int, pos: np.ndarray) -> str:
@@ -238,6 +251,21 @@ def _missing_periods(
     ]
 
 
+def _no_observations(uniques: np.ndarray, codes: np.ndarray, empty: np.ndarray) -> Problem:
+    rows = np.bincount(codes, minlength=len(uniques))
+    details = [f"{uniques[c]} ({rows[c]} row(s))" for c in empty[:SERIES_DETAILED]]
+    series = tuple(str(uniques[c]) for c in empty)
+    return Problem(
+        check=NO_OBSERVATIONS,
+        message=f"{count(series, 'series')} without a single usable {TARGET_COL} value "
+        f"(every one missing, non-numeric or infinite): {join_details(details, len(series))}",
+        series=series,
+        fix="remove the series from the source, or fix its values there; a series with at "
+        "least one value is forecast, however short (`fill: zero` makes missing values "
+        "zero demand)",
+    )
+
+
 def _too_short(
     uniques: np.ndarray, lengths: np.ndarray, short: np.ndarray, min_length: int
 ) -> Problem:
@@ -246,10 +274,10 @@ def _too_short(
     return Problem(
         check=TOO_SHORT,
         message=f"{count(series, 'series')} shorter than the required {min_length} "
-        f"observations: {join_details(details, len(series))}. The backtest needs, per "
-        "series, the fit minimum (2 seasons, at least 8) + horizon",
+        f"observations: {join_details(details, len(series))}",
         series=series,
-        fix="remove the series (or extend its history), or shorten horizon in model.yaml",
+        fix="remove the series (or extend its history), or ask for fewer observations "
+        "(a pipeline stage forecasts short series with the methods their length allows)",
     )
 
 

@@ -22,6 +22,7 @@ BAD_TIMESTAMPS = "bad_timestamps"
 NON_NUMERIC_TARGET = "non_numeric_target"
 UNSORTED_TIMESTAMPS = "unsorted_timestamps"
 DUPLICATE_TIMESTAMPS = "duplicate_timestamps"
+NO_OBSERVATIONS = "no_observations"
 MISSING_TARGET = "missing_target"
 INFINITE_TARGET = "infinite_target"
 OFF_GRID_TIMESTAMPS = "off_grid_timestamps"
@@ -37,6 +38,7 @@ CHECKS: tuple[str, ...] = (
     NON_NUMERIC_TARGET,
     UNSORTED_TIMESTAMPS,
     DUPLICATE_TIMESTAMPS,
+    NO_OBSERVATIONS,
     MISSING_TARGET,
     INFINITE_TARGET,
     OFF_GRID_TIMESTAMPS,
