@@ -229,7 +229,7 @@ def _not_utf8(path: Path) -> str:
         shown = data[max(start, exc.start - 24) : exc.start + 8].split(b"\n", 1)[0]
         return (
             f"{path} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} "
-            f"(in \"{shown.decode('utf-8', 'backslashreplace')}\") is not UTF-8; {_UTF8_FIX}"
+            f'(in "{shown.decode("utf-8", "backslashreplace")}") is not UTF-8; {_UTF8_FIX}'
         )
     return f"{path} is not UTF-8 text; {_UTF8_FIX}"
 
