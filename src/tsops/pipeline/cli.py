@@ -104,6 +104,59 @@ def models_cmd(
 
 @commands.command()
 @reports_errors
+def init(
+    model: Annotated[str, typer.Argument(help="name of the new model folder, e.g. store-sales")],
+    file: Annotated[
+        Path, typer.Option("--file", help="CSV or Parquet of the series, in long format")
+    ],
+    id_col: Annotated[str | None, typer.Option("--id-col", help="column naming the series")] = None,
+    time_col: Annotated[str | None, typer.Option("--time-col", help="timestamp column")] = None,
+    target_col: Annotated[str | None, typer.Option("--target-col", help="value column")] = None,
+    freq: Annotated[
+        str | None, typer.Option("--freq", help="pandas alias, e.g. MS (default: inferred)")
+    ] = None,
+    season_length: Annotated[
+        int | None,
+        typer.Option("--season-length", min=1, help="periods per season (default: inferred)"),
+    ] = None,
+    horizon: Annotated[
+        int | None, typer.Option("--horizon", min=1, help="steps to forecast (default: inferred)")
+    ] = None,
+    fill: Annotated[
+        str, typer.Option("--fill", help="gaps: none (refuse), ffill, interpolate or zero")
+    ] = "none",
+    root: Root = Path("."),
+) -> None:
+    """Make models/<model>/model.yaml for the series in a data file: infers the frequency,
+    season length and horizon, writes the shipped defaults with comments, and adds the
+    model to params.yaml and the plots of dvc.yaml.
+
+    The file is read and checked as `tsops ingest` reads it; nothing is written if it
+    is refused or the folder exists.
+    """
+    from tsops.pipeline import init as stage
+
+    report = stage.run(
+        root, model, file, id_col, time_col, target_col, freq, season_length, horizon, fill
+    )
+    why = report["why"]
+    typer.echo(
+        f"{report['model_yaml']}: {report['n_series']} series, {report['n_observations']} rows\n"
+        f"  freq {report['freq']} ({why['freq']})\n"
+        f"  season_length {report['season_length']} ({why['season_length']})\n"
+        f"  horizon {report['horizon']} ({why['horizon']})\n"
+        f"added {model} to params.yaml and its plots to dvc.yaml"
+    )
+    if report["outside_repo"]:
+        typer.echo(
+            f"note: {file} is outside the repository; copy it in and set source.path, "
+            "so that a clone can ingest it again"
+        )
+    typer.echo(f"next: tsops ingest {model} && dvc add data && dvc repro")
+
+
+@commands.command()
+@reports_errors
 def ingest(
     model: Annotated[str | None, typer.Argument(help="model folder; omit with --all")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="ingest every model folder")] = False,

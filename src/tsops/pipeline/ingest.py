@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsops.core.config import SourceConfig, load
+from tsops.core.config import ModelConfig, SourceConfig, load
 from tsops.core.errors import TsopsError
 from tsops.core.io import read_frame, write_parquet
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
@@ -79,6 +79,28 @@ def load_source(source: SourceConfig, freq: str, root: Path = Path(".")) -> pd.D
     return read_frame(Path(root) / (source.path or ""))
 
 
+def check_source_frame(
+    raw: pd.DataFrame,
+    config: ModelConfig,
+    source: SourceConfig,
+    fill: str | None = None,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target_col: str | None = None,
+) -> pd.DataFrame:
+    """The canonical frame of a source's raw frame, or ``ValidationError`` naming every
+    problem: what ingest writes (and what ``tsops init`` checks a new model's file with).
+    The arguments given override model.yaml's ``fill`` and ``source.*_col``."""
+    return check_frame(
+        raw,
+        freq=config.freq,
+        fill=fill or config.fill,
+        id_col=id_col or source.id_col,
+        time_col=time_col or source.time_col,
+        target_col=target_col or source.target_col,
+    )
+
+
 def run(
     root: Path,
     name: str,
@@ -100,14 +122,7 @@ def run(
     if source_path is not None:
         source = source.model_copy(update={"kind": "file", "path": str(source_path)})
     raw = load_source(source, config.freq, Path(root))
-    df = check_frame(
-        raw,
-        freq=config.freq,
-        fill=fill or config.fill,
-        id_col=id_col or source.id_col,
-        time_col=time_col or source.time_col,
-        target_col=target_col or source.target_col,
-    )
+    df = check_source_frame(raw, config, source, fill, id_col, time_col, target_col)
     target = out or paths.data
     write_parquet(df, target)
     return summary(df) | {"path": str(target)}
