@@ -9,11 +9,14 @@ foreign encodings, binary bytes, broken rows, wrong names) and ask the same of
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +28,7 @@ from tsops.core.errors import TsopsError
 # Generated files are read in this process in a few milliseconds each; derandomized so
 # a run in CI tries the same files as the run on a laptop, no example database written.
 FUZZ = settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
@@ -149,6 +152,69 @@ def test_excel_bom_and_semicolons_are_read(root: Path, tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     report = ingest.run(root, MODEL, source_path=path, out=tmp_path / "out.parquet")
     assert report["n_series"] == 2 and report["n_observations"] == 80
+
+
+# ---------------------------------------------- Parquet files whose columns are odd types
+
+
+def _parquet_with(column: str = "", values: pa.Array | None = None, **renamed: str) -> bytes:
+    """The good panel as Parquet with one column replaced by ``values`` (or columns
+    renamed), written by pyarrow as another tool would."""
+    table = pa.Table.from_pandas(
+        _good_frame().assign(ds=lambda d: pd.to_datetime(d.ds)), preserve_index=False
+    )
+    if values is not None:
+        table = table.set_column(table.column_names.index(column), column, values)
+    if renamed:
+        table = table.rename_columns([renamed.get(c, c) for c in table.column_names])
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+ROWS = 80
+ODD_COLUMNS = {
+    "y of nulls": ("y", pa.nulls(ROWS), "without a single usable"),
+    "y of lists": ("y", pa.array([[1.0]] * ROWS), "without a single usable"),
+    "ds of nulls": ("ds", pa.nulls(ROWS), "'ds' value(s) are missing or not dates"),
+    "ds as durations": ("ds", pa.array([dt.timedelta(days=i) for i in range(ROWS)]), "not dates"),
+    # the cast to nanoseconds alone would wrap these round to 1830
+    "ds in the year 3000": (
+        "ds",
+        pa.array([dt.datetime(3000, 1, 1)] * ROWS, pa.timestamp("s")),
+        "(outside 1677-09-21..2262-04-11)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_COLUMNS))
+def test_parquet_column_of_an_unusable_type_is_named(root: Path, case: str) -> None:
+    column, values, words = ODD_COLUMNS[case]
+    message = _ingest_fails_clearly(root, _parquet_with(column, values), "odd.parquet")
+    assert words in message, message
+
+
+def test_two_parquet_columns_of_one_name_are_named(root: Path) -> None:
+    content = _parquet_with(unique_id="y")  # columns y, ds, y
+    message = _ingest_fails_clearly(root, content, "twice.parquet")
+    assert "more than one column named 'y'" in message, message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.array(["north"] * 40 + ["south"] * 40).dictionary_encode(),
+        pa.array([b"north"] * 40 + [b"\xffsouth"] * 40),  # not UTF-8: kept as escapes
+    ],
+    ids=["dictionary", "binary"],
+)
+def test_parquet_ids_of_other_types_are_read(root: Path, tmp_path: Path, values) -> None:
+    from tsops.pipeline import ingest
+
+    path = tmp_path / "ids.parquet"
+    path.write_bytes(_parquet_with("unique_id", values))
+    report = ingest.run(root, MODEL, source_path=path, out=tmp_path / "out.parquet")
+    assert report["n_series"] == 2
 
 
 # ------------------------------------------------------------------------ generated files

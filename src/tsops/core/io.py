@@ -135,10 +135,18 @@ def read_parquet_file(path: Path, fix: str | None = None) -> pd.DataFrame:
     the advice)."""
     path = Path(path)
     try:
-        table = pq.read_table(path)
+        # one file through ParquetFile: the dataset reader read_table uses refuses a
+        # file with two columns of one name before this could say so
+        table = pq.read_table(path) if path.is_dir() else pq.ParquetFile(path).read()
     except (pa.ArrowException, OSError) as exc:
         # ArrowInvalid: not Parquet or a broken footer; OSError: truncated pages
         raise FileFormatError(_not_parquet(path, exc, fix)) from exc
+    repeated = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if repeated:
+        raise FileFormatError(
+            f"{path} has more than one column named {', '.join(map(repr, repeated))}; "
+            + (fix or "give every column its own name")
+        )
     try:
         return table.to_pandas()
     except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:

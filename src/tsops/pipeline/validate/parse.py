@@ -117,7 +117,7 @@ def parse(df: pd.DataFrame, *, id_col: str, time_col: str, target_col: str) -> P
                 ids,
                 id_missing,
                 bad_ts,
-                lambda r: "missing" if ts_blank[r] else repr(times[r]),
+                lambda r: "missing" if ts_blank[r] else _describe_time(times[r]),
                 "fix or drop these rows (ISO dates such as 2020-01-31 always parse), or point "
                 "--time-col at the column that holds the dates",
             )
@@ -140,9 +140,17 @@ def parse(df: pd.DataFrame, *, id_col: str, time_col: str, target_col: str) -> P
     return parsed
 
 
+def _decoded(raw: pd.Series) -> pd.Series:
+    """Byte strings (a Parquet binary column) as text; what is not UTF-8 keeps its
+    bytes as escapes, so that it still names its row."""
+    if raw.dtype != object or not raw.map(lambda v: isinstance(v, bytes)).any():
+        return raw
+    return raw.map(lambda v: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v)
+
+
 def _parse_ids(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     missing = raw.isna().to_numpy()
-    s = raw
+    s = _decoded(raw)
     if pd.api.types.is_float_dtype(s.dtype):
         present = s.dropna()
         # A blank id turns a CSV's integer id column into floats; "7.0" must still be "7".
@@ -157,10 +165,10 @@ def _parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Timestamps as naive datetime64[ns] (NaT where unparseable) and which were blank."""
     blank = raw.isna().to_numpy()
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        return raw.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]"), blank
+        return _in_ns_range(raw.dt.tz_localize(None).to_numpy()), blank
     if pd.api.types.is_datetime64_dtype(raw.dtype):
-        return raw.to_numpy(dtype="datetime64[ns]"), blank
-    s = raw
+        return _in_ns_range(raw.to_numpy()), blank
+    s = _decoded(raw)
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         # pandas reads numbers as epoch nanoseconds; in a data file they are years or YYYYMMDD.
         present = s.dropna()
@@ -178,6 +186,28 @@ def _parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         # (date vs date-time) are still unambiguous, so accept them.
         out[retry] = _to_datetime(s[retry], format="ISO8601")
     return out, blank
+
+
+#: what datetime64[ns] holds: a Parquet file's seconds or days may lie outside it
+_NS_RANGE = (np.datetime64(pd.Timestamp.min.ceil("s")), np.datetime64(pd.Timestamp.max.floor("s")))
+
+
+def _in_ns_range(values: np.ndarray) -> np.ndarray:
+    """datetime64 values of any unit as datetime64[ns], NaT where out of its range
+    (the cast alone would wrap them round to other dates without a word)."""
+    if values.dtype == np.dtype("datetime64[ns]"):
+        return values.copy()
+    inside = (values >= _NS_RANGE[0]) & (values <= _NS_RANGE[1])
+    out = np.full(values.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
+    out[inside] = values[inside].astype("datetime64[ns]")
+    return out
+
+
+def _describe_time(value: object) -> str:
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        # a date, but one datetime64[ns] cannot hold
+        return f"{value!r} (outside {_NS_RANGE[0]!s:.10}..{_NS_RANGE[1]!s:.10})"
+    return repr(value)
 
 
 def _to_datetime(s: pd.Series, **kwargs) -> np.ndarray:
@@ -204,7 +234,7 @@ def _parse_target(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         y = raw.to_numpy(dtype="float64", na_value=np.nan)
         return y, np.zeros(len(raw), dtype=bool)
-    s = raw.astype(object)
+    s = _decoded(raw).astype(object)
     text = s.astype(str).str.strip()
     y = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     na_like = s.isna().to_numpy() | text.str.lower().isin(_NA_TOKENS).to_numpy()
