@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.synthetic import make_series
-from tsops.forecasters import GlobalGBM
+from tsops.forecasters import GlobalGBM, features
 from tsops.forecasters.features import (
     FeatureSpec,
     calendar_features,
@@ -17,8 +17,10 @@ from tsops.forecasters.features import (
     next_step_features,
     sliding_windows,
     training_matrix,
+    window_features,
     window_scale,
 )
+from tsops.forecasters.gbm import _future_grid
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def test_recursive_forecast_uses_the_serving_rows(panel):
     gbm = GlobalGBM("MS", 12, max_iter=30, calibration_horizon=3).fit(panel)
     tails = list(gbm.y_.values())
     ends = pd.DatetimeIndex(gbm.cutoffs_.to_numpy())
-    mean, _ = gbm._recursive(gbm.model_, tails, ends, 2)
+    mean, _ = gbm._recursive(gbm.model_, tails, _future_grid(ends, 2, gbm.freq), 2)
     X, scale = next_step_features(tails, ends + pd.offsets.MonthBegin(1), gbm.spec)
     np.testing.assert_allclose(mean[:, 0], gbm.model_.predict(X) * scale)
     extended = [np.append(t, m) for t, m in zip(tails, mean[:, 0], strict=True)]
@@ -136,3 +138,53 @@ def test_spec_defaults_and_validation():
         FeatureSpec("MS", lags=(0,))
     with pytest.raises(ValueError, match="windows"):
         FeatureSpec("MS", windows=(1,))
+
+
+def _nan_aware_features(windows: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``window_features`` as it was before its path for complete windows."""
+    scale = window_scale(windows, spec.scale_window)
+    with np.errstate(all="ignore"):
+        scaled = windows / scale[:, None]
+        cols = [scaled[:, -lag] for lag in spec.lags]
+        for w in spec.windows:
+            cols += [features._nanmean(scaled[:, -w:]), features._nanstd(scaled[:, -w:])]
+    return np.column_stack(cols), scale
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_complete_windows_get_the_same_features_bit_for_bit(rows):
+    """The fast path for windows without gaps (the recursive forecast's) against the
+    NaN-aware one, on values of every magnitude, zeros, and windows that are views."""
+    rng = np.random.default_rng(rows)
+    for spec in (
+        default_spec("MS", 12, 36, [3, 6, 12, 24, 36], calendar=False),
+        default_spec("MS", 12),
+        default_spec("QS", 4, [1, 4, 8], [2, 5]),
+    ):
+        lookback = spec.lookback
+        padded = rng.normal(100, 30, (rows, lookback + 3)) * rng.lognormal(0, 4, (rows, 1))
+        for windows in (
+            padded[:, 2 : 2 + lookback],  # a view, as in the recursion's buffer
+            np.round(padded[:, :lookback]),
+            # zeros over the scale window: the whole window sets the scale
+            np.where(np.arange(lookback) >= lookback - spec.scale_window, 0, padded[:, :lookback]),
+            np.zeros((rows, lookback)),
+            rng.normal(0, 1e-300, (rows, lookback)),
+        ):
+            fast = features._complete_window_features(windows, spec)
+            assert fast is not None
+            expected = _nan_aware_features(windows, spec)
+            assert np.array_equal(fast[0], expected[0], equal_nan=True)
+            assert np.array_equal(fast[1], expected[1])
+
+
+def test_windows_with_gaps_or_huge_values_take_the_nan_aware_path():
+    spec = default_spec("MS", 12, 36, [3, 6, 12, 24, 36], calendar=False)
+    windows = np.full((2, 36), 5.0)
+    for bad in (np.nan, np.inf, 1e305):
+        windows[1, 4] = bad
+        assert features._complete_window_features(windows, spec) is None
+        with np.errstate(all="ignore"):
+            found = window_features(windows, spec)
+            expected = _nan_aware_features(windows, spec)
+        assert np.array_equal(found[0], expected[0], equal_nan=True)
