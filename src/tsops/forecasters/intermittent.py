@@ -151,33 +151,34 @@ class IntermittentModel(NaiveFallback, LocalModel):
         flat demand rate, with no seasonality.
     method:
         ``CrostonClassic``, ``CrostonSBA`` (Croston with the Syntetos–Boylan bias
-        correction), ``TSB`` (Teunter–Syntetos–Babai), ``ADIDA`` or ``IMAPA``.
+        correction), ``TSB`` (Teunter–Syntetos–Babai), ``ADIDA`` or ``IMAPA``. IMAPA by
+        default: it needs no parameter and forecasts a series without zeros as its
+        level (SBA's fixed 0.95 discount would forecast 6.65 for a constant 7).
     options:
         Keyword arguments of that class; ``TSB`` needs ``alpha_d`` and ``alpha_p``.
 
-    The point forecast is the method's (the same value for every step: a demand rate
-    per period). statsforecast gives these methods no intervals of their own, so the
-    intervals come from the empirical quantiles of the in-sample one-step errors
-    ``y[t] - fitted[t]``: each fitted value is the method's forecast from the
-    observations before ``t`` only, so these are genuine out-of-sample errors (a split
-    conformal interval with one-step windows), and they carry the real shape of
-    intermittent demand, mostly zeros and a long right tail, which a normal
-    interval around a rate does not. The same bounds hold for every step: the
-    forecast is a flat rate, and the uncertainty of one period's demand (whether
-    there is any, and its size) dwarfs the drift of the rate over the horizon. A
-    series with no negative value gets no negative bound.
+    The point forecast is the method's: one value for every step, a demand rate per
+    period. statsforecast gives these methods no intervals of their own, so they come
+    from the empirical quantiles of the method's own in-sample errors at each step
+    ahead: the fitted value at ``t`` is the method's forecast from the observations
+    before ``t`` only, and as the forecast is flat it is also its forecast for ``t + k
+    - 1``, so ``y[t + k - 1] - fitted[t]`` are genuine out-of-sample errors ``k`` steps
+    ahead (a split conformal interval whose calibration windows are the series' own
+    past). They keep the real shape of intermittent demand, mostly zeros and a long
+    right tail, which a normal interval around a rate misses; on stationary demand they
+    stay about as wide at every step, and they widen where the series drifts. Bounds
+    never narrow with the horizon (each is the widest so far), and a series with no
+    negative value gets no negative bound.
 
-    ``update`` keeps the error distribution and the options and re-runs the method on
-    the new series (the methods' state is their smoothed demand and interval; for
-    ADIDA and IMAPA the aggregation level and the smoothing weight are part of the
-    method's run on the series, cheap to re-derive).
+    ``update`` keeps the fitted errors and the options and re-runs the method on the
+    new series: the methods' state is their smoothed demand and interval (and, for
+    ADIDA and IMAPA, the aggregation level and smoothing weight of that run), cheap to
+    re-derive; the intervals stay those of the training data.
     """
 
     min_length = 1
 
-    def __init__(
-        self, season_length: int = 1, method: str = "CrostonSBA", options: dict | None = None
-    ):
+    def __init__(self, season_length: int = 1, method: str = "IMAPA", options: dict | None = None):
         if int(season_length) < 1:
             raise ValueError(f"season_length must be >= 1, got {season_length!r}")
         self.season_length = int(season_length)
@@ -189,13 +190,13 @@ class IntermittentModel(NaiveFallback, LocalModel):
         try:
             return _method_class(self.method)(**self.options)
         except TypeError as exc:
+            hint = (
+                "TSB needs alpha_d and alpha_p, e.g. {alpha_d: 0.1, alpha_p: 0.1}"
+                if self.method == "TSB"
+                else "this method takes no options"
+            )
             raise ValueError(
-                f"intermittent {self.method}: invalid options ({exc}); "
-                + (
-                    "TSB needs alpha_d and alpha_p, e.g. {alpha_d: 0.1, alpha_p: 0.1}"
-                    if self.method == "TSB"
-                    else "this method takes no options"
-                )
+                f"intermittent {self.method}: invalid options ({exc}); {hint}"
             ) from exc
 
     def fit(self, y: np.ndarray) -> Self:
@@ -207,10 +208,14 @@ class IntermittentModel(NaiveFallback, LocalModel):
                 out = self._build().forecast(y=y, h=1, fitted=True)
         except _FIT_ERRORS:
             return self._fall_back(y)
-        errors = y - np.asarray(out["fitted"], dtype=float)
-        self.errors_ = np.sort(errors[np.isfinite(errors)])
+        fitted = np.asarray(out["fitted"], dtype=float)
+        known = np.isfinite(fitted)
+        # the observations and their one-step forecasts from the first finite one on:
+        # the k-step errors pair y[t + k - 1] with fitted[t]
+        first = int(np.argmax(known)) if known.any() else len(y)
+        self.y_, self.fitted_ = y[first:].copy(), fitted[first:].copy()
         self.rate_ = float(np.asarray(out["mean"], dtype=float)[0])
-        if not np.isfinite(self.rate_):
+        if not (np.isfinite(self.rate_) and np.isfinite(self.fitted_).all()):
             return self._fall_back(y)
         return self
 
@@ -240,7 +245,7 @@ class IntermittentModel(NaiveFallback, LocalModel):
         mean = np.full(h, self.rate_)
         out = {MEAN_COL: mean}
         for level in levels:
-            lo, hi = _error_bounds(self.errors_, level)
+            lo, hi = step_error_bounds(self.y_, self.fitted_, h, level)
             out[lo_col(level)] = mean + lo
             out[hi_col(level)] = mean + hi
             if self.nonnegative_:
@@ -248,13 +253,30 @@ class IntermittentModel(NaiveFallback, LocalModel):
         return tidy_intervals(out, levels)
 
 
-def _error_bounds(sorted_errors: np.ndarray, level: float) -> tuple[float, float]:
-    """The error quantiles a ``level``% interval adds to the forecast: the split
-    conformal ranks (the ceil((n+1)(1-a/2))-th smallest error and its mirror), the
-    widest errors seen when there are too few for the level; none without errors."""
-    n = sorted_errors.size
-    if n == 0:
-        return 0.0, 0.0
+#: fewest k-step errors a step's bounds are read from; further steps keep the last such
+MIN_STEP_ERRORS = 8
+
+
+def step_error_bounds(
+    y: np.ndarray, fitted: np.ndarray, h: int, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets of a ``level``% interval from a flat forecast, for steps 1..h.
+
+    At step ``k`` the errors are ``y[t + k - 1] - fitted[t]``; the bounds are their
+    split conformal ranks (the ceil((n+1)(1-a/2))-th smallest error and its mirror, the
+    widest seen when there are too few for the level). A step with fewer than
+    ``MIN_STEP_ERRORS`` errors keeps the step before's bounds, and no bound narrows as
+    the steps go on. No errors at all (one observation): no width.
+    """
+    n = len(y)
     tail = (1.0 - level / 100.0) / 2.0
-    rank = min(int(np.ceil((n + 1) * (1.0 - tail))), n)  # 1-based rank of the upper bound
-    return float(sorted_errors[n - rank]), float(sorted_errors[rank - 1])
+    lo, hi = np.zeros(h), np.zeros(h)
+    last = (0.0, 0.0)
+    for k in range(1, h + 1):
+        count = n - k + 1
+        if count >= MIN_STEP_ERRORS or (k == 1 and count > 0):
+            errors = np.sort(y[k - 1 :] - fitted[:count])
+            rank = min(int(np.ceil((count + 1) * (1.0 - tail))), count)  # 1-based
+            last = (float(errors[count - rank]), float(errors[rank - 1]))
+        lo[k - 1], hi[k - 1] = last
+    return np.minimum.accumulate(lo), np.maximum.accumulate(hi)
