@@ -50,6 +50,14 @@ _M4_HORIZONS = {
     "business day": 10,
     "hour": 48,
 }
+_ADJECTIVE = {
+    "year": "yearly",
+    "quarter": "quarterly",
+    "month": "monthly",
+    "week": "weekly",
+    "day": "daily",
+    "hour": "hourly",
+}
 #: the comment column of model.yaml, as in the shipped ones
 _COMMENT_COLUMN = 22
 
@@ -140,24 +148,30 @@ class Inferred:
 # ----------------------------------------------------------------------------- inference
 
 
+#: series whose own dates vote on the frequency: enough to find the panel's, and
+#: pandas.infer_freq costs a fraction of a millisecond per series
+_VOTERS = 200
+
+
 def infer_freq(ds_by_series: list[pd.DatetimeIndex]) -> tuple[str, str]:
     """The panel's pandas frequency alias and why.
 
-    Each series' own timestamps vote (``pandas.infer_freq``, which needs three evenly
-    spaced ones); the most voted frequency wins if every series' dates lie on its grid.
-    Otherwise (series with gaps, a series every other month among monthly ones) the
-    coarsest calendar grid that holds every date and on which some two observations
-    are one period apart.
+    Series' own timestamps vote (``pandas.infer_freq``, which needs three evenly spaced
+    ones; up to ``_VOTERS`` series spread over the panel); the most voted frequency
+    wins if every series' dates lie on its grid. Otherwise (series with gaps, a series
+    every other month among monthly ones) the coarsest calendar grid that holds every
+    date and on which some two observations are one period apart.
     """
     votes: Counter[str] = Counter()
-    for ds in ds_by_series:
+    step = max(len(ds_by_series) // _VOTERS, 1)
+    for ds in ds_by_series[::step]:
         if len(ds) >= 3:
             freq = pd.infer_freq(ds)
             if freq is not None:
                 votes[_plain_alias(freq)] += 1
     voters = sum(votes.values())
     for freq, n in votes.most_common():
-        if all(_on_grid(ds, freq) for ds in ds_by_series):
+        if _on_grid(ds_by_series, to_offset(freq)):
             if n == voters:
                 return freq, f"inferred: every series with 3 or more regular dates is on {freq}"
             return freq, f"inferred: {n} of {voters} regular series are on {freq}, the most"
@@ -170,9 +184,22 @@ def infer_freq(ds_by_series: list[pd.DatetimeIndex]) -> tuple[str, str]:
     return freq, f"inferred: every date is on the {freq} grid (some series have gaps)"
 
 
-def _on_grid(ds: pd.DatetimeIndex, freq: str) -> bool:
-    """Every date of ``ds`` is a whole number of ``freq`` periods after its first."""
-    return len(ds) < 2 or ds.isin(pd.date_range(ds[0], ds[-1], freq=freq)).all()
+def _on_grid(ds_by_series: list[pd.DatetimeIndex], offset: offsets.BaseOffset) -> bool:
+    """Every date of each series is a whole number of ``offset`` periods after the
+    series' first."""
+    if isinstance(offset, offsets.Tick):
+        step = offset.nanos
+        return all(((ds.asi8 - ds.asi8[0]) % step == 0).all() for ds in ds_by_series)
+    if offset.n == 1:
+        # one calendar grid for all (month starts, Sundays ...): a date on it moves one
+        # period forward and back to itself
+        every = pd.DatetimeIndex(np.unique(np.concatenate([ds.values for ds in ds_by_series])))
+        return bool(((every + offset) - offset == every).all())
+    return all(
+        ds.isin(pd.date_range(ds[0], ds[-1], freq=offset)).all()
+        for ds in ds_by_series
+        if len(ds) > 1
+    )
 
 
 def _plain_alias(freq: str) -> str:
@@ -208,15 +235,22 @@ _GRIDS = (
 
 
 def _grid_of(ds_by_series: list[pd.DatetimeIndex]) -> str | None:
-    every = pd.DatetimeIndex(np.concatenate([ds.values for ds in ds_by_series]))
     for alias in _GRIDS:
         offset = to_offset(alias)
-        if not all(offset.is_on_offset(t) for t in every.unique()):
+        if not _on_calendar(ds_by_series, offset):
             continue
         for ds in ds_by_series:
             if len(ds) >= 2 and ((ds[:-1] + offset) == ds[1:]).any():
                 return alias
     return None
+
+
+def _on_calendar(ds_by_series: list[pd.DatetimeIndex], offset: offsets.BaseOffset) -> bool:
+    """Every date is on ``offset``'s calendar (a month start, a Sunday, a whole hour)."""
+    every = pd.DatetimeIndex(np.unique(np.concatenate([ds.values for ds in ds_by_series])))
+    if isinstance(offset, offsets.Tick):
+        return bool((every.floor(offset) == every).all())
+    return bool(((every + offset) - offset == every).all())
 
 
 def _period_kind(offset: offsets.BaseOffset) -> str | None:
@@ -254,7 +288,7 @@ def natural_season(freq: str) -> tuple[int, str]:
     if kind in ("hour", "sub-hour"):
         per_day = pd.Timedelta(days=1) / pd.Timedelta(offset.nanos, unit="ns")
         if per_day > 1 and float(per_day).is_integer():
-            return int(per_day), f"a day of {freq} periods"
+            return int(per_day), "a day of hours" if freq == "h" else f"a day of {freq} periods"
     return 1, f"no usual cycle for {freq} periods"
 
 
@@ -295,7 +329,7 @@ def infer(
         kind = _period_kind(to_offset(freq))
         horizon = _M4_HORIZONS.get(kind or "", max(season_length, 1))
         why["horizon"] = (
-            f"as the M4 competition's horizon for {kind} data"
+            f"the M4 competition's horizon for {_ADJECTIVE.get(kind or '', kind)} data"
             if kind in _M4_HORIZONS
             else "one season"
         )
