@@ -47,6 +47,8 @@ class Server:
             str(log_dir),
             "--max_body_bytes",
             "200000",
+            # one process unless a test asks for workers (the default is one per CPU)
+            *([] if "--workers" in args else ["--workers", "1"]),
             *args,
         ]
         self._out = open(self.output, "w")  # noqa: SIM115 - lives as long as the server

@@ -184,6 +184,11 @@ BAD_V1 = [
         "ISO 8601",
     ),
     ("body not an object", [1, 2, 3], "JSON object"),
+    (
+        "history a model cannot fit",
+        {"instances": [{"unique_id": "N1402", "history": {"ds": ["2020-01-01"], "y": [1e308]}}]},
+        "history of 'N1402': y[0] is 1e+308, beyond ±1e+100",
+    ),
 ]
 
 
@@ -263,6 +268,18 @@ BAD_V2 = [
             ]
         },
         "history",
+    ),
+    (
+        "history a model cannot fit",
+        {
+            "inputs": [
+                {"name": "unique_id", "datatype": "BYTES", "shape": [1], "data": ["N1402"]},
+                {"name": "history_unique_id", "datatype": "BYTES", "shape": [1], "data": ["N1402"]},
+                {"name": "history_ds", "datatype": "BYTES", "shape": [1], "data": ["2020-01-01"]},
+                {"name": "history_y", "datatype": "FP64", "shape": [1], "data": [-1e308]},
+            ]
+        },
+        "y[0] is -1e+308, beyond",
     ),
 ]
 

@@ -49,10 +49,7 @@ class ForecastLog:
             raise ValueError(f"forecast log format {fmt!r} is not one of {FORMATS}")
         self.directory = Path(directory)
         self.fmt = fmt
-        # Replicas share one ReadWriteMany volume and each server is pid 1 of its pod:
-        # the host name (the pod's name) keeps their part files apart.
-        host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname()) or "host"
-        self._writer = f"{host}-{os.getpid()}"
+        self._writer = ""  # named by start(), in the process that writes
         self.flush_seconds = flush_seconds
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[dict[str, Any], list[dict[str, Any]]]] = (
@@ -65,6 +62,14 @@ class ForecastLog:
         self.written = 0
 
     def start(self) -> ForecastLog:
+        """Start the writer thread, in the process that serves: a server with several
+        workers creates the log before forking and each worker starts its own copy."""
+        # Replicas share one ReadWriteMany volume and each server is pid 1 of its pod:
+        # the host name (the pod's name) keeps their part files apart, the pid those of
+        # one pod's workers (a name taken before the fork would be every worker's, and
+        # their part files would overwrite each other).
+        host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname()) or "host"
+        self._writer = f"{host}-{os.getpid()}"
         self.directory.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name="forecast-log", daemon=True)
         self._thread.start()

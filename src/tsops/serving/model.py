@@ -173,14 +173,48 @@ class ForecastModel(Model):
         return out
 
     def _compute(self, query: ForecastQuery) -> list[dict[str, Any]]:
+        forecaster = self.loaded.forecaster
         try:
-            forecasts = self.loaded.forecaster.predict_series(
-                query.h, query.levels, query.history, query.ids
-            )
+            forecasts = forecaster.predict_series(query.h, query.levels, query.history, query.ids)
         except ForecastError as exc:
             REJECTED.labels(self.name).inc()
             raise InvalidInput(str(exc)) from exc
+        except Exception as exc:
+            # The model re-filters (and some members re-fit) on the history sent: values
+            # it cannot fit (e.g. 1e308) make statsforecast raise a bare Exception. That
+            # is the request's data, a 400 naming the series; without history the
+            # forecasts come from the table, so a failure there stays a server error.
+            if not query.history:
+                raise
+            REJECTED.labels(self.name).inc()
+            raise InvalidInput(self._unfittable(query, exc)) from exc
+        if query.history:
+            for forecast in forecasts:
+                if forecast.unique_id in query.history and not _finite(forecast):
+                    REJECTED.labels(self.name).inc()
+                    raise InvalidInput(
+                        _history_problem(
+                            f"history of {forecast.unique_id!r}",
+                            query.history[forecast.unique_id].y,
+                            "its forecast is not finite (the values overflow the model's "
+                            "arithmetic)",
+                        )
+                    )
         return [_result(f) for f in forecasts]
+
+    def _unfittable(self, query: ForecastQuery, error: Exception) -> str:
+        """The 400 message for history the model failed on: which series (each tried
+        alone, on this rare path only) and why."""
+        reason = f"the model cannot be fitted to it ({type(error).__name__}: {error})"
+        for uid, history in query.history.items():
+            try:
+                self.loaded.forecaster.predict_series(query.h, query.levels, {uid: history}, [uid])
+            except Exception as exc:
+                reason = f"the model cannot be fitted to it ({type(exc).__name__}: {exc})"
+                return _history_problem(f"history of {uid!r}", history.y, reason)
+        # each series alone went through: only their combination fails
+        names = ", ".join(map(repr, query.history))
+        return _history_problem(f"history of {names}", None, reason)
 
     def _v2_response(self, query: ForecastQuery, results: list[dict[str, Any]]) -> bytes:
         """The V2 response body, serialised here.
@@ -254,6 +288,22 @@ def _json_body(raw: bytes) -> Any:
         raise RequestError(
             f"body is not JSON ({exc}); send a JSON object with Content-Type: application/json"
         ) from exc
+
+
+def _finite(forecast: SeriesForecast) -> bool:
+    return all(np.isfinite(values).all() for values in forecast.values.values())
+
+
+def _history_problem(subject: str, y: np.ndarray | None, reason: str) -> str:
+    """Why ``subject`` (the history sent for a series) cannot be forecast from, and
+    what to send instead."""
+    scale = ""
+    if y is not None and len(y):
+        scale = f" (its values range from {float(np.min(y)):.6g} to {float(np.max(y)):.6g})"
+    return (
+        f"{subject}: {reason}{scale}; send the series' actual observations, on the scale "
+        "the model was trained on"
+    )
 
 
 def _result(forecast: SeriesForecast) -> dict[str, Any]:

@@ -13,13 +13,16 @@ built from kserve's public classes:
   other versions than the served one, the model repository extension; its receive
   limit is also ``--max_body_bytes``.
 
-Only one process serves (kserve's ``--workers N`` is refused in ``server.py``: see
-``WORKERS_HELP`` there). When kserve gains a host option, ``start`` can go.
+With ``listen_socket``, the REST server serves on that socket (a worker's own,
+``tsops.serving.workers``) instead of binding one. kserve's ``--workers N`` is not
+used: ``server.py`` forks tsops' workers itself (``workers.py`` says why). When kserve
+gains a host option, ``start`` can go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from kserve import ModelServer
@@ -41,10 +44,12 @@ class TsopsModelServer(ModelServer):
         versions: dict[str, str],
         grpc_options: dict[str, int],
         grpc_request_logs: bool = False,
+        listen_socket: socket.socket | None = None,
         **kwargs: Any,
     ):
         super().__init__(workers=1, **kwargs)
         self.host = host
+        self.listen_socket = listen_socket
         self.versions = versions
         self.grpc_options = grpc_options
         self.grpc_request_logs = grpc_request_logs
@@ -57,7 +62,8 @@ class TsopsModelServer(ModelServer):
         for model in models:
             self.register_model(model)
             model.enable_latency_logging = self.enable_latency_logging
-        self._rest_server = RESTServer(
+        self._rest_server = SocketRESTServer(
+            self.listen_socket,
             FASTAPI_APP_IMPORT_STRING,
             self.dataplane,
             self.model_repository_extension,
@@ -87,6 +93,22 @@ class TsopsModelServer(ModelServer):
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve())
+
+
+class SocketRESTServer(RESTServer):
+    """kserve's REST server, on ``listen_socket`` when one is given."""
+
+    def __init__(self, listen_socket: socket.socket | None, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.listen_socket = listen_socket
+
+    async def start(self):
+        if self.listen_socket is None:
+            await super().start()
+            return
+        # RESTServer.start, on the given socket (uvicorn.Server.serve takes sockets)
+        self.create_application()
+        await self._server.serve(sockets=[self.listen_socket])
 
 
 class GuardedGRPCServer(GRPCServer):

@@ -29,6 +29,10 @@ from tsops.forecasters.base import SeriesHistory
 MAX_SERIES_PER_REQUEST = 1000
 MAX_HISTORY_POINTS = 10_000
 MAX_LEVELS = 10
+#: the largest magnitude of a history value: far beyond any measured quantity, and small
+#: enough that the models' squares and products of values (variances, likelihoods) stay
+#: finite in float64 (1e308 would overflow them: "no model able to be fitted")
+MAX_ABS_VALUE = 1e100
 
 
 class RequestError(TsopsError, ValueError):
@@ -162,6 +166,12 @@ def series_histories(
         if not np.isfinite(values).all():
             bad = int(np.flatnonzero(~np.isfinite(values))[0])
             raise RequestError(f"{field}: y[{bad}] is {values[bad]}; send finite numbers only")
+        if (np.abs(values) > MAX_ABS_VALUE).any():
+            bad = int(np.flatnonzero(np.abs(values) > MAX_ABS_VALUE)[0])
+            raise RequestError(
+                f"{field}: y[{bad}] is {values[bad]:g}, beyond ±{MAX_ABS_VALUE:g}, the largest "
+                "magnitude a model can forecast from; send the series' actual observations"
+            )
         if len(times) > 1 and not (np.diff(times.asi8) > 0).all():
             raise RequestError(f"{field}: ds must be strictly increasing (sorted, no duplicates)")
         if not offset.is_on_offset(times[0]):

@@ -14,7 +14,9 @@ The command line extends kserve's own argument parser. What tsops does with its 
 ``--grpc_max_send_message_length``,             default (kserve's default is on)
 ``--grpc_max_receive_message_length``
 ``--enable_latency_logging``                    as in kserve, default false
-``--workers``                                   must be 1 (``WORKERS_HELP`` says why)
+``--workers``                                   tsops' own: load once, fork N workers
+                                                (``workers.py``); default: the CPUs
+                                                the pod may use
 ``--predictor_*``, ``--protocol``,              accepted, unused: they configure a kserve
 ``--enable_predictor_health_check``             transformer, and this is a predictor
 ==============================================  =========================================
@@ -27,17 +29,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 from pathlib import Path
 
 from tsops.core.errors import TsopsError
-from tsops.serving.guard import DEFAULT_MAX_BODY_BYTES
+from tsops.serving.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 
 WORKERS_HELP = (
-    "must be 1: kserve starts more workers as fresh processes ('spawn') that import "
-    "kserve's web app again, without tsops' request checks (body limit, model versions, "
-    "no unloading), and get the loaded models by pickling, which the forecast log's "
-    "writer thread cannot be; each would also count its own /metrics. Run more "
-    "replicas (or servers) instead"
+    "server processes: the models are loaded once, then this many workers are forked, "
+    "each listening on the same address (the kernel spreads connections), with its own "
+    "forecast log writer; /metrics sums all of them. Default: the CPUs this process may "
+    "use (its CPU affinity, capped by its cgroup's CPU quota, e.g. the pod's CPU limit)"
 )
 
 
@@ -107,13 +109,23 @@ def build_parser(
         help="also serve the V2 gRPC protocol on --grpc_port, at --http_host, with the REST "
         "side's checks (default false)",
     )
-    parser.add_argument("--workers", default=1, type=int, help=WORKERS_HELP)
+    parser.add_argument("--workers", default=None, type=_positive, help=WORKERS_HELP)
     parser.add_argument(
         "--tracking_root",
         default=".",
         help="repo root holding the embedded MLflow store (when MLFLOW_TRACKING_URI is unset)",
     )
     return parser
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of workers (>= 1)")
+    return number
 
 
 def _strtobool(value: str) -> bool:
@@ -162,39 +174,93 @@ def model_specs(values: list[str] | None, default_name: str | None) -> list[tupl
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Load the models, then serve them until SIGTERM/SIGINT (the process's entry point)."""
+    """Load the models, then serve them until SIGTERM/SIGINT (the process's entry point):
+    in this process with one worker, from forked workers with more."""
+    import shutil
+
     from kserve import model_server as kserve_model_server
 
     from tsops.core.settings import load_settings
-    from tsops.forecasters.naive import quiet_process
-    from tsops.registry.loading import registry_for
-    from tsops.serving.forecast_log import ForecastLog
-    from tsops.serving.guard import RequestGuard
-    from tsops.serving.model import ForecastModel
-    from tsops.serving.model_server import TsopsModelServer
+    from tsops.serving import workers as server_workers
 
     settings = load_settings()
     parser = build_parser(settings.http_host, settings.forecast_log_dir)
     args = parser.parse_args(argv)
-    if args.workers != 1:
-        parser.error(f"--workers {args.workers}: {WORKERS_HELP}")
+    count = args.workers or server_workers.available_cpus()
     if args.enable_docs_url and kserve_model_server.app.docs_url is None:
         # kserve builds its app, /docs or not, when it is imported, from sys.argv
         raise ServerError("--enable_docs_url must be on the process's command line")
     if args.configure_logging:
         configure_logging(args.request_logs, args.log_config_file)
-    models: list[ForecastModel] = []
+    metrics_dir = None
+    # a folder given in the environment is the operator's to keep; ours goes at exit
+    own_metrics_dir = not os.environ.get(server_workers.METRICS_ENV)
+    held: list = []
+    models = []
+    try:
+        if count > 1:
+            # before any metric has a value; the ports checked before loading
+            metrics_dir = server_workers.multiprocess_metrics(
+                os.environ.get(server_workers.METRICS_ENV) or None
+            )
+            held.append(server_workers.reserve_port(args.http_host, args.http_port, "REST"))
+            if args.enable_grpc:
+                held.append(server_workers.reserve_port(args.http_host, args.grpc_port, "gRPC"))
+        models = _load_models(args, settings)
+        versions = {m.name: m.loaded.version for m in models}
+        app = kserve_model_server.app
+        # kserve serves one module-level app; its middleware is ours to add before start
+        # (and before the fork: every worker has the guard)
+        app.add_middleware(RequestGuard, max_bytes=args.max_body_bytes, versions=versions)
+        if metrics_dir is not None:
+            app.add_middleware(server_workers.MultiProcessMetrics, directory=metrics_dir)
+
+        def serve(_index: int = 0) -> None:
+            for model in models:
+                if model.forecast_log is not None:
+                    model.forecast_log.start()
+            listen = None
+            if count > 1:
+                listen = server_workers.worker_socket(args.http_host, args.http_port)
+            try:
+                _model_server(args, versions, listen).start(models)
+            finally:
+                for model in models:
+                    model.stop()
+
+        if count == 1:
+            serve()
+            return
+        code = server_workers.run_workers(count, serve, grace_seconds=_grace_seconds() + 5)
+        if code:
+            raise ServerError("a worker failed (its error is above); the server stopped")
+    finally:
+        for model in models:
+            model.stop()
+        for sock in held:
+            sock.close()
+        if metrics_dir is not None and own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _load_models(args: argparse.Namespace, settings) -> list:
+    """The served models, loaded (their forecast logs made, not started); then the
+    process is set up for serving."""
+    from tsops.forecasters.naive import quiet_process
+    from tsops.registry.loading import registry_for
+    from tsops.serving.forecast_log import ForecastLog
+    from tsops.serving.model import ForecastModel
+
     specs = model_specs(args.model, getattr(args, "model_name", None))
     registry = registry_for(
         [ref for _, ref in specs], Path(args.tracking_root), settings.mlflow_tracking_uri
     )
+    models: list[ForecastModel] = []
     try:
         for name, ref in specs:
             sink = None
             if args.forecast_log_dir:
-                sink = ForecastLog(
-                    Path(args.forecast_log_dir) / name, fmt=args.forecast_log_format
-                ).start()
+                sink = ForecastLog(Path(args.forecast_log_dir) / name, fmt=args.forecast_log_format)
             model = ForecastModel(
                 name,
                 ref,
@@ -204,46 +270,58 @@ def main(argv: list[str] | None = None) -> None:
             )
             models.append(model)
             model.load()
-        # Process-wide warning filters, BLAS threads and np.seterr: a server forecasts on
-        # every request, and scoping them per request costs more than a small forecast.
-        # Set here, at the server's entry point, after loading (statsmodels' import adds
-        # filters of its own), and never at import.
-        quiet_process()
-        # The loaded models, MLflow and pandas are ~10^6 long-lived objects; without this
-        # every full collection walks them all, a pause of tens of milliseconds that shows
-        # up as the p99 latency. Frozen objects are skipped by the collector.
-        gc.collect()
-        gc.freeze()
-
-        versions = {m.name: m.loaded.version for m in models}
-        # kserve serves one module-level app; its middleware is ours to add before start
-        kserve_model_server.app.add_middleware(
-            RequestGuard, max_bytes=args.max_body_bytes, versions=versions
-        )
-        server = TsopsModelServer(
-            host=args.http_host,
-            versions=versions,
-            grpc_options={
-                "grpc.max_send_message_length": args.grpc_max_send_message_length,
-                "grpc.max_receive_message_length": min(
-                    args.grpc_max_receive_message_length, args.max_body_bytes
-                ),
-            },
-            grpc_request_logs=args.request_logs,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            max_threads=args.max_threads,
-            max_asyncio_workers=args.max_asyncio_workers,
-            enable_grpc=args.enable_grpc,
-            enable_docs_url=args.enable_docs_url,
-            enable_latency_logging=args.enable_latency_logging,
-            access_log_format=args.access_log_format,
-            event_loop=args.event_loop,
-            timeout_keep_alive=args.timeout_keep_alive,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
-        )
-        server.start(models)
-    finally:
+    except BaseException:
         for model in models:
             model.stop()
+        raise
+    # Process-wide warning filters, BLAS threads and np.seterr: a server forecasts on
+    # every request, and scoping them per request costs more than a small forecast.
+    # Set here, at the server's entry point, after loading (statsmodels' import adds
+    # filters of its own), and never at import.
+    quiet_process()
+    # The loaded models, MLflow and pandas are ~10^6 long-lived objects; without this
+    # every full collection walks them all, a pause of tens of milliseconds that shows
+    # up as the p99 latency. Frozen objects are skipped by the collector (and, in
+    # forked workers, never written to: their pages stay shared).
+    gc.collect()
+    gc.freeze()
+    return models
+
+
+def _grace_seconds() -> float:
+    """How long kserve lets requests in flight finish after SIGTERM (its default: we
+    pass none)."""
+    import inspect
+
+    from kserve import ModelServer
+
+    return float(inspect.signature(ModelServer.__init__).parameters["grace_period"].default)
+
+
+def _model_server(args: argparse.Namespace, versions: dict[str, str], listen):
+    from tsops.serving.model_server import TsopsModelServer
+
+    return TsopsModelServer(
+        host=args.http_host,
+        versions=versions,
+        grpc_options={
+            "grpc.max_send_message_length": args.grpc_max_send_message_length,
+            "grpc.max_receive_message_length": min(
+                args.grpc_max_receive_message_length, args.max_body_bytes
+            ),
+        },
+        grpc_request_logs=args.request_logs,
+        listen_socket=listen,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        max_threads=args.max_threads,
+        max_asyncio_workers=args.max_asyncio_workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+        timeout_keep_alive=args.timeout_keep_alive,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    )
