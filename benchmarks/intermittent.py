@@ -27,7 +27,7 @@ Metrics, per series and window, then averaged over both:
 A series whose training part never changes (a zero scale) is left out of the scaled
 scores (counted as ``unscaled``).
 
-Usage (from the repository root, ~20 s on one core)::
+Usage (from the repository root; ~10 s of fitting on one core, ~15 s of imports)::
 
     .venv/bin/python benchmarks/intermittent.py
     .venv/bin/python benchmarks/intermittent.py --out /tmp/intermittent.json

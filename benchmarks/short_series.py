@@ -22,7 +22,7 @@ coverage of the 80% and 95% intervals. The MASE scale is the in-sample seasonal 
 MAE (lag 12) of the *full* training part for every row, so that the rows differ only
 in their forecasts (a scale from 30 observations would measure a different yardstick).
 
-Usage (from the repository root; ~3 min on one core for all 1,428 series)::
+Usage (from the repository root; all 1,428 series: ~2.5 min of fitting on one core)::
 
     .venv/bin/python benchmarks/short_series.py
     .venv/bin/python benchmarks/short_series.py --series 200 --lengths 30
