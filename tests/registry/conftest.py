@@ -1,7 +1,7 @@
 """A real MLflow store on SQLite per test, and a model's stage outputs written in a folder.
 
 Creating a SQLite store runs MLflow's database migrations (seconds); each test gets a
-copy of one store migrated once per session instead.
+copy of one store migrated once per test run instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import mlflow
 import pytest
 
 from tests.conftest import TINY_MODEL
+from tests.helpers.once import built_once
 from tests.helpers.synthetic import make_series
 from tsops.core.io import write_json
 from tsops.core.paths import ModelPaths
@@ -27,9 +28,8 @@ NAME = "tiny"
 
 @pytest.fixture(scope="session")
 def _migrated_store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mlflow-template")
-    connect(root)  # creates and migrates root/mlflow.db
-    return root / DB_FILE
+    # connect creates and migrates mlflow.db: once per run, whatever the xdist workers
+    return built_once(tmp_path_factory, "mlflow-template", connect) / DB_FILE
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from tsops.core.errors import TsopsError
@@ -53,6 +55,15 @@ RUNTIME_PACKAGES = (
 
 class ForecastRequestError(TsopsError, ValueError):
     """A pyfunc input that cannot be forecast; the message names the field."""
+
+
+class ServedForecastError(ForecastRequestError, MlflowException):
+    """A request the model cannot forecast, as the MLflow model servers report it: ``mlflow
+    models serve`` answers an ``MlflowException`` with 400 and its message (anything else
+    becomes a 500-style "unexpected error" without it), MLServer with its text."""
+
+    def __init__(self, message: str):
+        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def signature(horizon: int, levels: list[float]) -> ModelSignature:
@@ -104,7 +115,10 @@ class TsopsForecaster(mlflow.pyfunc.PythonModel):
         self.spec = read_json(context.artifacts[SPEC_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
-        return forecast_request(self.forecaster, self.spec, model_input, params or {})
+        try:
+            return forecast_request(self.forecaster, self.spec, model_input, params or {})
+        except TsopsError as exc:  # unknown series, bad h or level, unusable history
+            raise ServedForecastError(str(exc)) from exc
 
 
 def forecast_request(
