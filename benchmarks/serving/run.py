@@ -1,51 +1,45 @@
-"""Serving benchmark: tsops' KServe server against MLServer + mlserver-mlflow and a bare
+"""Serving benchmark: tsops' KServe server (1 and 2 workers) against MLServer +
+mlserver-mlflow (1 and 2 inference workers) on the same MLflow model folder, and a bare
 ASGI "hello" endpoint, on 127.0.0.1, with wrk as the load generator.
 
 What runs, each on its own free 127.0.0.1 port and load-tested one at a time:
 
-- ``tsops``: ``python -m tsops.serving`` with its defaults (kserve's per-request latency
-  and access log lines, the forecast log on), V1 and V2, without and with history;
-- ``tsops-quiet`` / ``tsops-quiet-nolog`` (c16 only, to attribute cost): the same with
-  kserve's per-request log lines off (``--enable_latency_logging false`` and a log
-  config with ``kserve.trace`` and ``uvicorn.access`` at WARNING), and additionally
-  without the forecast log (``--forecast_log_dir ''``);
-- ``mlserver``: MLServer 1.7.1 + mlserver-mlflow 1.7.1 in its own venv
-  (``benchmarks/serving/.venv-mlserver``, made from ``requirements-mlserver.txt`` if
-  missing), serving the same MLflow model folder through ``mlserver_runtime.py`` (two
-  compatibility fixes, see there), V2 with the pandas codec, without and with history;
-- ``hello-asgi`` / ``hello-fastapi``: ``hello_app.py`` on the tsops venv's uvicorn, the
-  ceiling of the HTTP stack.
+- ``tsops-w1`` / ``tsops-w2``: ``python -m tsops.serving --workers 1|2`` with its
+  defaults (forecast log on, no per-request log lines), V1 and V2, without and with
+  history;
+- ``mlserver-w1`` / ``mlserver-w2``: MLServer 1.7.1 + mlserver-mlflow 1.7.1 in its own
+  venv (``benchmarks/serving/.venv-mlserver``, from ``requirements-mlserver.txt``),
+  ``parallel_workers`` 1 or 2, serving the model folder unchanged with mlserver-mlflow's
+  own ``MLflowRuntime`` (V2, pandas codec), without and with history;
+- ``hello-asgi``: ``hello_app.py`` on the tsops venv's uvicorn, the ceiling of one
+  process's HTTP stack (c16 only).
 
-The model is ``tests/serving/serving_fixtures.build_model_dir``: six M3 monthly
-series, the median of seasonal naive and Theta, an MLflow pyfunc folder. Requests ask for
-one series (N1402) at the model's default horizon (6) and levels (80, 95); "history"
-requests add 12 monthly observations after the model's cutoff, so the forecast is
-recomputed from them (tsops answers requests without history from a precomputed table;
-MLServer calls the pyfunc model every time).
+The model (``--model``): ``shipped`` (default) is m3-monthly as ``make run`` registers
+it: the trained stage outputs in ``artifacts/m3-monthly`` (``dvc repro``) written as an
+MLflow folder by ``tsops.registry.pyfunc.save_pyfunc``, the function ``tsops register``
+uploads with; ``tiny`` is the tests' six-series model. Requests ask for one series
+(N1402) at horizon 6 and the model's levels (80, 95); "history" requests add 12 monthly
+observations after the model's cutoff, so the forecast is recomputed from them (tsops
+answers requests without history from a precomputed table; MLServer calls the pyfunc
+model every time).
 
 Every case runs at concurrency 1 and 16 (wrk ``-t1 -c1`` / ``-t1 -c16``: closed loop,
 keep-alive), ``--warmup`` seconds discarded then ``--duration`` seconds measured,
 ``--repeats`` times (each repeat restarts every server). Before each repeat it waits, at
 most ``--load-wait`` seconds, for the 1-minute load average to fall under
 ``--max-load``. For each measurement it also records the CPU time of the server's
-process tree and of wrk, and the CPU that other processes used meanwhile (the machine is
-shared). Every request body is sent once before the load and its answer checked: a 200
-with the same forecast from every server.
+process tree (all workers) and of wrk, and the CPU that other processes used meanwhile
+(the machine is shared). Every request body is sent once before the load and its answer
+checked: a 200 with the same forecast from every server.
 
-With ``--profile`` (and py-spy on PATH or given by ``--py-spy``), tsops is then run once
-more under c16 load per case while ``py-spy record --gil`` samples it; the samples are
-grouped into where a request's time goes (``results/profile-*.txt.gz`` are the folded
-stacks).
-
-Usage (from the repository root; about 17 minutes with the defaults and --profile)::
+Usage (from the repository root; about 12 minutes with the defaults)::
 
     apt-get install -y wrk
-    .venv/bin/python benchmarks/serving/run.py --profile --py-spy /tmp/pyspy/bin/py-spy
-    .venv/bin/python benchmarks/serving/run.py --nice -10 --load-wait 60 ...  # busy machine
+    .venv/bin/python benchmarks/serving/run.py --nice -10 --load-wait 600 --max-load 1.0
     .venv/bin/python benchmarks/serving/run.py --duration 3 --warmup 1 --repeats 1 \\
-        --max-load 99 --servers tsops,hello-asgi                     # quick check
+        --max-load 99 --servers tsops-w1,tsops-w2                    # quick check
 
-Results: ``benchmarks/serving/results/serving.json`` and ``serving.md`` (a table).
+Results: ``benchmarks/serving/results/serving.json`` and ``serving.md`` (tables).
 """
 
 from __future__ import annotations
@@ -95,10 +89,23 @@ HISTORY_Y = [
     1750.0,
     1980.0,
 ]
+H = 6
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGET_NO_HISTORY = 3.0
-TARGET_HISTORY = 2.0
-TARGET_P99_MS = 10.0
+# issue 14's targets, on the shipped model, 2 cores
+TARGET_HISTORY_CPU_MS = 4.0  # server CPU per history request
+TARGET_HISTORY_C1_P99_MS = 10.0
+TARGET_NO_HISTORY_C16_P99_MS = 5.0
+#: history requests/s at c16 before issue 14 (one process, gbm stepping through sklearn)
+BEFORE_HISTORY_RPS = 44.0
+TARGET_HISTORY_SPEEDUP = 10.0
+SHIPPED_MODEL = "m3-monthly"
+MODEL_DESCRIPTIONS = {
+    "shipped": "m3-monthly as make run registers it (60 M3 monthly series; mean of AutoETS "
+    "damped, Theta, DynamicOptimizedTheta and a 36-lag gradient boosting), the stage outputs "
+    "saved by tsops.registry.pyfunc.save_pyfunc",
+    "tiny": "tests/serving/serving_fixtures.build_model_dir: 6 M3 monthly series, median of "
+    "seasonal naive and Theta",
+}
 #: command prefix for servers and wrk (``--nice``), e.g. ["nice", "-n", "-10"]
 NICE: list[str] = []
 
@@ -111,33 +118,38 @@ def _v2_tensor(name: str, datatype: str, data: list) -> dict:
 
 
 def request_bodies() -> dict[tuple[str, bool], dict]:
-    """(dialect, with history) -> JSON body; dialects: tsops V1, tsops V2, MLServer V2."""
+    """(dialect, with history) -> JSON body; dialects: tsops V1, tsops V2, MLServer V2.
+    Every request asks for horizon ``H`` (the shipped model's default is 18)."""
     n = len(HISTORY_DS)
     ids = _v2_tensor("unique_id", "BYTES", [SERIES])
+    params = {"h": H}
     return {
-        ("v1", False): {"instances": [{"unique_id": SERIES}]},
+        ("v1", False): {"instances": [{"unique_id": SERIES}], "parameters": params},
         ("v1", True): {
-            "instances": [{"unique_id": SERIES, "history": {"ds": HISTORY_DS, "y": HISTORY_Y}}]
+            "instances": [{"unique_id": SERIES, "history": {"ds": HISTORY_DS, "y": HISTORY_Y}}],
+            "parameters": params,
         },
-        ("v2", False): {"inputs": [ids]},
+        ("v2", False): {"inputs": [ids], "parameters": params},
         ("v2", True): {
             "inputs": [
                 ids,
                 _v2_tensor("history_unique_id", "BYTES", [SERIES] * n),
                 _v2_tensor("history_ds", "BYTES", HISTORY_DS),
                 _v2_tensor("history_y", "FP64", HISTORY_Y),
-            ]
+            ],
+            "parameters": params,
         },
         # MLServer's MLflow runtime decodes the inputs as one pandas DataFrame (the
         # model's signature gives the content type "pd"): one row per series wanted,
-        # plus history rows with ds and y
-        ("mlserver", False): {"inputs": [ids]},
+        # plus history rows with ds and y; the request's parameters are the pyfunc's params
+        ("mlserver", False): {"inputs": [ids], "parameters": params},
         ("mlserver", True): {
             "inputs": [
                 _v2_tensor("unique_id", "BYTES", [SERIES] * n),
                 _v2_tensor("ds", "BYTES", HISTORY_DS),
                 _v2_tensor("y", "FP64", HISTORY_Y),
-            ]
+            ],
+            "parameters": params,
         },
         ("hello", False): {"inputs": [ids]},
     }
@@ -255,6 +267,8 @@ def portable(command: str, workdir: Path) -> str:
 
 
 def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Server]:
+    """tsops with 1 and 2 workers, MLServer with 1 and 2 inference workers (the same
+    MLflow model folder, unchanged, mlserver-mlflow's own runtime), a bare ASGI app."""
     tsops_py = python_of(REPO / ".venv")
     both = [1, 16]
     tsops_cases = [
@@ -264,9 +278,8 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
         ("v2", True, f"/v2/models/{MODEL}/infer"),
     ]
 
-    def tsops_cmd(*extra: str, log_dir: str | None = None):
+    def tsops_cmd(workers: int):
         def cmd(port: int) -> list[str]:
-            logs = str(workdir / "forecast-logs") if log_dir is None else log_dir
             return [
                 tsops_py,
                 "-m",
@@ -276,42 +289,63 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
                 "--http_port",
                 str(port),
                 "--forecast_log_dir",
-                logs,
-                *extra,
+                str(workdir / "forecast-logs"),
+                "--workers",
+                str(workers),
             ]
 
         return cmd
 
-    quiet_log = str(HERE / "quiet-logging.json")
-    quiet = ("--enable_latency_logging", "false", "--log_config_file", quiet_log)
+    def mlserver_prepare(workers: int):
+        repo = workdir / f"mlserver-repo-{workers}"
 
-    repo = workdir / "mlserver-repo"
+        def prepare(port: int) -> None:
+            (repo / MODEL).mkdir(parents=True, exist_ok=True)
+            settings = {
+                "debug": False,
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": workers,
+            }
+            (repo / "settings.json").write_text(json.dumps(settings, indent=2))
+            model_settings = {
+                "name": MODEL,
+                "implementation": "mlserver_mlflow.MLflowRuntime",
+                "parameters": {"uri": str(model_dir)},
+            }
+            (repo / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
 
-    def mlserver_prepare(port: int) -> None:
-        (repo / MODEL).mkdir(parents=True, exist_ok=True)
-        settings = {
-            "debug": False,
-            "host": "127.0.0.1",
-            "http_port": port,
-            "grpc_port": free_port(),
-            "metrics_port": free_port(),
-        }
-        (repo / "settings.json").write_text(json.dumps(settings, indent=2))
-        model_settings = {
-            "name": MODEL,
-            "implementation": "mlserver_runtime.TsopsMLflowRuntime",
-            "parameters": {"uri": str(model_dir)},
-        }
-        (repo / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
-        shutil.copy(HERE / "mlserver_runtime.py", repo / MODEL / "mlserver_runtime.py")
+        return repo, prepare
 
-    def uvicorn_cmd(app: str):
-        def cmd(port: int) -> list[str]:
-            return [
+    def mlserver(workers: int) -> Server:
+        repo, prepare = mlserver_prepare(workers)
+        return Server(
+            f"mlserver-w{workers}",
+            lambda port: [str(mlserver_venv / "bin" / "mlserver"), "start", str(repo)],
+            [
+                ("mlserver", False, f"/v2/models/{MODEL}/infer"),
+                ("mlserver", True, f"/v2/models/{MODEL}/infer"),
+            ],
+            both,
+            ready,
+            prepare=prepare,
+        )
+
+    ready = f"/v2/models/{MODEL}/ready"
+    return [
+        Server("tsops-w1", tsops_cmd(1), tsops_cases, both, ready),
+        Server("tsops-w2", tsops_cmd(2), tsops_cases, both, ready),
+        mlserver(1),
+        mlserver(2),
+        Server(
+            "hello-asgi",
+            lambda port: [
                 tsops_py,
                 "-m",
                 "uvicorn",
-                app,
+                "hello_app:app",
                 "--app-dir",
                 str(HERE),
                 "--host",
@@ -321,39 +355,9 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
                 "--no-access-log",
                 "--log-level",
                 "warning",
-            ]
-
-        return cmd
-
-    ready = f"/v2/models/{MODEL}/ready"
-    return [
-        Server("tsops", tsops_cmd(), tsops_cases, both, ready),
-        Server("tsops-quiet", tsops_cmd(*quiet), tsops_cases, [16], ready),
-        Server("tsops-quiet-nolog", tsops_cmd(*quiet, log_dir=""), tsops_cases, [16], ready),
-        Server(
-            "mlserver",
-            lambda port: [str(mlserver_venv / "bin" / "mlserver"), "start", str(repo)],
-            [
-                ("mlserver", False, f"/v2/models/{MODEL}/infer"),
-                ("mlserver", True, f"/v2/models/{MODEL}/infer"),
             ],
-            both,
-            ready,
-            prepare=mlserver_prepare,
-        ),
-        Server(
-            "hello-asgi",
-            uvicorn_cmd("hello_app:app"),
             [("hello", False, "/hello")],
-            both,
-            "/hello",
-            any_status_ready=True,
-        ),
-        Server(
-            "hello-fastapi",
-            uvicorn_cmd("hello_app:fastapi_app"),
-            [("hello", False, "/hello")],
-            both,
+            [16],
             "/hello",
             any_status_ready=True,
         ),
@@ -764,36 +768,89 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def compare(cases: dict) -> list[dict]:
+    """tsops against MLServer, the same workers, request content and concurrency."""
     rows = []
-    for history in (False, True):
-        mls_key = f"mlserver mlserver {'history' if history else 'no-history'} c16"
-        mls = cases.get(mls_key, {}).get("summary")
-        for dialect in ("v1", "v2"):
+    for workers in (1, 2):
+        for history in (False, True):
+            hist = "history" if history else "no-history"
             for conc in (1, 16):
-                key = f"tsops {dialect} {'history' if history else 'no-history'} c{conc}"
-                mine = cases.get(key, {}).get("summary")
-                base_key = mls_key.replace("c16", f"c{conc}")
-                base = cases.get(base_key, {}).get("summary")
-                if not mine or not base:
-                    continue
-                ratio = mine["rps"] / base["rps"]
-                row = {
-                    "case": key,
-                    "tsops_rps": mine["rps"],
-                    "mlserver_rps": base["rps"],
-                    "ratio": round(ratio, 2),
-                    "tsops_p99_ms": mine["p99_ms_worst"],
-                    "mlserver_p99_ms": base["p99_ms_worst"],
-                }
-                if conc == 16 and mls:
-                    need = TARGET_HISTORY if history else TARGET_NO_HISTORY
-                    met = ratio >= need
-                    target = f">= {need:g}x MLServer"
-                    if not history:
-                        met = met and mine["p99_ms_worst"] <= TARGET_P99_MS
-                        target += f", p99 <= {TARGET_P99_MS:g} ms"
-                    row.update(target=target, met=met)
-                rows.append(row)
+                base = cases.get(f"mlserver-w{workers} mlserver {hist} c{conc}", {}).get("summary")
+                for dialect in ("v1", "v2"):
+                    key = f"tsops-w{workers} {dialect} {hist} c{conc}"
+                    mine = cases.get(key, {}).get("summary")
+                    if not mine or not base:
+                        continue
+                    rows.append(
+                        {
+                            "case": key,
+                            "tsops_rps": mine["rps"],
+                            "mlserver_rps": base["rps"],
+                            "ratio": round(mine["rps"] / base["rps"], 2),
+                            "tsops_p99_ms": mine["p99_ms_worst"],
+                            "mlserver_p99_ms": base["p99_ms_worst"],
+                            "tsops_cpu_ms": mine["server_cpu_ms_per_request"],
+                            "mlserver_cpu_ms": base["server_cpu_ms_per_request"],
+                        }
+                    )
+    return rows
+
+
+def targets(cases: dict) -> list[dict]:
+    """Issue 14's targets, one row per case they apply to."""
+    rows = []
+
+    def add(key: str, what: str, value: float, target: str, met: bool) -> None:
+        rows.append({"case": key, "what": what, "value": value, "target": target, "met": met})
+
+    for workers in (1, 2):
+        for dialect in ("v1", "v2"):
+            prefix = f"tsops-w{workers} {dialect}"
+            for conc in (1, 16):
+                s = cases.get(f"{prefix} history c{conc}", {}).get("summary")
+                if s:
+                    cpu = s["server_cpu_ms_per_request"]
+                    add(
+                        f"{prefix} history c{conc}",
+                        "server CPU ms per request",
+                        cpu,
+                        f"<= {TARGET_HISTORY_CPU_MS:g}",
+                        cpu <= TARGET_HISTORY_CPU_MS,
+                    )
+            s = cases.get(f"{prefix} history c1", {}).get("summary")
+            if s:
+                add(
+                    f"{prefix} history c1",
+                    "p99 ms",
+                    s["p99_ms_worst"],
+                    f"<= {TARGET_HISTORY_C1_P99_MS:g}",
+                    s["p99_ms_worst"] <= TARGET_HISTORY_C1_P99_MS,
+                )
+            s = cases.get(f"{prefix} no-history c16", {}).get("summary")
+            if s:
+                add(
+                    f"{prefix} no-history c16",
+                    "p99 ms",
+                    s["p99_ms_worst"],
+                    f"<= {TARGET_NO_HISTORY_C16_P99_MS:g}",
+                    s["p99_ms_worst"] <= TARGET_NO_HISTORY_C16_P99_MS,
+                )
+            s = cases.get(f"{prefix} history c16", {}).get("summary")
+            if s and workers == 2:
+                need = TARGET_HISTORY_SPEEDUP * BEFORE_HISTORY_RPS
+                add(
+                    f"{prefix} history c16",
+                    f"req/s (before: {BEFORE_HISTORY_RPS:g})",
+                    s["rps"],
+                    f">= {need:g} ({TARGET_HISTORY_SPEEDUP:g}x)",
+                    s["rps"] >= need,
+                )
+    for key, case in cases.items():
+        if not key.startswith("tsops-w2") or not key.endswith("c16"):
+            continue
+        one = cases.get(key.replace("tsops-w2", "tsops-w1"), {}).get("summary")
+        if one:
+            ratio = round(case["summary"]["rps"] / one["rps"], 2)
+            add(key, "req/s, 2 workers / 1", ratio, "> 1", ratio > 1)
     return rows
 
 
@@ -815,16 +872,21 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "| tsops case | tsops req/s | MLServer req/s | ratio | tsops p99 ms | MLServer p99 ms "
-        "| target | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| tsops case | tsops req/s | MLServer req/s (same workers) | ratio | tsops p99 ms "
+        "| MLServer p99 ms | tsops CPU ms/req | MLServer CPU ms/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["comparison"]:
-        met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
         lines.append(
             f"| {row['case']} | {row['tsops_rps']:,.0f} | {row['mlserver_rps']:,.0f} | "
             f"{row['ratio']:.2f}x | {row['tsops_p99_ms']:.1f} | {row['mlserver_p99_ms']:.1f} | "
-            f"{row.get('target', '')} | {met} |"
+            f"{row['tsops_cpu_ms']:.2f} | {row['mlserver_cpu_ms']:.2f} |"
+        )
+    lines += ["", "| case | measure | value | target | met |", "| --- | --- | ---: | --- | --- |"]
+    for row in result.get("targets", []):
+        met = "yes" if row["met"] else "**no**"
+        lines.append(
+            f"| {row['case']} | {row['what']} | {row['value']:,.2f} | {row['target']} | {met} |"
         )
     if result.get("profile"):
         for label, prof in result["profile"].items():
@@ -844,11 +906,24 @@ def markdown(result: dict) -> str:
 # -- main ----------------------------------------------------------------------------------
 
 
-def build_model(workdir: Path) -> Path:
+def build_model(workdir: Path, which: str) -> Path:
+    """The MLflow model folder to serve: ``shipped`` is m3-monthly as ``make run``
+    registers it (the trained stage outputs written by ``registry.pyfunc.save_pyfunc``,
+    the function ``tsops register`` uploads them with); ``tiny`` the tests' small model."""
     sys.path.insert(0, str(REPO))
-    from tests.serving.serving_fixtures import build_model_dir
+    if which == "tiny":
+        from tests.serving.serving_fixtures import build_model_dir
 
-    return build_model_dir(workdir)
+        return build_model_dir(workdir)
+    from tsops.registry.publish import read_stage_outputs
+    from tsops.registry.pyfunc import save_pyfunc
+
+    outputs = read_stage_outputs(REPO, SHIPPED_MODEL)
+    if not outputs.passed:
+        raise SystemExit(f"{SHIPPED_MODEL}'s gate did not pass: make run would not register it")
+    out = workdir / "mlmodel"
+    save_pyfunc(outputs.model_dir, outputs.spec, outputs.ids, out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -861,6 +936,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load-wait", type=float, default=600, help="longest wait for that, s")
     parser.add_argument("--mlserver-venv", type=Path, default=MLSERVER_VENV)
     parser.add_argument("--model-dir", type=Path, help="reuse an MLflow model folder")
+    parser.add_argument(
+        "--model",
+        choices=["shipped", "tiny"],
+        default="shipped",
+        help="shipped: m3-monthly as make run registers it (artifacts/m3-monthly from dvc "
+        "repro); tiny: the tests' six-series model (median of seasonal naive and Theta)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy tsops under c16 load")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy executable")
     parser.add_argument(
@@ -886,7 +968,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tsops-serving-bench-"))
     print(f"work folder {workdir}", flush=True)
-    model_dir = args.model_dir or build_model(workdir)
+    model_dir = args.model_dir or build_model(workdir, args.model)
     servers = make_servers(model_dir, workdir, args.mlserver_venv)
     if args.servers:
         wanted = set(args.servers.split(","))
@@ -906,10 +988,9 @@ def main(argv: list[str] | None = None) -> None:
             "repeats": args.repeats,
             "load_generator": "wrk -t1 -cN --timeout 5s (closed loop, keep-alive), post.lua",
             "nice": args.nice,
-            "request": f"one series ({SERIES}), default h (6) and levels (80, 95); history = "
+            "request": f"one series ({SERIES}), h {H}, the model's levels (80, 95); history = "
             f"{len(HISTORY_DS)} monthly points after the model's cutoff",
-            "model": "tests/serving/serving_fixtures.build_model_dir: 6 M3 monthly series, "
-            "median of seasonal naive and Theta, MLflow pyfunc",
+            "model": MODEL_DESCRIPTIONS[args.model] if not args.model_dir else str(args.model_dir),
         },
         "machine": machine(),
         "versions": versions(args.mlserver_venv),
@@ -963,15 +1044,15 @@ def main(argv: list[str] | None = None) -> None:
                     result["servers"].setdefault(server.name, {"ready_s": [], "stop": []})
                     result["servers"][server.name]["stop"].append(how)
         if args.profile:
-            tsops = next(
-                s for s in make_servers(model_dir, workdir, args.mlserver_venv) if s.name == "tsops"
-            )
+            servers_again = make_servers(model_dir, workdir, args.mlserver_venv)
+            tsops = next(s for s in servers_again if s.name == "tsops-w1")
             print("profiling tsops", flush=True)
             result["profile"] = profile_tsops(tsops, tsops.cases, workdir, args)
     finally:
         for key, case_runs in runs.items():
             result["cases"][key] = {**meta[key], "runs": case_runs, "summary": summarize(case_runs)}
         result["comparison"] = compare(result["cases"])
+        result["targets"] = targets(result["cases"])
         result["consistency"] = consistency(result["checks"])
         result["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         result["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
