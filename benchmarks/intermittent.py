@@ -18,7 +18,8 @@ origin, in this process, and scored on the held-out weeks:
 Metrics, per series and window, then averaged over both:
 
 - RMSSE: root mean squared error over the mean squared one-step naive error of the
-  training part (the M5 competition's score for unit sales);
+  training part (the M5 competition's score for unit sales), per series over its
+  windows, then averaged over series (as the pipeline's ``tsops.core.metrics``);
 - MASE: mean absolute error over the in-sample naive MAE (lag 1);
 - bias: sum of (forecast - actual) over sum of actuals, over the whole panel: Croston's
   method is known to over-forecast, SBA corrects it;
@@ -123,7 +124,9 @@ def forecasts_for(train: np.ndarray, h: int, seconds: dict[str, float]) -> dict[
     return out
 
 
-def scores(actual: np.ndarray, train: np.ndarray, forecast: dict[str, np.ndarray]) -> dict:
+def scores(
+    series: int, actual: np.ndarray, train: np.ndarray, forecast: dict[str, np.ndarray]
+) -> dict:
     err = forecast[MEAN_COL] - actual
     diffs = np.diff(train)
     mse_scale = float(np.mean(diffs**2)) if diffs.size else 0.0
@@ -131,7 +134,8 @@ def scores(actual: np.ndarray, train: np.ndarray, forecast: dict[str, np.ndarray
     row: dict[str, float] = {
         "sum_error": float(err.sum()),
         "sum_actual": float(actual.sum()),
-        "rmsse": float(np.sqrt(np.mean(err**2) / mse_scale)) if mse_scale > 0 else np.nan,
+        "series": series,
+        "msse": float(np.mean(err**2) / mse_scale) if mse_scale > 0 else np.nan,
         "mase": float(np.mean(np.abs(err)) / mae_scale) if mae_scale > 0 else np.nan,
     }
     for level in LEVELS:
@@ -146,9 +150,15 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         values = [r[key] for r in rows if key in r and np.isfinite(r[key])]
         return round(float(np.mean(values)), 4) if values else None
 
+    # RMSSE as tsops.core.metrics takes it: per series over all its windows and steps,
+    # then averaged over series
+    msse: dict[int, list[float]] = {}
+    for r in rows:
+        if np.isfinite(r["msse"]):
+            msse.setdefault(r["series"], []).append(r["msse"])
     total_actual = sum(r["sum_actual"] for r in rows)
     out = {
-        "rmsse": mean("rmsse"),
+        "rmsse": round(float(np.mean([np.sqrt(np.mean(v)) for v in msse.values()])), 4),
         "mase": mean("mase"),
         "bias": round(sum(r["sum_error"] for r in rows) / total_actual, 4),
     }
@@ -169,11 +179,11 @@ def run(windows: int, step: int) -> dict[str, Any]:
     for window in range(windows):
         test_end = n - (windows - 1 - window) * step
         origin = test_end - h
-        for y in arrays:
+        for series, y in enumerate(arrays):
             train, actual = y[:origin], y[origin:test_end]
             unscaled += int(not np.any(np.diff(train)))
             for name, forecast in forecasts_for(train, h, seconds).items():
-                rows.setdefault(name, []).append(scores(actual, train, forecast))
+                rows.setdefault(name, []).append(scores(series, actual, train, forecast))
     classes: dict[str, int] = {}
     for y in arrays:
         cls = demand_class(y)
