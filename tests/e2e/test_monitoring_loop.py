@@ -59,6 +59,8 @@ backtest: {{windows: 2, step: 6}}
 selection: {{rule: median_ensemble}}
 fill: none
 seed: 0
+nonnegative: auto
+intermittent: {{min_zero_share: 0.3, min_adi: 1.32}}
 serving: {{max_horizon: 12}}
 gate:
   min_skill_vs_naive: 0.0

@@ -20,7 +20,7 @@ from tests.helpers.tiny import TINY_MODEL
 from tests.pipeline.conftest import MODEL, run_stages, write_model
 from tsops.core.config import load
 from tsops.core.io import MissingInputError, read_json
-from tsops.core.metrics import MODEL_COL, score
+from tsops.core.metrics import CLASS_COL, MODEL_COL, score
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
 from tsops.pipeline import backtest, evaluate, ingest, train, validate
 from tsops.pipeline.selection import RULES, SELECTED, Selection
@@ -94,9 +94,10 @@ def test_validate_asks_for_ingest_when_there_is_no_data(tmp_path):
 def test_validate_checks_the_data_against_todays_model_yaml(staged):
     _, paths = load(staged, MODEL)
     before = paths.validation.read_bytes()
-    # a longer horizon needs longer series than the shortest of the six
-    write_model(staged, TINY_MODEL.replace("horizon: 6", "horizon: 120"))
-    with pytest.raises(IngestedDataError, match="too_short") as failed:
+    # quarterly dates are not where the monthly data's are (a longer horizon is no
+    # problem: series shorter than the backtest needs are forecast as short ones)
+    write_model(staged, TINY_MODEL.replace("freq: MS", "freq: QS"))
+    with pytest.raises(IngestedDataError, match="off_grid_timestamps") as failed:
         validate.run(staged, MODEL)
     assert "run `tsops ingest` again" in failed.value.report()
     assert paths.validation.read_bytes() == before
@@ -112,12 +113,19 @@ def test_backtest_writes_every_candidate_and_rule_and_the_selection(staged_tiny)
     scales = pd.read_parquet(paths.scales)
     assert set(scales[ID_COL]) == set(cv[ID_COL])
     selection = read_json(paths.selection)
-    assert selection == {
+    regular = {
         "rule": "median_ensemble",
         "members": ["theta", "ets"],
         "choice": {},
         "metric": "mase",
     }
+    # every series is regular: the one class, gated, and no series of another class
+    assert selection == regular | {
+        "gated_class": "regular",
+        "classes": {"regular": regular},
+        "series_class": {},
+    }
+    assert set(cv[CLASS_COL]) == {"regular"}
 
 
 def test_backtest_run_reports_each_candidate_and_seeds_nothing_global(staged):
@@ -125,7 +133,8 @@ def test_backtest_run_reports_each_candidate_and_seeds_nothing_global(staged):
     result = backtest.run(staged, MODEL, n_jobs=1)
     after = np.random.get_state()
     assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2:] == after[2:]
-    assert set(result) == {"rule", "members", "seconds", "candidates"}
+    assert set(result) == {"rule", "members", "seconds", "candidates", "classes"}
+    assert result["classes"] == {}  # the regular class' candidates are the top level's
     assert set(result["candidates"]) == {"seasonal_naive", "theta", "ets"}
     assert result["candidates"]["ets"]["series"] == 12  # 2 windows x 6 series
 
@@ -144,7 +153,9 @@ def test_spec_holds_exactly_what_the_train_stage_tracks(staged_tiny):
     assert set(train.TRACKED_KEYS) == set(_stage_params("train"))
     assert set(spec["config"]) == {"name", *_stage_params("train")}
     assert spec["config"]["candidates"] == config.model_dump(mode="json")["candidates"]
-    assert spec["selection"] == read_json(paths.selection)
+    assert spec["selection"] == Selection.from_dict(read_json(paths.selection)).to_dict()
+    assert spec["class_counts"] == {"regular": 6, "short": 0, "intermittent": 0}
+    assert spec["nonnegative"] is True and len(spec["series_class"]) == 6
     assert (spec["horizon"], spec["max_horizon"], spec["n_series"]) == (6, 12, 6)
     assert spec["cutoff"] == "2019-12-01"
 
@@ -157,6 +168,7 @@ def test_train_fits_the_selection_as_the_pure_fit_does(staged_tiny):
         config,
         Selection.from_dict(spec["selection"]),
         n_jobs=1,
+        nonnegative=spec["nonnegative"],
     )
     assert forecaster.rule == "median_ensemble" and sorted(forecaster.members) == ["ets", "theta"]
     pd.testing.assert_frame_equal(forecaster.predict(6, [80]), again.predict(6, [80]))

@@ -86,6 +86,38 @@ class SelectionConfig(_Strict):
     )
 
 
+class IntermittentConfig(_Strict):
+    """Which series count as intermittent demand, and how that class is forecast.
+
+    A series is intermittent when at least ``min_zero_share`` of its periods are zero
+    and its average demand interval (periods per non-zero period) is at least
+    ``min_adi`` (``tsops.forecasters.intermittent.is_intermittent``). Such series get
+    their own candidates, selection and scores, apart from the regular ones.
+    """
+
+    min_zero_share: float = Field(
+        0.3, ge=0, le=1, description="share of zero periods from which a series is intermittent"
+    )
+    min_adi: float = Field(
+        1.32,
+        ge=1,
+        description="average demand interval from which a series is intermittent "
+        "(Syntetos-Boylan cut-off 1.32)",
+    )
+    detect: bool = Field(True, description="false: every series stays on the regular path")
+    candidates: dict[str, CandidateConfig] | None = Field(
+        None,
+        description="the intermittent class' candidates (default: Croston SBA, TSB, ADIDA, "
+        "IMAPA, see tsops.forecasters.intermittent.DEFAULT_CANDIDATES)",
+    )
+    rule: Literal["best_overall", "per_series", "median_ensemble", "mean_ensemble"] = (
+        "median_ensemble"
+    )
+    # RMSSE with a lag-1 scale, as the M5 competition scored intermittent sales: MAPE-like
+    # metrics are undefined at zero and MASE rewards forecasting zero everywhere
+    metric: Literal["mase", "smape", "rmsse"] = "rmsse"
+
+
 class GateConfig(_Strict):
     """Thresholds ``tsops gate`` applies to a candidate before it becomes challenger."""
 
@@ -170,6 +202,14 @@ class ModelConfig(_Strict):
         description="opt-in policy for gaps found by validation (none to reject gaps)"
     )
     seed: int
+    # Optional (absent = the default), but dvc.yaml tracks them: a model.yaml that
+    # `dvc repro` runs writes them out (see models/m3-monthly)
+    nonnegative: bool | Literal["auto"] = Field(
+        "auto",
+        description="forecasts and interval bounds never below zero: true, false, or auto "
+        "(on when the training data has no negative value)",
+    )
+    intermittent: IntermittentConfig = Field(default_factory=IntermittentConfig)
 
     @field_validator("levels")
     @classmethod
@@ -210,10 +250,18 @@ class ModelConfig(_Strict):
 
     @property
     def min_length(self) -> int:
-        """Shortest series the backtest can use: its latest window needs two seasons to
-        fit on. A shorter series sits out the older windows it is too short for (see
-        ``tsops.pipeline.backtest.split_at``), as competition panels of mixed lengths need."""
+        """Shortest series the regular candidates are backtested on: its latest window
+        needs two seasons to fit on. A shorter series sits out the older windows it is too
+        short for (see ``tsops.pipeline.backtest.split_at``), as competition panels of
+        mixed lengths need; a series shorter than this is in the ``short`` class
+        (``tsops.pipeline.classes``), forecast by the methods its length allows."""
         return self.min_train_length + self.horizon
+
+    @property
+    def short_min_train_length(self) -> int:
+        """Shortest training part a backtest window of the short class fits on: one
+        season, at least 4 (the short class' methods fit on less than two seasons)."""
+        return min(max(self.season_length, 4), self.min_train_length)
 
 
 def model_dir(models_root: Path, name: str) -> Path:

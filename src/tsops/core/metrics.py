@@ -20,6 +20,14 @@ STEP_COL = "step"
 MAE_SCALE_COL = "mae_scale"
 MSE_SCALE_COL = "mse_scale"
 METRICS = ("mase", "smape", "rmsse")
+#: the class of a series (``tsops.pipeline.classes``): each class has its own candidates,
+#: selection and scores, and the gate decides on the regular class alone
+CLASS_COL = "series_class"
+REGULAR = "regular"
+SHORT = "short"
+INTERMITTENT = "intermittent"
+#: every class, in the order tables and reports list them
+CLASSES = (REGULAR, SHORT, INTERMITTENT)
 
 
 def naive_scales(y: np.ndarray, season_length: int) -> tuple[float, float]:

@@ -39,8 +39,14 @@ class Champion:
 
 @dataclass
 class GateResult:
+    """The checks and the champion they compared with; ``classes`` (from metrics.json,
+    when the panel has short or intermittent series) reports each class of series apart:
+    only ``gated_class`` is checked."""
+
     checks: list[Check] = field(default_factory=list)
     champion: Champion | None = None
+    gated_class: str = "regular"
+    classes: dict[str, dict] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -58,8 +64,23 @@ class GateResult:
                 f"{c.name:<28} {c.value:>10.4f} {c.threshold:>10.4f}  "
                 f"{'pass' if c.passed else 'FAIL':<6}  {c.detail}"
             )
+        if self.classes:
+            lines.append(self._classes_line())
         lines.append(f"gate: {'passed' if self.passed else 'FAILED'}")
         return "\n".join(lines)
+
+    def _classes_line(self) -> str:
+        def part(name: str, entry: dict) -> str:
+            mase = (entry.get("selected") or {}).get("mase")
+            scored = "" if mase is None else f", MASE {mase:.4f}"
+            return f"{name} {entry.get('n_series', 0)}{scored}"
+
+        gated = self.classes.get(self.gated_class, {})
+        others = [part(n, e) for n, e in self.classes.items() if n != self.gated_class]
+        return (
+            f"checked on the {gated.get('n_series', 0)} {self.gated_class} series only; "
+            f"reported apart: {'; '.join(others) or 'none'}"
+        )
 
     @classmethod
     def from_dict(cls, document: dict) -> GateResult:
@@ -68,15 +89,20 @@ class GateResult:
         return cls(
             checks=[Check(**check) for check in document.get("checks", [])],
             champion=None if champion is None else Champion(**champion),
+            gated_class=document.get("gated_class", "regular"),
+            classes=document.get("classes") or {},
         )
 
     def to_dict(self) -> dict:
         """What ``gate.json`` holds (besides the ``inputs`` the stage adds)."""
-        return {
+        document = {
             "passed": self.passed,
             "checks": [asdict(c) for c in self.checks],
             "champion": None if self.champion is None else asdict(self.champion),
         }
+        if self.classes:
+            document |= {"gated_class": self.gated_class, "classes": self.classes}
+        return document
 
 
 def file_digest(path: Path) -> str:

@@ -1,4 +1,9 @@
-"""The registered forecaster: candidates combined by the rule model.yaml selects."""
+"""The registered forecaster: candidates combined by the rule model.yaml selects
+(``Combined``), one such combination per class of series when a panel has several
+(``ByClass``: regular, short and intermittent series, see ``tsops.pipeline.classes``).
+
+Both keep forecasts and interval bounds at or above zero when built ``nonnegative``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ class Combined(Forecaster):
     ``rule``: ``median_ensemble`` / ``mean_ensemble`` (median / mean of the members'
     point forecasts and of each interval bound; both keep ``lo <= mean <= hi``),
     ``per_series`` (``choice`` maps a series to its member) or ``best_overall`` (one
-    member).
+    member). ``nonnegative``: point forecasts and bounds below zero are raised to zero
+    (after combining, so an ensemble is the same whether its members were clipped).
     """
 
     def __init__(
@@ -25,6 +31,7 @@ class Combined(Forecaster):
         members: dict[str, Forecaster],
         rule: str,
         choice: dict[str, str] | None = None,
+        nonnegative: bool = False,
     ):
         if not members:
             raise ValueError("Combined needs at least one member forecaster")
@@ -33,6 +40,7 @@ class Combined(Forecaster):
         self.members = members
         self.rule = rule
         self.choice = choice or {}
+        self.nonnegative = nonnegative
         self.freq = next(iter(members.values())).freq
 
     def fit(self, df: pd.DataFrame) -> Self:
@@ -61,6 +69,13 @@ class Combined(Forecaster):
     ) -> list[SeriesForecast]:
         histories = histories or {}
         wanted = wanted_ids(ids, histories, self._known_ids())
+        forecasts = self._combined(h, levels, histories, wanted)
+        # models pickled before nonnegative existed forecast as they always did
+        return at_least_zero(forecasts) if getattr(self, "nonnegative", False) else forecasts
+
+    def _combined(
+        self, h: int, levels: Sequence[float], histories: Histories, wanted: list[str]
+    ) -> list[SeriesForecast]:
         if self.rule == "per_series":
             return self._predict_per_series(h, levels, histories, wanted)
         forecasts = [m.predict_series(h, levels, histories, wanted) for m in self.members.values()]
@@ -89,3 +104,85 @@ class Combined(Forecaster):
             for forecast in self.members[name].predict_series(h, levels, member_histories, uids):
                 found[forecast.unique_id] = forecast
         return [found[uid] for uid in wanted]
+
+
+def at_least_zero(forecasts: list[SeriesForecast]) -> list[SeriesForecast]:
+    """``forecasts`` with every value below zero raised to zero (``lo <= mean <= hi``
+    still holds: clipping is monotone)."""
+    return [
+        SeriesForecast(
+            f.unique_id, f.cutoff, f.ds, {k: np.maximum(v, 0.0) for k, v in f.values.items()}
+        )
+        for f in forecasts
+    ]
+
+
+class ByClass(Forecaster):
+    """One forecaster per class of series, each series forecast by its class' forecaster.
+
+    ``forecasters`` maps a class (``regular``, ``short``, ``intermittent``) to the
+    ``Combined`` fitted on that class' series; ``series_class`` maps every series to its
+    class. ``fit`` fits each forecaster on its own series. ``nonnegative`` as in
+    ``Combined`` (the class forecasters are usually built with it already).
+    """
+
+    def __init__(
+        self,
+        forecasters: dict[str, Forecaster],
+        series_class: dict[str, str],
+        nonnegative: bool = False,
+    ):
+        if not forecasters:
+            raise ValueError("ByClass needs at least one class forecaster")
+        unknown = sorted(set(series_class.values()) - set(forecasters))
+        if unknown:
+            raise ValueError(
+                f"series of class {', '.join(unknown)} have no forecaster; classes with one: "
+                f"{', '.join(forecasters)}"
+            )
+        self.forecasters = forecasters
+        self.series_class = {str(k): v for k, v in series_class.items()}
+        self.nonnegative = nonnegative
+        self.freq = next(iter(forecasters.values())).freq
+
+    def fit(self, df: pd.DataFrame) -> Self:
+        from tsops.core.schema import ID_COL
+
+        labels = df[ID_COL].astype(str).map(self.series_class)
+        if labels.isna().any():
+            missing = sorted(df.loc[labels.isna(), ID_COL].astype(str).unique())
+            raise ValueError(f"no class for series {missing[:5]}: classify every series first")
+        for series_class, forecaster in self.forecasters.items():
+            forecaster.fit(df[labels == series_class])
+        return self
+
+    @property
+    def cutoffs_(self) -> pd.Series:
+        parts = [f.cutoffs_ for f in self.forecasters.values()]
+        return pd.concat(parts).sort_index()
+
+    @property
+    def classes_(self) -> dict[str, str]:
+        """The class of every series (the same as ``series_class``)."""
+        return dict(self.series_class)
+
+    def predict_series(
+        self,
+        h: int,
+        levels: Sequence[float],
+        histories: Histories | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[SeriesForecast]:
+        histories = histories or {}
+        wanted = wanted_ids(ids, histories, self.series_class)
+        by_class: dict[str, list[str]] = {}
+        for uid in wanted:
+            by_class.setdefault(self.series_class[uid], []).append(uid)
+        found: dict[str, SeriesForecast] = {}
+        for series_class, uids in by_class.items():
+            class_histories = {u: histories[u] for u in uids if u in histories}
+            forecaster = self.forecasters[series_class]
+            for forecast in forecaster.predict_series(h, levels, class_histories, uids):
+                found[forecast.unique_id] = forecast
+        forecasts = [found[uid] for uid in wanted]
+        return at_least_zero(forecasts) if self.nonnegative else forecasts

@@ -9,7 +9,12 @@ The champion's metrics are computed once, here, on today's backtest windows: eac
 its candidates that today's model.yaml also declares (same kind, parameters, season
 and seed) is taken from the backtest's ``cv.parquet``; only the others are fitted
 again. Its rule is then re-run as the backtest runs today's (leave one window out).
-``run`` is the stage's I/O; the rest is pure.
+
+Only the gated class of series decides (``tsops.pipeline.classes``: the regular series
+whenever the panel has any): the metrics, the baseline and the champion are that class'.
+Short and intermittent series are reported apart in ``gate.json`` (their count and
+metrics) and cannot hide a regression of the main model. ``run`` is the stage's I/O;
+the rest is pure.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import pandas as pd
 from tsops.core import progress
 from tsops.core.config import CandidateConfig, GateConfig, ModelConfig, load
 from tsops.core.io import read_json, read_series, require, write_json
-from tsops.core.metrics import MODEL_COL, score
+from tsops.core.metrics import CLASS_COL, MODEL_COL, REGULAR, score
+from tsops.core.schema import ID_COL
 from tsops.core.verdict import Champion, Check, GateResult, gate_inputs
+from tsops.pipeline.classes import class_config
 from tsops.pipeline.selection import ENSEMBLES, Selection, rule_cv
 
 
@@ -98,6 +105,9 @@ class ChampionMethod:
     season_length: int
     seed: int
 
+    #: the class of series the champion was gated on (its ``selection`` is that class')
+    gated_class: str = REGULAR
+
     @classmethod
     def from_spec(cls, version: str, spec: dict) -> ChampionMethod:
         # spec["config"] holds the keys the train stage tracks; versions registered
@@ -105,14 +115,15 @@ class ChampionMethod:
         config = spec["config"]
         selection = dict(spec["selection"])
         selection.setdefault("metric", config.get("selection", {}).get("metric", "mase"))
+        # a champion gated on another class than the regular one records its candidates
+        candidates = spec.get("gated_candidates") or config["candidates"]
         return cls(
             version=str(version),
-            candidates={
-                name: CandidateConfig.model_validate(c) for name, c in config["candidates"].items()
-            },
+            candidates={name: CandidateConfig.model_validate(c) for name, c in candidates.items()},
             selection=Selection.from_dict(selection),
             season_length=int(config["season_length"]),
             seed=int(config.get("seed", 0)),
+            gated_class=spec.get("gated_class", REGULAR),
         )
 
     @property
@@ -126,7 +137,8 @@ class ChampionMethod:
 def plan_champion(method: ChampionMethod, config: ModelConfig) -> tuple[dict[str, str], list[str]]:
     """Which of the champion's needed candidates today's backtest already ran (champion
     name -> today's name: same kind and parameters, built with the same season and
-    seed) and which must be fitted again."""
+    seed) and which must be fitted again. ``config``: today's, as the gated class reads
+    it (``classes.class_config``)."""
     same_build = (method.season_length, method.seed) == (config.season_length, config.seed)
     reuse, refit = {}, []
     for name in method.needed:
@@ -146,14 +158,19 @@ def champion_on_windows(
     scales: pd.DataFrame,
     n_jobs: int | None = None,
     tracker: progress.Tracker | None = None,
+    gated_class: str = REGULAR,
 ) -> Champion:
     """The champion's method on today's backtest windows (``cv``, ``scales``: today's
-    backtest of ``df``): its candidates' rows taken from ``cv`` where ``plan_champion``
-    finds them and fitted again otherwise, its rule re-run on them, scored on today's
-    scales and levels."""
+    backtest of ``df``) of today's gated class of series (``gated_class``): its
+    candidates' rows taken from ``cv`` where ``plan_champion`` finds them and fitted
+    again otherwise, its rule re-run on them, scored on today's scales and levels."""
     from tsops.forecasters import candidate_factories
     from tsops.pipeline.backtest import on_windows
 
+    if CLASS_COL in cv.columns:
+        cv = cv[cv[CLASS_COL] == gated_class].drop(columns=CLASS_COL)
+        df = df[df[ID_COL].astype(str).isin(cv[ID_COL].astype(str).unique())]
+    config = class_config(config, gated_class)
     reuse, refit = plan_champion(method, config)
     parts = [
         cv[cv[MODEL_COL] == today].assign(**{MODEL_COL: name}) for name, today in reuse.items()
@@ -166,7 +183,7 @@ def champion_on_windows(
             seed=method.seed,
             n_jobs=n_jobs,
         )
-        refitted, _ = on_windows(df, factories, config, tracker=tracker)
+        refitted, _ = on_windows(df, factories, config, tracker=tracker, series_class=gated_class)
         parts.append(refitted)
     selection = method.selection
     honest = rule_cv(
@@ -201,23 +218,29 @@ def run(
 
     config, paths = load(root, name)
     metrics = read_json(require(paths.metrics, f"tsops evaluate {name}"))
+    gated = metrics.get("gated_class", REGULAR)
     champion = None
     if against_champion:
         found = _champion_spec(root, name, tracking_uri)
         if found is not None:
             method = ChampionMethod.from_spec(*found)
-            champion = champion_on_windows(
-                method,
-                config,
-                read_series(paths),
-                pd.read_parquet(require(paths.cv, f"tsops backtest {name}")),
-                pd.read_parquet(require(paths.scales, f"tsops backtest {name}")),
-                n_jobs,
-                progress.Tracker(description=f"gate {name}: champion v{method.version}"),
-            )
+            if method.gated_class == gated:
+                champion = champion_on_windows(
+                    method,
+                    config,
+                    read_series(paths),
+                    pd.read_parquet(require(paths.cv, f"tsops backtest {name}")),
+                    pd.read_parquet(require(paths.scales, f"tsops backtest {name}")),
+                    n_jobs,
+                    progress.Tracker(description=f"gate {name}: champion v{method.version}"),
+                    gated,
+                )
     result = evaluate_gate(
         metrics["selected"], metrics["baseline"], config.gate, config.levels, champion
     )
+    if "classes" in metrics:
+        result.gated_class = gated
+        result.classes = metrics["classes"]
     write_json(result.to_dict() | {"inputs": gate_inputs(paths)}, paths.gate)
     return result
 

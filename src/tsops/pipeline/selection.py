@@ -41,7 +41,10 @@ class Selection:
 
     @classmethod
     def from_dict(cls, data: dict) -> Selection:
-        return cls(**data)
+        """A selection from ``to_dict``'s keys; other keys (``selection.json`` adds the
+        classes of series, see ``tsops.pipeline.backtest.selection_document``) are not
+        its business."""
+        return cls(**{k: data[k] for k in ("rule", "members", "choice", "metric") if k in data})
 
 
 def ensemble_members(config: ModelConfig) -> list[str]:
