@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 from tests.registry.conftest import NAME, process_state, write_stage_outputs
 from tsops.cli import app
 from tsops.registry.client import connect
-from tsops.registry.publish import StageOutputsError, read_stage_outputs, register_trained
+from tsops.registry.publish import (
+    StageOutputsError,
+    class_tags,
+    read_stage_outputs,
+    register_trained,
+)
 from tsops.registry.versions import version_for_alias
 
 
@@ -94,3 +99,19 @@ def test_a_missing_or_stale_gate_is_refused_before_the_registry_is_asked(store, 
     assert result.exit_code == 1, result.output
     assert "gate.json does not exist: run `dvc repro` (or `tsops gate tiny`)" in result.stderr
     assert "not reachable" not in result.stderr
+
+
+def test_the_version_tags_count_the_series_of_each_class():
+    spec = {
+        "class_counts": {"regular": 57, "short": 2, "intermittent": 1},
+        "gated_class": "regular",
+        "nonnegative": True,
+    }
+    assert class_tags(spec) == {
+        "tsops.series.regular": "57",
+        "tsops.series.short": "2",
+        "tsops.series.intermittent": "1",
+        "tsops.series.gated_class": "regular",
+        "tsops.nonnegative": "true",
+    }
+    assert class_tags({"n_series": 3}) == {}  # a spec written before classes existed

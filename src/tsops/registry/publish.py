@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 MODEL_SHA_TAG = "tsops.model_sha256"
 GATE_TAG = "tsops.gate"
+#: the version tags counting its series per class (``tsops.series.regular``, ...); the
+#: class of each series is in the run's spec.json (``series_class``)
+SERIES_TAG_PREFIX = "tsops.series."
+NONNEGATIVE_TAG = "tsops.nonnegative"
 #: MLflow takes at most this many params per request
 _PARAMS_PER_BATCH = 100
 
@@ -143,6 +147,7 @@ def register_trained(
             model_id=model_id,
             tags={
                 **outputs.tags,
+                **class_tags(outputs.spec),
                 GATE_TAG: "passed" if outputs.passed else "failed",
                 "tsops.run_id": run_id,
             },
@@ -159,6 +164,19 @@ def register_trained(
         raise
     client.set_terminated(run_id, "FINISHED")
     return Registered(name, str(version.version), run_id, reused=False)
+
+
+def class_tags(spec: dict) -> dict[str, str]:
+    """Version tags of a trained model's classes of series: the series per class, the
+    class the gate decided on, and whether forecasts are kept non-negative (a spec
+    written before classes existed gives none)."""
+    counts = spec.get("class_counts")
+    if counts is None:
+        return {}
+    tags = {f"{SERIES_TAG_PREFIX}{c}": str(n) for c, n in counts.items()}
+    tags[f"{SERIES_TAG_PREFIX}gated_class"] = str(spec.get("gated_class", "regular"))
+    tags[NONNEGATIVE_TAG] = str(bool(spec.get("nonnegative"))).lower()
+    return tags
 
 
 def _log_run(client: MlflowClient, run_id: str, outputs: StageOutputs) -> None:
