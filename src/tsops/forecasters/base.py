@@ -17,6 +17,7 @@ model across all series) implement ``Forecaster`` directly.
 from __future__ import annotations
 
 import copy
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,10 @@ def splice_history(
     offset = pd.tseries.frequencies.to_offset(freq)
     values = history.y
     first, last = history.ds[0], history.ds[-1]
+    if first == fitted_end + offset:
+        # history that continues the training data (the usual request): nothing is
+        # replaced, and the checks below would only count that
+        return np.concatenate([fitted_y, values]), last
     fitted_start = fitted_end - (len(fitted_y) - 1) * offset
     if first <= fitted_start:
         return values, last
@@ -206,10 +211,17 @@ class PerSeries(Forecaster):
                     self.y_[uid], end, histories[uid], self.freq, uid, model.min_length
                 )
                 model = model.update(y)
-            out.append(
-                SeriesForecast(uid, end, future_dates(end, h, self.freq), model.forecast(h, levels))
-            )
+            dates = _future_dates(end, h, self.freq)
+            out.append(SeriesForecast(uid, end, dates, model.forecast(h, levels)))
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _future_dates(end: pd.Timestamp, h: int, freq: str) -> pd.DatetimeIndex:
+    """``future_dates``, kept: every member of an ensemble asks for the same dates, and
+    requests mostly start from the same few periods (an index cannot be changed in place,
+    so the forecasts can share it)."""
+    return future_dates(end, h, freq)
 
 
 def wanted_ids(

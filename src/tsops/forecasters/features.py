@@ -145,17 +145,21 @@ def _complete_window_features(
         scaled = windows / scale[:, None]
         if not np.abs(scaled).max() < _MODERATE:
             return None
-        values = np.empty((len(windows), len(spec.lags) + 2 * len(spec.windows)))
-        values[:, : len(spec.lags)] = scaled[:, [width - lag for lag in spec.lags]]
-        column = len(spec.lags)
-        for w in spec.windows:
-            part = scaled[:, -w:]
-            n = min(w, width)
-            mean = np.add.reduce(part, axis=1) / n
-            values[:, column] = mean
-            deviation = part - mean[:, None]
-            values[:, column + 1] = np.sqrt(np.add.reduce(deviation**2, axis=1) / n)
-            column += 2
+        n_lags, n_windows = len(spec.lags), len(spec.windows)
+        values = np.empty((len(windows), n_lags + 2 * n_windows))
+        values[:, :n_lags] = scaled[:, [width - lag for lag in spec.lags]]
+        # means and standard deviations of all windows, each divided in one operation
+        # (the same division per element as one window at a time)
+        counts = np.minimum(spec.windows, width).astype(float)
+        sums = np.empty((len(windows), n_windows))
+        for k, w in enumerate(spec.windows):
+            np.add.reduce(scaled[:, -w:], axis=1, out=sums[:, k])
+        means = sums / counts
+        for k, w in enumerate(spec.windows):
+            deviation = scaled[:, -w:] - means[:, k : k + 1]
+            np.add.reduce(np.square(deviation, out=deviation), axis=1, out=sums[:, k])
+        values[:, n_lags::2] = means
+        values[:, n_lags + 1 :: 2] = np.sqrt(sums / counts)
     return values, scale
 
 
