@@ -1,16 +1,25 @@
 """`tsops ingest` / `tsops validate` on bad CSV files.
 
-Each must exit non-zero, name the series and the problem, and write nothing.
+Each must exit non-zero, name the series and the problem, and write nothing. The real
+command line (parsing, error policy, exit code) in this process, on a folder holding
+the tiny model: all the commands need.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
-from tests.conftest import run
+from tests.helpers.commands import tsops
+from tests.pipeline.conftest import write_model
 
-pytestmark = pytest.mark.integration
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A folder with the tiny model (its data comes from the files the tests write)."""
+    return write_model(tmp_path / "repo")
 
 
 def _good_csv() -> pd.DataFrame:
@@ -29,22 +38,19 @@ def _good_csv() -> pd.DataFrame:
 
 
 def _ingest(repo, csv, extra=()):
-    return run(
-        [
-            "tsops",
-            "ingest",
-            "tiny",
-            "--file",
-            str(csv),
-            "--id-col",
-            "store",
-            "--time-col",
-            "month",
-            "--target-col",
-            "sales",
-            *extra,
-        ],
-        repo,
+    return tsops(
+        "ingest",
+        "tiny",
+        "--file",
+        str(csv),
+        "--id-col",
+        "store",
+        "--time-col",
+        "month",
+        "--target-col",
+        "sales",
+        *extra,
+        cwd=repo,
         check=False,
     )
 
@@ -66,17 +72,17 @@ def _corrupt(kind: str) -> pd.DataFrame:
     ("kind", "words"),
     [("duplicate", "duplicate"), ("gap", "missing"), ("text", "twelve")],
 )
-def test_bad_csv_fails_naming_series_and_problem(repo_copy, kind, words):
-    good = repo_copy / "good.csv"
+def test_bad_csv_fails_naming_series_and_problem(root, kind, words):
+    good = root / "good.csv"
     _good_csv().to_csv(good, index=False)
-    ok = _ingest(repo_copy, good)
+    ok = _ingest(root, good)
     assert ok.returncode == 0, ok.stderr
-    data = repo_copy / "data/tiny/series.parquet"
+    data = root / "data/tiny/series.parquet"
     before = data.read_bytes()
 
-    bad = repo_copy / f"{kind}.csv"
+    bad = root / f"{kind}.csv"
     _corrupt(kind).to_csv(bad, index=False)
-    result = _ingest(repo_copy, bad)
+    result = _ingest(root, bad)
     assert result.returncode != 0
     assert "south" in result.stderr and words in result.stderr.lower(), result.stderr
     assert "Traceback" not in result.stderr
@@ -84,15 +90,15 @@ def test_bad_csv_fails_naming_series_and_problem(repo_copy, kind, words):
     assert not [p for p in data.parent.iterdir() if p.name.startswith(".")], "temp file left"
 
     if kind == "gap":
-        filled = _ingest(repo_copy, bad, ["--fill", "interpolate"])
+        filled = _ingest(root, bad, ["--fill", "interpolate"])
         assert filled.returncode == 0, filled.stderr
 
 
-def test_validate_command_rejects_bad_data_file(repo_copy):
-    bad = repo_copy / "dup.parquet"
+def test_validate_command_rejects_bad_data_file(root):
+    bad = root / "dup.parquet"
     df = _corrupt("duplicate").rename(columns={"store": "unique_id", "month": "ds", "sales": "y"})
     df.to_parquet(bad)
-    result = run(["tsops", "validate", "tiny", "--data", str(bad)], repo_copy, check=False)
+    result = tsops("validate", "tiny", "--data", str(bad), cwd=root, check=False)
     assert result.returncode != 0
     assert "south" in result.stderr
-    assert not (repo_copy / "artifacts/tiny/validation.json").exists()
+    assert not (root / "artifacts/tiny/validation.json").exists()
