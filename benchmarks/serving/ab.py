@@ -3,12 +3,12 @@
 Each experiment starts variant A, measures its cases, stops it, does the same for B, and
 repeats that ``--rounds`` times; the servers, wrk and the measurements are ``run.py``'s.
 
-- ``forecast-log``: kserve's per-request log lines off in both (as ``tsops-quiet``),
-  the forecast log on (A) or off (B): what the forecast log costs on the request path;
+- ``forecast-log``: the forecast log on (A) or off (B): what it costs on the request path;
 - ``blas-threads``: defaults, with OpenBLAS' thread pool as it comes (A) or
   ``OPENBLAS_NUM_THREADS=1`` (B): whether BLAS worker threads hurt the history path;
-- ``logging``: defaults (A) against ``tsops-quiet`` (B): what kserve's per-request log
-  lines cost.
+- ``logging``: ``--request_logs`` (A) against the default (B): what the per-request
+  log lines cost;
+- ``workers``: ``--workers 1`` (A) against 2 (B).
 
 Usage (from the repository root)::
 
@@ -33,33 +33,32 @@ import run
 
 
 def experiments(model_dir: Path, workdir: Path) -> dict:
-    servers = {s.name: s for s in run.make_servers(model_dir, workdir, run.MLSERVER_VENV)}
+    def tsops(name: str, *extra: str, **kwargs) -> run.Server:
+        return run.tsops_server(name, model_dir, workdir, *extra, **kwargs)
 
-    def variant(base: str, name: str, env: dict | None = None) -> run.Server:
-        s = servers[base]
-        return run.Server(name, s.cmd_fn, s.cases, s.concurrency, s.ready_path, env=env)
-
-    no_history = [c for c in servers["tsops"].cases if not c[1]]
-    v1_history = [c for c in servers["tsops"].cases if c[1] and c[0] == "v1"]
+    no_history = [c for c in run.TSOPS_CASES if not c[1]]
+    v1_history = [c for c in run.TSOPS_CASES if c[1] and c[0] == "v1"]
+    v1 = [c for c in run.TSOPS_CASES if c[0] == "v1"]
     return {
         "forecast-log": (
-            variant("tsops-quiet", "forecast log on"),
-            variant("tsops-quiet-nolog", "forecast log off"),
+            tsops("forecast log on"),
+            tsops("forecast log off", log_dir=""),
             no_history,
             [16],
         ),
         "blas-threads": (
-            variant("tsops", "OpenBLAS default threads"),
-            variant("tsops", "OPENBLAS_NUM_THREADS=1", env={"OPENBLAS_NUM_THREADS": "1"}),
+            tsops("OpenBLAS default threads"),
+            tsops("OPENBLAS_NUM_THREADS=1", env={"OPENBLAS_NUM_THREADS": "1"}),
             v1_history,
             [1, 16],
         ),
         "logging": (
-            variant("tsops", "kserve log lines on"),
-            variant("tsops-quiet", "kserve log lines off"),
+            tsops("request log lines on", "--request_logs"),
+            tsops("request log lines off"),
             no_history,
             [16],
         ),
+        "workers": (tsops("1 worker"), tsops("2 workers", workers=2), v1, [16]),
     }
 
 
@@ -67,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiments", default="forecast-log,blas-threads,logging")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", choices=["shipped", "tiny"], default="shipped")
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--nice", type=int, default=0)
@@ -76,7 +76,7 @@ def main() -> None:
     if args.nice:
         run.NICE[:] = ["nice", "-n", str(args.nice)]
     workdir = Path(tempfile.mkdtemp(prefix="tsops-serving-ab-"))
-    model_dir = run.build_model(workdir)
+    model_dir = run.build_model(workdir, args.model)
     for (dialect, history), body in run.request_bodies().items():
         (workdir / f"body-{dialect}-{history}.json").write_text(json.dumps(body))
     chosen = experiments(model_dir, workdir)

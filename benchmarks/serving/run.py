@@ -48,7 +48,6 @@ import argparse
 import collections
 import datetime as dt
 import gzip
-import hashlib
 import json
 import os
 import platform
@@ -68,8 +67,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+MLSERVER_VENV = HERE / ".venv-mlserver"  # mlserver_venv.DEFAULT_VENV
 RESULTS = HERE / "results"
-MLSERVER_VENV = HERE / ".venv-mlserver"
 MODEL = "forecast"
 SERIES = "N1402"
 # 12 months after the model's cutoff (2019-12): a "with history" request re-anchors the
@@ -266,56 +265,60 @@ def portable(command: str, workdir: Path) -> str:
     return command.replace(f"{REPO}/", "").replace(str(workdir), "$WORKDIR")
 
 
+TSOPS_CASES = [
+    ("v1", False, f"/v1/models/{MODEL}:predict"),
+    ("v2", False, f"/v2/models/{MODEL}/infer"),
+    ("v1", True, f"/v1/models/{MODEL}:predict"),
+    ("v2", True, f"/v2/models/{MODEL}/infer"),
+]
+
+
+def tsops_server(
+    name: str,
+    model_dir: Path,
+    workdir: Path,
+    *extra: str,
+    workers: int = 1,
+    log_dir: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """``python -m tsops.serving`` on ``model_dir`` with ``workers`` and ``extra`` flags;
+    ``log_dir=""`` turns the forecast log off."""
+
+    def cmd(port: int) -> list[str]:
+        logs = str(workdir / "forecast-logs") if log_dir is None else log_dir
+        return [
+            python_of(REPO / ".venv"),
+            "-m",
+            "tsops.serving",
+            "--model",
+            f"{MODEL}={model_dir}",
+            "--http_port",
+            str(port),
+            "--forecast_log_dir",
+            logs,
+            "--workers",
+            str(workers),
+            *extra,
+        ]
+
+    return Server(name, cmd, TSOPS_CASES, [1, 16], f"/v2/models/{MODEL}/ready", env=env)
+
+
 def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Server]:
     """tsops with 1 and 2 workers, MLServer with 1 and 2 inference workers (the same
     MLflow model folder, unchanged, mlserver-mlflow's own runtime), a bare ASGI app."""
     tsops_py = python_of(REPO / ".venv")
     both = [1, 16]
-    tsops_cases = [
-        ("v1", False, f"/v1/models/{MODEL}:predict"),
-        ("v2", False, f"/v2/models/{MODEL}/infer"),
-        ("v1", True, f"/v1/models/{MODEL}:predict"),
-        ("v2", True, f"/v2/models/{MODEL}/infer"),
-    ]
-
-    def tsops_cmd(workers: int):
-        def cmd(port: int) -> list[str]:
-            return [
-                tsops_py,
-                "-m",
-                "tsops.serving",
-                "--model",
-                f"{MODEL}={model_dir}",
-                "--http_port",
-                str(port),
-                "--forecast_log_dir",
-                str(workdir / "forecast-logs"),
-                "--workers",
-                str(workers),
-            ]
-
-        return cmd
 
     def mlserver_prepare(workers: int):
         repo = workdir / f"mlserver-repo-{workers}"
 
         def prepare(port: int) -> None:
-            (repo / MODEL).mkdir(parents=True, exist_ok=True)
-            settings = {
-                "debug": False,
-                "host": "127.0.0.1",
-                "http_port": port,
-                "grpc_port": free_port(),
-                "metrics_port": free_port(),
-                "parallel_workers": workers,
-            }
-            (repo / "settings.json").write_text(json.dumps(settings, indent=2))
-            model_settings = {
-                "name": MODEL,
-                "implementation": "mlserver_mlflow.MLflowRuntime",
-                "parameters": {"uri": str(model_dir)},
-            }
-            (repo / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+            # the stock mlserver_mlflow.MLflowRuntime on the unchanged model folder
+            mlserver_venv().write_repository(
+                repo, MODEL, str(model_dir), port, parallel_workers=workers
+            )
 
         return repo, prepare
 
@@ -335,8 +338,8 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
 
     ready = f"/v2/models/{MODEL}/ready"
     return [
-        Server("tsops-w1", tsops_cmd(1), tsops_cases, both, ready),
-        Server("tsops-w2", tsops_cmd(2), tsops_cases, both, ready),
+        tsops_server("tsops-w1", model_dir, workdir, workers=1),
+        tsops_server("tsops-w2", model_dir, workdir, workers=2),
         mlserver(1),
         mlserver(2),
         Server(
@@ -364,20 +367,12 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
     ]
 
 
-def ensure_mlserver_venv(venv: Path) -> None:
-    """Create ``venv`` from requirements-mlserver.txt unless it already matches it."""
-    reqs = HERE / "requirements-mlserver.txt"
-    digest = hashlib.sha256(reqs.read_bytes()).hexdigest()
-    marker = venv / ".requirements.sha256"
-    if marker.exists() and marker.read_text().strip() == digest:
-        return
-    base = getattr(sys, "_base_executable", None) or shutil.which("python3")
-    print(f"creating {venv} (MLServer's own venv; a few minutes)", flush=True)
-    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [python_of(venv), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-r", str(reqs)], check=True)
-    marker.write_text(digest + "\n")
+def mlserver_venv():
+    """``mlserver_venv.py`` (next to this file): MLServer's venv and model repository."""
+    sys.path.insert(0, str(HERE))
+    import mlserver_venv as module
+
+    return module
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -974,7 +969,7 @@ def main(argv: list[str] | None = None) -> None:
         wanted = set(args.servers.split(","))
         servers = [s for s in servers if s.name in wanted]
     if any(s.name == "mlserver" for s in servers):
-        ensure_mlserver_venv(args.mlserver_venv)
+        mlserver_venv().ensure(args.mlserver_venv)
     bodies = request_bodies()
     for (dialect, history), body in bodies.items():
         (workdir / f"body-{dialect}-{history}.json").write_text(json.dumps(body))
