@@ -337,8 +337,8 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
     )
     out = _failing_validation(repo, crds)
     expected = [
-        "[digest] manifests/overlays/production, manifests/overlays/production+ab: "
-        "CronJob/m3-monthly-monitor",
+        "[digest] manifests/overlays/production, manifests/overlays/production+ab, "
+        "manifests/overlays/production+mlflow-runtime: CronJob/m3-monthly-monitor",
         "is pinned by a tag only",
         "add digest: sha256:<64 hex> to the images: entry tsops-batch in "
         "manifests/overlays/production/kustomization.yaml",

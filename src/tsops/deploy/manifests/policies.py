@@ -15,6 +15,7 @@ from typing import Any
 
 from tsops.deploy.manifests.checkov import check_checkov_skips
 from tsops.deploy.manifests.images import check_pins, check_release
+from tsops.deploy.manifests.mlflow_runtime import check_model_runtime
 from tsops.deploy.manifests.report import Finding
 from tsops.deploy.manifests.resources import (
     ISVC_COMPONENTS,
@@ -134,6 +135,8 @@ def check_model_server(doc: dict, where: str = "") -> list[Finding]:
         )
     if kind == "InferenceGraph":
         return findings
+    if dig(doc, "spec", "predictor", "model") is not None:  # components/mlflow-runtime
+        return findings + check_model_runtime(doc, where)
     containers = dig(doc, "spec", "predictor", "containers") or []
     if not containers:
         return [

@@ -25,6 +25,7 @@ from tsops.deploy.manifests.images import (
     main_image_entry,
 )
 from tsops.deploy.manifests.kustomizations import check_patch_targets, check_unused_files
+from tsops.deploy.manifests.mlflow_runtime import variant_edit
 from tsops.deploy.manifests.policies import policy_findings
 from tsops.deploy.manifests.render import (
     ARGOCD,
@@ -156,11 +157,13 @@ def _overlay_jobs(
             continue
         relpath = os.path.relpath(component, overlay)
         pin = _candidate_pin(overlay, kust, component)
+        runtime = variant_edit(overlay, kust, component)
 
-        def switch_on(data: Any, relpath: str = relpath, pin: Any = pin) -> None:
+        def switch_on(data: Any, relpath: str = relpath, pin: Any = pin, rt: Any = runtime) -> None:
             data.setdefault("components", []).append(relpath)
-            if pin:
-                pin(data)
+            for edit in (pin, rt):
+                if edit:
+                    edit(data)
 
         crel = component.relative_to(repo_root).as_posix()
         variants.append(
