@@ -288,7 +288,14 @@ def load_model_config(models_root: Path, name: str) -> ModelConfig:
             f"unknown model {name!r}: {path} does not exist (models here: {known}); "
             "add a folder models/<name>/ with a model.yaml"
         )
-    return parse_model_config(path.read_text(), source=str(path), expected_name=name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at {exc.start}); "
+            "save it as UTF-8"
+        ) from exc
+    return parse_model_config(text, source=str(path), expected_name=name)
 
 
 def parse_model_config(
