@@ -117,7 +117,7 @@ def test_init_writes_a_model_folder_ingest_and_dvc_take(root: Path) -> None:
     assert validate.run(root, NAME)["valid"]
 
 
-def test_init_refuses_an_existing_folder_and_a_bad_name(root: Path) -> None:
+def test_init_refuses_an_existing_folder_a_bad_name_and_a_broken_dvc_yaml(root: Path) -> None:
     from tsops.pipeline import init
 
     _sales().rename(columns=str.lower).rename(
@@ -128,6 +128,11 @@ def test_init_refuses_an_existing_folder_and_a_bad_name(root: Path) -> None:
         init.run(root, MODEL, root / "sales.csv")
     with pytest.raises(init.InitError, match="lower-case letters"):
         init.run(root, "Store_Sales", root / "sales.csv")
+    assert _snapshot(root) == before
+    (root / "dvc.yaml").write_text("stages: [\n")
+    before = _snapshot(root)
+    with pytest.raises(init.InitError, match="dvc.yaml is not valid YAML"):
+        init.run(root, NAME, root / "sales.csv")
     assert _snapshot(root) == before
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pandas.tseries import offsets
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from tsops.core.config import MODEL_FILE, ModelConfig, parse_model_config
@@ -549,7 +549,7 @@ def run(
     source = {"kind": "file", "path": _source_path(root, Path(file))}
     source |= {k: v for k, v in columns.items() if v != _CANONICAL[k]}
     note = None if _inside(root, Path(file)) else "outside the repository: copy it in"
-    dvc_doc = round_trip_yaml().load(dvc_path.read_text())
+    dvc_doc = _load_mapping(dvc_path)
     text = model_yaml(
         name,
         source,
@@ -563,7 +563,7 @@ def run(
     # the same reading and checks `tsops ingest` will apply: a bad file fails here
     clean = check_source_frame(raw, config, config.source, fill=fill)
 
-    params_doc = round_trip_yaml().load(params_path.read_text())
+    params_doc = _load_mapping(params_path)
     add_to_params(params_doc, name)
     add_plots(dvc_doc, name, config.baseline)
     _write_all(folder, text, [(params_path, _dump(params_doc)), (dvc_path, _dump(dvc_doc))])
@@ -578,6 +578,23 @@ def run(
         "n_observations": len(clean),
         "outside_repo": note is not None,
     }
+
+
+def _load_mapping(path: Path) -> CommentedMap:
+    """A YAML file of the repository, round trip; an empty one is an empty mapping."""
+    try:
+        doc = round_trip_yaml().load(path.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError) as exc:
+        raise InitError(f"{path} is not valid YAML ({_first_line(exc)}); fix it first") from exc
+    if doc is None:
+        return CommentedMap()
+    if not isinstance(doc, dict):
+        raise InitError(f"{path} must be a mapping of keys; fix it first")
+    return doc
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 _CANONICAL = {"id_col": ID_COL, "time_col": TIME_COL, "target_col": TARGET_COL}
