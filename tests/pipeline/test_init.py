@@ -131,7 +131,7 @@ def test_init_refuses_an_existing_folder_a_bad_name_and_a_broken_dvc_yaml(root: 
     assert _snapshot(root) == before
     (root / "dvc.yaml").write_text("stages: [\n")
     before = _snapshot(root)
-    with pytest.raises(init.InitError, match="dvc.yaml is not valid YAML"):
+    with pytest.raises(init.InitError, match=r"dvc\.yaml is not valid YAML"):
         init.run(root, NAME, root / "sales.csv")
     assert _snapshot(root) == before
 
