@@ -230,6 +230,11 @@ def backtest(
         f"{model}: rule {result['rule']}, members {', '.join(result['members'])} "
         f"({result['seconds']:.1f} s)"
     )
+    for series_class, row in result.get("classes", {}).items():
+        typer.echo(
+            f"{model}: {row['series']} {series_class} series apart: rule {row['rule']}, "
+            f"members {', '.join(row['members'])}"
+        )
 
 
 @commands.command()
@@ -242,9 +247,10 @@ def train(
 
     with fitting(cluster):
         result = stage.run(root, model, _jobs(n_jobs))
+    counts = ", ".join(f"{n} {c}" for c, n in result.get("class_counts", {}).items() if n)
     typer.echo(
         f"{model}: trained {result['rule']} of {', '.join(result['members'])} "
-        f"(cutoff {result['cutoff']})"
+        f"(cutoff {result['cutoff']}; series: {counts})"
     )
 
 
