@@ -4,7 +4,10 @@ allowed. Also: a batch forecast's bad --h is one error line, not a traceback."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 from kserve import InferInput, InferRequest
 
@@ -236,6 +239,39 @@ def test_bad_v1_bodies_name_the_field(case, body, message):
 def test_v1_history_must_be_finite():
     with pytest.raises(RequestError, match=r"history of 'a': y\[1\] is inf; send finite numbers"):
         series_histories([("a", ["2020-01-01", "2020-02-01"], [1.0, float("inf")])], "MS")
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        ["2020-01-01", "2020-02-01"],
+        ["2020-01-01T00:00:00", "2020-02-01 00:00"],
+        ["2020-01-01T00:00:00.000", "2020-02-01T00:00:00.000000000"],
+        ["2020-01-01T01:00:00+01:00", "2020-02-01T01:00:00+01:00"],  # a zone: pandas reads it
+    ],
+)
+def test_history_times_are_read_as_pandas_reads_iso_8601(ds):
+    times = series_histories([("a", ds, [1.0, 2.0])], "MS")["a"].ds
+    expected = pd.DatetimeIndex(pd.to_datetime(ds, format="ISO8601", utc=True)).tz_convert(None)
+    assert times.equals(expected)
+
+
+@pytest.mark.parametrize(
+    ("ds", "needle"),
+    [
+        (["2020-02-30"], "ds[0] '2020-02-30' is not an ISO 8601 timestamp"),
+        (["3000-01-01"], "ds[0] '3000-01-01' is not an ISO 8601 timestamp"),
+        (["2020-01-01", "2020-03-01"], "ds[1] is 2020-03-01, expected 2020-02-01"),
+    ],
+)
+def test_history_times_out_of_range_or_off_the_grid_are_named(ds, needle):
+    with pytest.raises(RequestError, match=re.escape(needle)):
+        series_histories([("a", ds, [1.0] * len(ds))], "MS")
+
+
+def test_history_values_beyond_1e100_are_refused_naming_the_value():
+    with pytest.raises(RequestError, match=r"y\[1\] is -1e\+308, beyond ±1e\+100"):
+        series_histories([("a", ["2020-01-01", "2020-02-01"], [1.0, -1e308])], "MS")
 
 
 def test_at_most_five_problems_are_listed():

@@ -5,7 +5,10 @@ Every rejection names the field and what is allowed, and becomes a 400 response.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -157,7 +160,7 @@ def series_histories(
     for uid, ds, y in rows:
         field = f"history of {uid!r}"
         try:
-            times = pd.DatetimeIndex(pd.to_datetime(ds, format="ISO8601"))
+            times = _parse_times(ds)
         except (ValueError, TypeError) as exc:
             raise RequestError(f"{field}: {_unreadable(ds)}") from exc
         if times.tz is not None:
@@ -180,15 +183,40 @@ def series_histories(
                 f"{freq!r}; periods are e.g. {_stamp(offset.rollback(times[0]))} and "
                 f"{_stamp(offset.rollforward(times[0]))}"
             )
-        expected = pd.date_range(times[0], periods=len(times), freq=offset)
-        if not expected.equals(times):
-            bad = int(np.flatnonzero(expected.asi8 != times.asi8)[0])
+        expected = _grid(times[0].value, len(times), freq)
+        if not np.array_equal(expected, times.asi8):
+            bad = int(np.flatnonzero(expected != times.asi8)[0])
             raise RequestError(
                 f"{field}: ds must be consecutive periods of the model's frequency {freq!r}: "
-                f"ds[{bad}] is {_stamp(times[bad])}, expected {_stamp(expected[bad])}"
+                f"ds[{bad}] is {_stamp(times[bad])}, expected {_stamp(pd.Timestamp(expected[bad]))}"
             )
         histories[uid] = SeriesHistory(times, values)
     return histories
+
+
+# Dates and zone-less date-times of the years numpy's nanoseconds hold exactly
+# ("2020-01-01", "2020-01-01T00:00:00.5"): numpy reads them ~8x faster than pandas'
+# ISO 8601 parser, which reads (or refuses, naming why) everything else.
+_PLAIN_ISO = re.compile(
+    r"(?:17|18|19|20|21)\d\d-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?)?\Z"
+)
+
+
+def _parse_times(ds: list[str]) -> pd.DatetimeIndex:
+    if all(_PLAIN_ISO.match(d) for d in ds):
+        with contextlib.suppress(ValueError):  # e.g. day 30 of February: pandas says so
+            return pd.DatetimeIndex(np.array(ds, dtype="datetime64[ns]"))
+    return pd.DatetimeIndex(pd.to_datetime(ds, format="ISO8601"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _grid(start: int, periods: int, freq: str) -> np.ndarray:
+    """``periods`` consecutive periods of ``freq`` from ``start`` (ns), as int64: clients
+    send the same recent months over and over, and ``date_range`` costs more than the
+    rest of a history's checks."""
+    grid = pd.date_range(pd.Timestamp(start), periods=periods, freq=freq).asi8.copy()
+    grid.setflags(write=False)
+    return grid
 
 
 def _unreadable(ds: list[str]) -> str:
