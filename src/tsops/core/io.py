@@ -114,6 +114,8 @@ def read_frame(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise FileFormatError(f"{path} cannot be read: permission denied (see `ls -l {path}`)")
     suffix = path.suffix.lower()
     if path.is_dir() and suffix != PARQUET_SUFFIX:
         raise FileFormatError(f"{path} is a folder: name the CSV or Parquet file in it")
