@@ -417,8 +417,9 @@ def _write_out_tracked(doc: CommentedMap, tracked: list[str]) -> None:
         field = defaults.get(key)
         if field is None or field.is_required():
             raise InitError(
-                f"dvc.yaml tracks the model.yaml key {key!r}, which tsops has no default "
-                "for: add it to dvc.yaml's model or remove it from the stage's params"
+                f"dvc.yaml's stages track the model.yaml key {key!r}, which tsops init has "
+                "neither in its template nor as a default of tsops.core.config: write the "
+                "model.yaml by hand (copy models/m3-monthly), or fix dvc.yaml"
             )
         value = field.get_default(call_default_factory=True)
         doc[key] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
