@@ -239,3 +239,14 @@ def test_irregular_dates_ask_for_freq() -> None:
     dates = [pd.DatetimeIndex(["2020-01-01 10:17", "2020-01-03 09:05", "2020-02-11 23:59"])]
     with pytest.raises(InitError, match="pass --freq"):
         infer(dates)
+
+
+def test_a_tracked_key_init_cannot_fill_in_is_an_error() -> None:
+    from tsops.pipeline.init import Inferred, InitError, model_yaml
+
+    inferred = Inferred("MS", 12, 18, {"freq": "", "season_length": "", "horizon": ""})
+    source = {"kind": "file", "path": "x.csv"}
+    text = model_yaml("x", source, inferred, "", "none", ["freq", "nonnegative"])
+    assert "nonnegative: auto" in text
+    with pytest.raises(InitError, match="no_such_key"):
+        model_yaml("x", source, inferred, "", "none", ["freq", "no_such_key"])
