@@ -239,13 +239,29 @@ class IntermittentModel(NaiveFallback, LocalModel):
             )
         return new
 
+    def _bounds(self, h: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """``step_error_bounds``, kept per level for the longest horizon asked so far:
+        they depend on the training data only, so the copies ``update`` makes share them
+        (and a server computes them once, not on every request)."""
+        cache = self.__dict__.setdefault("_bounds_cache", {})
+        cached = cache.get(level)
+        if cached is None or len(cached[0]) < h:
+            cached = step_error_bounds(self.y_, self.fitted_, h, level)
+            cache[level] = cached
+        return cached[0][:h], cached[1][:h]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_bounds_cache", None)  # derived; rebuilt on the first forecast
+        return state
+
     def forecast(self, h: int, levels: Sequence[float]) -> dict[str, np.ndarray]:
         if self.fallback_ is not None:
             return self.fallback_.forecast(h, levels)
         mean = np.full(h, self.rate_)
         out = {MEAN_COL: mean}
         for level in levels:
-            lo, hi = step_error_bounds(self.y_, self.fitted_, h, level)
+            lo, hi = self._bounds(h, level)
             out[lo_col(level)] = mean + lo
             out[hi_col(level)] = mean + hi
             if self.nonnegative_:
