@@ -244,7 +244,7 @@ def test_irregular_dates_ask_for_freq() -> None:
 def test_a_tracked_key_init_cannot_fill_in_is_an_error() -> None:
     from tsops.pipeline.init import Inferred, InitError, model_yaml
 
-    inferred = Inferred("MS", 12, 18, {"freq": "", "season_length": "", "horizon": ""})
+    inferred = Inferred("MS", 12, 18, {"freq": "f", "season_length": "s", "horizon": "h"})
     source = {"kind": "file", "path": "x.csv"}
     text = model_yaml("x", source, inferred, "", "none", ["freq", "nonnegative"])
     assert "nonnegative: auto" in text
