@@ -16,7 +16,16 @@ MODELS = list_models(ROOT / "models")
 def test_source_is_valid_for_its_backtest(name):
     config = load_model_config(ROOT / "models", name)
     raw = load_source(config.source, config.freq, ROOT)
-    df = check_frame(raw, freq=config.freq, min_length=config.min_length, fill=config.fill)
+    source = config.source  # the columns as ingest maps them
+    df = check_frame(
+        raw,
+        freq=config.freq,
+        min_length=config.min_length,
+        fill=config.fill,
+        id_col=source.id_col,
+        time_col=source.time_col,
+        target_col=source.target_col,
+    )
     assert df["unique_id"].nunique() == (config.source.series or df["unique_id"].nunique())
     assert df.groupby("unique_id").size().min() >= config.min_length
     assert df["ds"].max() == df.groupby("unique_id")["ds"].max().min(), "series end together"
