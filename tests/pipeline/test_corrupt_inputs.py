@@ -293,3 +293,17 @@ def test_generated_bad_file_gets_a_clear_error_and_nothing_is_written(
 ) -> None:
     content, suffix = bad
     _ingest_fails_clearly(root, content, f"input{suffix}")
+
+
+def test_damaged_ingested_data_says_to_ingest_again(tmp_path: Path) -> None:
+    """data/<model>/series.parquet cut short (an interrupted copy or `dvc pull`)."""
+    from tsops.pipeline import validate
+
+    root = write_model(tmp_path)
+    data = root / "data" / MODEL / "series.parquet"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(GOOD_PARQUET[:-50])
+    with pytest.raises(TsopsError, match="is cut short") as raised:
+        validate.run(root, MODEL)
+    assert f"run `tsops ingest {MODEL}` again" in str(raised.value)
+    assert not (root / "artifacts").exists()
