@@ -244,14 +244,15 @@ class GlobalGBM(Forecaster):
         self,
         model: HistGradientBoostingRegressor,
         tails: Sequence[np.ndarray],
-        grid: np.ndarray,
+        grid: np.ndarray | None,
         h: int,
         trees: TreeEnsemble | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(series, h)`` recursive forecasts after each tail, and each origin's scale.
 
-        ``grid`` holds the ``(series, h)`` timestamps being forecast (for the calendar
-        features, computed once here rather than per step). ``trees``, ``model``'s trees
+        ``grid`` holds the ``(series, h)`` timestamps being forecast, for the calendar
+        features (computed once here rather than per step; ``None`` when the model has
+        none). ``trees``, ``model``'s trees
         as arrays, evaluate the steps of a few series without scikit-learn's per-tree
         calls; many series go through ``model.predict``. Both give the same numbers.
         """
@@ -259,7 +260,7 @@ class GlobalGBM(Forecaster):
         buffer = np.empty((len(tails), lookback + h))
         buffer[:, :lookback] = last_windows(tails, lookback)
         calendar = None
-        if self.spec.calendar:
+        if self.spec.calendar and grid is not None:
             calendar = calendar_features(pd.DatetimeIndex(grid.ravel()), self.freq)
             calendar = calendar.reshape(len(tails), h, -1)
         fast = trees is not None and len(tails) <= _ENSEMBLE_ROWS
@@ -341,7 +342,9 @@ class GlobalGBM(Forecaster):
             tails.append(y)
             ends.append(end)
         ends_index = pd.DatetimeIndex(ends)
-        grid = _future_grid(ends_index, h, self.freq)
+        dates = [_dates_after(end, h, self.freq) for end in ends_index]
+        # the timestamps as a grid only for calendar features
+        grid = np.stack([d.to_numpy() for d in dates]) if self.spec.calendar else None
         mean, scale = self._recursive(self.model_, tails, grid, h, self._served_trees())
         half = self._error_quantiles(h, levels)[None, :, :] * scale[:, None, None]
         out = []
@@ -350,7 +353,7 @@ class GlobalGBM(Forecaster):
             for k, lev in enumerate(levels):
                 values[lo_col(lev)] = mean[i] - half[i, :, k]
                 values[hi_col(lev)] = mean[i] + half[i, :, k]
-            out.append(SeriesForecast(uid, ends_index[i], pd.DatetimeIndex(grid[i]), values))
+            out.append(SeriesForecast(uid, ends_index[i], dates[i], values))
         return out
 
 
@@ -364,26 +367,25 @@ def _shift(times: pd.DatetimeIndex, periods: int, freq: str) -> pd.DatetimeIndex
 
 def _future_grid(ends: pd.DatetimeIndex, h: int, freq: str) -> np.ndarray:
     """``(series, h)`` forecast timestamps after each series' end: ``end + step * freq``."""
-    unique, position = np.unique(ends.to_numpy(), return_inverse=True)
-    if not len(unique):
+    if not len(ends):
         return np.empty((0, h), dtype=ends.dtype)
-    rows = [_dates_after(end, h, freq) for end in unique]
-    return np.stack(rows)[position.ravel()]
+    return np.stack([_dates_after(end, h, freq).to_numpy() for end in ends])
+
+
+def _dates_after(end: pd.Timestamp, h: int, freq: str) -> pd.DatetimeIndex:
+    """The ``h`` timestamps after ``end``, in its unit (kept per end: a request's series
+    mostly end on the few latest periods; an index cannot be changed in place)."""
+    return _dates_after_kept(end, end.unit, h, freq)
 
 
 @functools.lru_cache(maxsize=1024)
-def _dates_after(end: np.datetime64, h: int, freq: str) -> np.ndarray:
-    """The ``h`` timestamps after ``end`` (read-only; kept: a request's series mostly end
-    on the few latest periods). An end on the frequency's grid takes ``date_range``,
-    which steps the same way as adding offsets and costs one call instead of one per
-    step (tests/forecasters/test_golden.py compares them)."""
+def _dates_after_kept(end: pd.Timestamp, unit: str, h: int, freq: str) -> pd.DatetimeIndex:
+    # An end on the frequency's grid takes ``date_range``, which steps the same way as
+    # adding offsets and costs one call instead of one per step (test_golden.py compares)
     offset = to_offset(freq)
-    start = pd.Timestamp(end)
-    single = pd.DatetimeIndex([start])
-    if offset.is_on_offset(start):
-        dates = pd.date_range(start + offset, periods=h, freq=offset).as_unit(single.unit)
-        out = dates.to_numpy()
+    single = pd.DatetimeIndex([end]).as_unit(unit)
+    if offset.is_on_offset(end):
+        dates = pd.date_range(end + offset, periods=h, freq=offset).as_unit(unit).to_numpy()
     else:
-        out = np.concatenate([_shift(single, step, freq).to_numpy() for step in range(1, h + 1)])
-    out.flags.writeable = False
-    return out
+        dates = np.concatenate([_shift(single, step, freq).to_numpy() for step in range(1, h + 1)])
+    return pd.DatetimeIndex(dates)

@@ -32,7 +32,6 @@ import numpy as np
 
 #: leaves per tree an unsigned 64-bit mask can number
 _MAX_LEAVES = 64
-_ALL_LEAVES = np.uint64(2**64 - 1)
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,7 @@ class TreeEnsemble:
     threshold: np.ndarray  # (splits,) go left when value <= threshold
     nan_right: np.ndarray  # (splits,) a missing value goes right
     right_mask: np.ndarray  # (splits,) leaves still reachable after going right
+    all_leaves: np.unsignedinteger  # the mask with every bit set (uint32 when trees allow)
     tree_starts: np.ndarray  # (trees,) first split of each tree
     leaf_bit_starts: np.ndarray  # (trees,) first leaf of each tree in ``leaf_value``, - 1
     leaf_value: np.ndarray  # (leaves,) leaf values, tree after tree, left to right; the
@@ -75,7 +75,7 @@ class TreeEnsemble:
             tree = _tree_arrays(nodes)
             if tree is None:
                 return None
-            split_idx, right_mask, leaves = tree
+            split_idx, left_leaves, leaves = tree
             tree_starts.append(n_splits)
             leaf_starts.append(n_leaves)
             if split_idx.size == 0:
@@ -84,13 +84,13 @@ class TreeEnsemble:
                 features.append(np.zeros(1, dtype=np.intp))
                 thresholds.append(np.full(1, np.inf))
                 nan_right.append(np.zeros(1, dtype=bool))
-                masks.append(np.full(1, _ALL_LEAVES))
+                masks.append([0])
             else:
                 split_nodes = nodes[split_idx]
                 features.append(split_nodes["feature_idx"].astype(np.intp))
                 thresholds.append(split_nodes["num_threshold"].astype(float))
                 nan_right.append(split_nodes["missing_go_to_left"] == 0)
-                masks.append(right_mask)
+                masks.append(left_leaves)
             n_splits += len(features[-1])
             leaf_values.append(nodes["value"][leaves].astype(float))
             n_leaves += len(leaves)
@@ -98,11 +98,17 @@ class TreeEnsemble:
         if baseline.size != 1 or not leaf_values:
             return None
         leaf_values[0] = baseline[0] + leaf_values[0]
+        # 32-bit masks when every tree has at most 32 leaves (max_leaf_nodes 31 by
+        # default): half the memory the per-split operations go through
+        dtype = np.uint32 if max(map(len, leaf_values)) <= 32 else np.uint64
+        all_leaves = np.iinfo(dtype).max
+        left = np.asarray([m for tree in masks for m in tree], dtype=dtype)
         return cls(
             feature=np.concatenate(features),
             threshold=np.concatenate(thresholds),
             nan_right=np.concatenate(nan_right),
-            right_mask=np.concatenate(masks),
+            right_mask=np.bitwise_xor(left, dtype(all_leaves)),
+            all_leaves=dtype(all_leaves),
             tree_starts=np.asarray(tree_starts, dtype=np.intp),
             # frexp gives bit k as exponent k + 1
             leaf_bit_starts=np.asarray(leaf_starts, dtype=np.intp) - 1,
@@ -136,7 +142,7 @@ class TreeEnsemble:
         goes_right = values > self.threshold  # false for NaN: it goes left unless...
         if np.isnan(X).any():
             goes_right |= np.isnan(values) & self.nan_right
-        masks = np.where(goes_right, self.right_mask, _ALL_LEAVES)
+        masks = np.where(goes_right, self.right_mask, self.all_leaves)
         reached = np.bitwise_and.reduceat(masks, self.tree_starts, axis=1)
         lowest = reached & -reached  # two's complement: the lowest set bit alone
         # frexp's exponent of 2**k is k + 1, which leaf_bit_starts allows for
@@ -148,34 +154,35 @@ class TreeEnsemble:
         return np.asarray(self.inverse_link(raw)).ravel()
 
 
-def _tree_arrays(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Split node indices, their right masks and the leaf node indices left to right of
-    one scikit-learn tree; ``None`` if it has more leaves than a mask can number."""
+def _tree_arrays(nodes: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray] | None:
+    """Split node indices, the leaves of each split's left subtree as bits of an integer
+    (leaves numbered left to right), and the leaf node indices left to right, of one
+    scikit-learn tree; ``None`` if it has more leaves than a mask can number."""
+    is_leaf, left, right = (
+        nodes["is_leaf"].tolist(),
+        nodes["left"].tolist(),
+        nodes["right"].tolist(),
+    )
     leaves: list[int] = []
     splits: list[int] = []
-    spans: list[tuple[int, int]] = []  # per split: its left subtree's leaves [first, end)
-    # depth-first, left child first: leaves come out numbered left to right
-    stack: list[tuple[int, bool]] = [(0, False)]
-    left_first: dict[int, int] = {}
+    first_leaf: list[int] = []  # per split: the first leaf of its left subtree
+    left_leaves: list[int] = []
+    # depth-first, left child first: leaves come out numbered left to right; a split is
+    # seen again (``done``) once its left subtree is finished
+    stack: list[tuple[int, int]] = [(0, -1)]
     while stack:
-        node, done = stack.pop()
-        if nodes["is_leaf"][node]:
+        node, split = stack.pop()
+        if split >= 0:  # the left subtree of split number ``split`` just finished
+            left_leaves[split] = ((1 << (len(leaves) - first_leaf[split])) - 1) << first_leaf[split]
+            stack.append((right[node], -1))
+        elif is_leaf[node]:
             leaves.append(node)
-            continue
-        if not done:
-            splits.append(node)
-            spans.append((len(leaves), -1))
-            left_first[node] = len(splits) - 1
-            stack.append((node, True))
-            stack.append((int(nodes["left"][node]), False))
         else:
-            i = left_first[node]
-            spans[i] = (spans[i][0], len(leaves))  # the left subtree just finished
-            stack.append((int(nodes["right"][node]), False))
+            splits.append(node)
+            first_leaf.append(len(leaves))
+            left_leaves.append(0)
+            stack.append((node, len(splits) - 1))
+            stack.append((left[node], -1))
     if len(leaves) > _MAX_LEAVES:
         return None
-    masks = np.empty(len(splits), dtype=np.uint64)
-    for i, (first, end) in enumerate(spans):
-        left_leaves = ((1 << (end - first)) - 1) << first
-        masks[i] = np.uint64((2**64 - 1) & ~left_leaves)
-    return np.asarray(splits, dtype=np.intp), masks, np.asarray(leaves, dtype=np.intp)
+    return np.asarray(splits, dtype=np.intp), left_leaves, np.asarray(leaves, dtype=np.intp)
