@@ -316,7 +316,7 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
 
         def prepare(port: int) -> None:
             # the stock mlserver_mlflow.MLflowRuntime on the unchanged model folder
-            mlserver_venv().write_repository(
+            mlserver_tools().write_repository(
                 repo, MODEL, str(model_dir), port, parallel_workers=workers
             )
 
@@ -367,7 +367,7 @@ def make_servers(model_dir: Path, workdir: Path, mlserver_venv: Path) -> list[Se
     ]
 
 
-def mlserver_venv():
+def mlserver_tools():
     """``mlserver_venv.py`` (next to this file): MLServer's venv and model repository."""
     sys.path.insert(0, str(HERE))
     import mlserver_venv as module
@@ -969,7 +969,7 @@ def main(argv: list[str] | None = None) -> None:
         wanted = set(args.servers.split(","))
         servers = [s for s in servers if s.name in wanted]
     if any(s.name == "mlserver" for s in servers):
-        mlserver_venv().ensure(args.mlserver_venv)
+        mlserver_tools().ensure(args.mlserver_venv)
     bodies = request_bodies()
     for (dialect, history), body in bodies.items():
         (workdir / f"body-{dialect}-{history}.json").write_text(json.dumps(body))
