@@ -25,6 +25,7 @@ from tsops.forecasters.naive import (
     quiet,
     tidy_intervals,
 )
+from tsops.forecasters.statsforecast_speedups import cache_constants
 
 #: statsforecast models that take ``season_length`` and implement ``forward`` (apply
 #: the fitted parameters to a new series), which forecasting from fresh history needs
@@ -43,38 +44,6 @@ MODELS = (
 #: datasets" for fewer observations than parameters, KeyError from AutoETS when no
 #: candidate model fits (e.g. a short series with a level shift)
 _FIT_ERRORS = (*NUMERIC_ERRORS, NotImplementedError, KeyError)
-
-
-def _cache_normal_quantiles() -> None:
-    """Make statsforecast compute each set of normal interval quantiles once per process.
-
-    Its interval code (``statsforecast.utils._calculate_intervals``, used by AutoETS,
-    AutoCES, ...) builds a frozen scipy distribution for every forecast, ~0.6 ms of
-    docstring and signature work, most of an ETS forecast from fresh history. The
-    wrapper installed here returns a copy of the first answer for the same levels (the
-    same numbers: the quantile of a level never changes); other distributions, or a
-    statsforecast whose function looks different, are left alone.
-    """
-    from statsforecast import utils
-
-    original = utils._quantiles
-    if getattr(original, "_tsops_cached", False):
-        return
-    known: dict[tuple[float, ...], np.ndarray] = {}
-
-    def quantiles(level, distribution="normal", dist_params=None):
-        if distribution != "normal" or dist_params is not None:
-            return original(level, distribution=distribution, dist_params=dist_params)
-        levels = np.asarray(level, dtype=float)
-        key = tuple(levels.ravel().tolist())
-        if key not in known:
-            if len(known) >= 256:  # levels come from requests: bound the memory
-                known.clear()
-            known[key] = np.asarray(original(levels, distribution, dist_params))
-        return known[key].copy()
-
-    quantiles._tsops_cached = True  # type: ignore[attr-defined]
-    utils._quantiles = quantiles
 
 
 def _model_class(name: str) -> type:
@@ -152,7 +121,7 @@ class StatsForecastModel(NaiveFallback, LocalModel):
         if self.fallback_ is not None:
             return self.fallback_.forecast(h, levels)
         level = list(levels) or None
-        _cache_normal_quantiles()
+        cache_constants()  # scipy work statsforecast repeats per forecast, done once
         try:
             with quiet():
                 if self.history_ is None:
