@@ -209,7 +209,8 @@ def run_backtest(
 class ClassBacktest:
     """One class' backtest: ``config`` as the class reads it (``classes.class_config``),
     its ``cv`` (candidates, every rule and ``selected``) and ``scales``, the
-    ``selection`` train fits, and the ``tracker`` that timed it."""
+    ``selection`` train fits, the ``tracker`` that timed it and the candidates' own
+    scores (``overall``, indexed by model; empty when no window scored the class)."""
 
     series_class: str
     config: ModelConfig
