@@ -60,7 +60,7 @@ WORKDIR /src
 # Only what serving needs: tsops's runtime dependencies ([project].dependencies; the lock
 # also pins the dev tools: pytest, ruff, schemathesis, tritonclient, ...) less
 # SERVING_EXCLUDE, pipeline-only ones the server never imports (with what they pull in,
-# plotly, celery, pygit2, nltk, ..., about 0.3 GB). Set it empty for the full set.
+# plotly, celery, pygit2, nltk, ray, polars, numba, ...). Set it empty for the full set.
 # serving-requirements.py pins copies their requirements.lock entries, hashes included,
 # with everything they need (the lock's "# via" closure); pip installs them in
 # hash-checking mode (--require-hashes: every file must match a sha256 of the lock, and a
