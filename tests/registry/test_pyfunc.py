@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
@@ -64,3 +65,15 @@ def test_iso_strings_keep_sub_second_times():
     assert iso_strings(times).tolist() == ["2024-01-01T00:00:00", "2024-01-01T00:00:00.250000"]
     hourly = pd.Series(pd.date_range("2024-03-01", periods=2, freq="h"))
     assert iso_strings(hourly).tolist() == ["2024-03-01T00:00:00", "2024-03-01T01:00:00"]
+
+
+def test_history_a_model_cannot_forecast_from_is_a_400_naming_the_series(pyfunc):
+    """Infinite values are refused before the model runs; a fit that fails or overflows
+    (the shipped model's statsforecast members on 1e308: "no model able to be fitted")
+    is the same kind of 400, naming the series, as tsops serve answers it."""
+    ds = [f"2020-{m:02d}-01" for m in range(1, 13)]
+    frame = pd.DataFrame({"unique_id": ["N1402"] * 12, "ds": ds, "y": [1.0] * 11 + [np.inf]})
+    with pytest.raises(MlflowException) as caught:
+        pyfunc.predict(frame, params={"h": 2})
+    assert caught.value.get_http_status_code() == 400
+    assert "history of 'N1402': y is inf at 2020-12-01T00:00:00" in caught.value.message

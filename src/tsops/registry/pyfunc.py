@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -148,13 +149,49 @@ def forecast_request(
                     TARGET_COL: rows[TARGET_COL].astype(float),
                 }
             ).sort_values([ID_COL, TIME_COL], kind="stable")
-    forecast = forecaster.predict(h, level=levels, history=history, ids=ids)
+    if history is None:
+        forecast = forecaster.predict(h, level=levels, ids=ids)
+    else:
+        forecast = _from_history(forecaster, h, levels, history, ids)
     cutoffs = forecaster.cutoffs_.copy()
     if history is not None:
         cutoffs.update(history.groupby(ID_COL)[TIME_COL].max())
     forecast.insert(2, CUTOFF_COL, forecast[ID_COL].map(cutoffs))
     for col in (TIME_COL, CUTOFF_COL):
         forecast[col] = iso_strings(forecast[col])
+    return forecast
+
+
+def _from_history(
+    forecaster, h: int, levels: list[float], history: pd.DataFrame, ids: list[str]
+) -> pd.DataFrame:
+    """The forecast from ``history``; history a model cannot forecast from (infinite
+    values, magnitudes that overflow its fit) is a ``ForecastRequestError`` naming the
+    series, as ``tsops serve`` answers it, not a bare library exception (a 500)."""
+    infinite = history[~np.isfinite(history[TARGET_COL].to_numpy())]
+    if not infinite.empty:
+        row = infinite.iloc[0]
+        raise ForecastRequestError(
+            f"history of {row[ID_COL]!r}: y is {row[TARGET_COL]} at {row[TIME_COL].isoformat()}; "
+            "send finite numbers only"
+        )
+    named = ", ".join(map(repr, history[ID_COL].unique()))
+    try:
+        forecast = forecaster.predict(h, level=levels, history=history, ids=ids)
+    except TsopsError:
+        raise
+    except Exception as exc:  # statsforecast raises a bare Exception ("no model able to be fitted")
+        raise ForecastRequestError(
+            f"history of {named}: the model cannot be fitted to it ({type(exc).__name__}: "
+            f"{exc}); send the series' actual observations (magnitudes far below 1e308)"
+        ) from exc
+    sent = forecast[forecast[ID_COL].isin(history[ID_COL])]
+    finite = np.isfinite(sent.select_dtypes("number").to_numpy()).all(axis=1)
+    if not finite.all():
+        raise ForecastRequestError(
+            f"history of {sent[ID_COL].to_numpy()[~finite][0]!r}: the forecast from it is not "
+            "finite (its values overflow the model's fit); send the series' actual observations"
+        )
     return forecast
 
 
