@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.synthetic import make_series
 from tests.pipeline.conftest import MODEL, write_model
-from tsops.core.config import load, parse_model_config
+from tsops.core.config import GateConfig, load, parse_model_config
 from tsops.core.io import read_json, write_parquet
 from tsops.core.metrics import CLASS_COL, MODEL_COL
 from tsops.core.schema import ID_COL, MEAN_COL, TARGET_COL, TIME_COL
@@ -257,3 +257,12 @@ def test_a_combined_model_pickled_before_nonnegative_still_serves(mixed):
     del regular.__dict__["nonnegative"]  # as a model registered before this release
     old = pickle.loads(pickle.dumps(regular))
     assert old.predict(2, [80]).shape == (6, 5)
+
+
+def test_a_panel_gated_on_its_intermittent_series_is_judged_by_their_metric():
+    candidate, baseline = {"mase": 1.1, "rmsse": 0.8}, {"mase": 1.0, "rmsse": 1.0}
+    config = GateConfig(min_skill_vs_naive=0.05)
+    (by_mase,) = gate.evaluate_gate(candidate, baseline, config, []).checks
+    (by_rmsse,) = gate.evaluate_gate(candidate, baseline, config, [], metric="rmsse").checks
+    assert not by_mase.passed and by_mase.detail.startswith("MASE 1.1000")
+    assert by_rmsse.passed and by_rmsse.detail == "RMSSE 0.8000 vs seasonal naive 1.0000"

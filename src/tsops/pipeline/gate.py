@@ -40,17 +40,22 @@ def evaluate_gate(
     gate: GateConfig,
     levels: list[float],
     champion: Champion | None = None,
+    metric: str = "mase",
 ) -> GateResult:
-    """Each metric dict holds ``mase`` and ``coverage-<level>`` from the same backtest."""
+    """Each metric dict holds ``mase`` (and ``metric``) and ``coverage-<level>`` from the
+    same backtest. The skill and the regression against the champion are on ``metric``:
+    MASE for regular series; a panel gated on its intermittent series uses the metric
+    that class is selected by (RMSSE by default, see ``tsops.pipeline.classes``)."""
     result = GateResult(champion=champion)
-    skill = 1 - candidate["mase"] / baseline["mase"]
+    name = metric.upper()
+    skill = 1 - candidate[metric] / baseline[metric]
     result.checks.append(
         Check(
             "skill_vs_seasonal_naive",
             skill,
             gate.min_skill_vs_naive,
             skill >= gate.min_skill_vs_naive,
-            f"MASE {candidate['mase']:.4f} vs seasonal naive {baseline['mase']:.4f}",
+            f"{name} {candidate[metric]:.4f} vs seasonal naive {baseline[metric]:.4f}",
         )
     )
     if gate.max_mase is not None:
@@ -77,15 +82,15 @@ def evaluate_gate(
                 )
             )
     if champion is not None:
-        regression = candidate["mase"] / champion.metrics["mase"] - 1
+        regression = candidate[metric] / champion.metrics[metric] - 1
         result.checks.append(
             Check(
                 "regression_vs_champion",
                 regression,
                 gate.max_regression_vs_champion,
                 regression <= gate.max_regression_vs_champion,
-                f"MASE {candidate['mase']:.4f} vs champion v{champion.version} "
-                f"{champion.metrics['mase']:.4f} on the same windows",
+                f"{name} {candidate[metric]:.4f} vs champion v{champion.version} "
+                f"{champion.metrics[metric]:.4f} on the same windows",
             )
         )
     return result
@@ -235,8 +240,10 @@ def run(
                     progress.Tracker(description=f"gate {name}: champion v{method.version}"),
                     gated,
                 )
+    # regular series are gated on MASE, as always; another class on its own metric
+    metric = "mase" if gated == REGULAR else class_config(config, gated).selection.metric
     result = evaluate_gate(
-        metrics["selected"], metrics["baseline"], config.gate, config.levels, champion
+        metrics["selected"], metrics["baseline"], config.gate, config.levels, champion, metric
     )
     if "classes" in metrics:
         result.gated_class = gated
