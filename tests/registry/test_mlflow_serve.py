@@ -240,3 +240,16 @@ def test_mlserver_mlflow_runtime_answers_as_tsops_serve(servers, history):
     answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     assert [r["mean"] for r in answer.json()["predictions"]] == pytest.approx(ours["mean"])
+
+
+def test_mlserver_names_what_is_wrong_with_a_request(servers):
+    """MLServer maps only its own errors to 4xx: a request the model refuses is a 500 on
+    V2 (with the message in "error" when inference runs in its worker processes, its
+    default; here it runs in the server process) and a 400 with it on /invocations."""
+    url = mlserver_url(servers)
+    ids = {"name": "unique_id", "datatype": "BYTES", "shape": [1], "data": ["nope"]}
+    answer = httpx.post(f"{url}/v2/models/{NAME}/infer", json={"inputs": [ids]}, timeout=30)
+    assert answer.status_code == 500
+    body = {"dataframe_records": [{"unique_id": "nope"}]}
+    answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
+    assert answer.status_code == 400 and "unknown series ['nope']" in answer.json()["error"]
