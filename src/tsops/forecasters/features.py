@@ -14,6 +14,7 @@ multiplied back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -133,24 +134,23 @@ def _complete_window_features(
     width = windows.shape[1]
     if width < 2:
         return None
+    lag_columns, counts = _layout(spec, width)
     with np.errstate(all="ignore"):
+        # a NaN or inf in the windows reaches the scaled windows, checked below
         magnitude = np.abs(windows)
-        if not magnitude.max() < _MODERATE:  # also false for NaN
-            return None
         recent = np.add.reduce(magnitude[:, -spec.scale_window :], axis=1)
         recent /= min(spec.scale_window, width)
         whole = np.add.reduce(magnitude, axis=1) / width
         scale = np.where(recent > 0, recent, whole)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scaled = windows / scale[:, None]
-        if not np.abs(scaled).max() < _MODERATE:
+        if not np.abs(scaled).max() < _MODERATE:  # also true for NaN
             return None
         n_lags, n_windows = len(spec.lags), len(spec.windows)
         values = np.empty((len(windows), n_lags + 2 * n_windows))
-        values[:, :n_lags] = scaled[:, [width - lag for lag in spec.lags]]
+        values[:, :n_lags] = scaled[:, lag_columns]
         # means and standard deviations of all windows, each divided in one operation
         # (the same division per element as one window at a time)
-        counts = np.minimum(spec.windows, width).astype(float)
         sums = np.empty((len(windows), n_windows))
         for k, w in enumerate(spec.windows):
             np.add.reduce(scaled[:, -w:], axis=1, out=sums[:, k])
@@ -165,6 +165,15 @@ def _complete_window_features(
 
 #: below this, sums of a window's values cannot overflow (see _complete_window_features)
 _MODERATE = 1e300
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(spec: FeatureSpec, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lag columns of windows ``width`` wide and the rolling windows' value counts."""
+    lag_columns = np.asarray([width - lag for lag in spec.lags], dtype=np.intp)
+    counts = np.minimum(spec.windows, width).astype(float)
+    lag_columns.flags.writeable = counts.flags.writeable = False
+    return lag_columns, counts
 
 
 def calendar_names(freq: str) -> list[str]:

@@ -146,7 +146,7 @@ class TreeEnsemble:
         reached = np.bitwise_and.reduceat(masks, self.tree_starts, axis=1)
         lowest = reached & -reached  # two's complement: the lowest set bit alone
         # frexp's exponent of 2**k is k + 1, which leaf_bit_starts allows for
-        leaf_values = self.leaf_value[self.leaf_bit_starts + np.frexp(lowest.astype(float))[1]]
+        leaf_values = self.leaf_value[self.leaf_bit_starts + np.frexp(lowest)[1]]
         # scikit-learn adds the trees to the baseline one after the other: accumulate
         # (sequential, unlike sum's pairwise order) gives the same rounding; the first
         # tree's leaves already hold baseline + value (the same single addition)
