@@ -18,10 +18,13 @@ by hand, in the QuickScorer manner (Lucchese et al., SIGIR 2015), all trees at o
   of scikit-learn's own loop, so the sums (and the forecasts) are identical bit for
   bit, not just close.
 
-``TreeEnsemble.build`` checks that on probe rows against ``predict`` and refuses
-(returns ``None``) a model it cannot reproduce exactly — categorical splits, trees
-of more than 64 leaves, a scikit-learn whose internals moved — so the caller keeps
-scikit-learn's ``predict`` for those.
+For the shipped model (200 trees of at most 31 leaves: 6,000 splits) that is ~30 us
+per step for one row, about a dozen NumPy calls. It reads the fitted model's private
+attributes (``_predictors``, ``_baseline_prediction``, ``_loss``; the lock pins
+scikit-learn), so ``TreeEnsemble.build`` checks the result on probe rows against
+``predict`` and refuses (returns ``None``) a model it cannot reproduce exactly —
+categorical splits, trees of more than 64 leaves, a scikit-learn whose internals
+moved — for which the caller keeps scikit-learn's ``predict``.
 """
 
 from __future__ import annotations
