@@ -20,6 +20,7 @@ for the module:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -139,8 +140,6 @@ def local_at(port: int) -> list[str]:
 def start_mlserver(root: Path, env: dict) -> Process:
     """``mlserver start`` on a model repository whose one model is ``REF`` through
     mlserver-mlflow's stock runtime (it loads ``models:/`` URIs through MLflow)."""
-    import json
-
     repo = root / "mlserver-repo"
     (repo / NAME).mkdir(parents=True)
     port = free_port()
