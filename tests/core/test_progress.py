@@ -191,7 +191,7 @@ def test_backtest_result_adds_per_candidate_figures(tiny_root):
     from tsops.pipeline import backtest
 
     result = backtest.run(tiny_root, "tiny", n_jobs=1)
-    assert set(result) == {"rule", "members", "seconds", "candidates"}
+    assert set(result) == {"rule", "members", "seconds", "candidates", "classes"}
     ets = result["candidates"]["ets"]
     assert set(ets) == {"series", "seconds", "series_per_s", "smape", "mase"}
     assert ets["series"] == 12 and ets["seconds"] > 0 and ets["series_per_s"] > 0
