@@ -16,7 +16,7 @@ The median of several simple methods is the robust choice the M competitions kee
 finding when no method can be chosen on the series' own history; with one member
 (fewer than 3 observations) it is that member. Intervals are the median of the
 members' bounds (as the registered median ensemble takes them), which keeps
-``lo <= mean <= hi``.
+``lo <= mean <= hi``, widened where needed so that they never narrow with the horizon.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Self
 
 import numpy as np
 
+from tsops.core.schema import MEAN_COL, hi_col, lo_col
 from tsops.forecasters.base import LocalModel
 from tsops.forecasters.naive import SeasonalNaive, as_series, tidy_intervals
 from tsops.forecasters.statsforecast_models import StatsForecastModel
@@ -94,4 +95,20 @@ class ShortSeries(LocalModel):
         if len(parts) == 1:
             return parts[0]
         combined = {col: np.median(np.stack([p[col] for p in parts]), axis=0) for col in parts[0]}
-        return tidy_intervals(combined, levels)
+        return tidy_intervals(widening(combined, levels), levels)
+
+
+def widening(values: dict[str, np.ndarray], levels: Sequence[float]) -> dict[str, np.ndarray]:
+    """Bounds whose distance from the point forecast never shrinks with the horizon.
+
+    The median of the members' bounds can narrow where one member's width steps (seasonal
+    naive widens a season at a time) and crosses the others'; a later step is never
+    less uncertain than an earlier one, so each half-width is its running maximum.
+    """
+    mean = values[MEAN_COL]
+    out = dict(values)
+    for level in levels:
+        below = np.maximum.accumulate(mean - values[lo_col(level)])
+        above = np.maximum.accumulate(values[hi_col(level)] - mean)
+        out[lo_col(level)], out[hi_col(level)] = mean - below, mean + above
+    return out
