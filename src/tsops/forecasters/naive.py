@@ -7,6 +7,7 @@ back to when statsmodels cannot fit a series (too short, constant, degenerate).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import functools
@@ -37,6 +38,7 @@ _open = 0
 _open_lock = threading.Lock()
 # the quiet() block quiet_process() opens and never closes
 _process_block = contextlib.ExitStack()
+_closed_at_exit = False
 
 
 @contextlib.contextmanager
@@ -87,6 +89,13 @@ def quiet_process() -> None:
     after statsmodels is imported (loading a model imports it): its import adds
     "always" filters that would otherwise win.
     """
+    global _closed_at_exit
+    if not _closed_at_exit:
+        # closed at exit, while the module's lock still exists: left to the garbage
+        # collector at interpreter teardown, the block's cleanup found it gone (a
+        # TypeError printed as every server stopped)
+        atexit.register(_process_block.close)
+        _closed_at_exit = True
     _process_block.enter_context(quiet())
 
 
