@@ -3,6 +3,7 @@ Dask scheduler (the real cluster runs in tests/pipeline/test_dask.py)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -16,6 +17,25 @@ from tsops.core.parallel import ClusterError, chunked, parallel_map, use_cluster
 
 def squares(chunk):
     return [x * x for x in chunk]
+
+
+def pids(chunk):
+    return [(x, os.getpid()) for x in chunk]
+
+
+def test_cheap_work_stays_in_this_process_and_costly_work_goes_to_workers(monkeypatch):
+    items = list(range(40))
+    # a few microseconds of work: starting processes would cost more than it saves
+    assert {pid for _, pid in parallel_map(pids, items, n_jobs=2)} == {os.getpid()}
+    # as if the first chunk had been slow: the rest goes to worker processes, in order
+    monkeypatch.setattr(parallel, "INLINE_BELOW_SECONDS", 0.0)
+    tracker = progress.Tracker(total=len(items))
+    with progress.track(tracker):
+        out = parallel_map(pids, items, n_jobs=2)
+    assert [x for x, _ in out] == items
+    assert {pid for _, pid in out[:8]} == {os.getpid()}
+    assert os.getpid() not in {pid for _, pid in out[8:]}
+    assert tracker.done == len(items)
 
 
 def test_chunks_are_contiguous_near_equal_and_cover_everything():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -42,6 +43,9 @@ WAIT_FOR_WORKERS = 60.0
 CHUNKS_PER_WORKER = 4
 #: chunks of an in-process run, only so that progress is reported as it goes
 INLINE_CHUNKS = 16
+#: seconds of work below which a local map stays in this process: about what starting
+#: the worker processes costs, the first time and after they idled out
+INLINE_BELOW_SECONDS = 3.0
 
 
 class ClusterError(UnavailableError, ConnectionError):
@@ -189,8 +193,10 @@ def parallel_map(
     ``fn`` takes a chunk (a list) and returns one result per item, each depending on
     its item only: chunking keeps the per-task overhead of process pools low when each
     item is cheap, and where the chunks are cut never changes a result. ``n_jobs`` is
-    the number of local processes (``None`` or -1: all cores); inside ``use_cluster``
-    the cluster's workers run the chunks instead.
+    the number of local processes (``None`` or -1: all cores), started only when a
+    first chunk, timed in this process, says the rest needs more than
+    ``INLINE_BELOW_SECONDS``; inside ``use_cluster`` the cluster's workers run the
+    chunks instead.
     """
     from joblib import Parallel, delayed
 
@@ -198,6 +204,21 @@ def parallel_map(
     on_cluster = _session is not None
     if (n_jobs == 1 and not on_cluster) or len(items) <= min_items_per_task:
         return _inline(fn, items, min_items_per_task)
+    done: list[R] = []
+    if not on_cluster:
+        # A first chunk runs here and is timed: when the rest would take less than
+        # starting worker processes costs (each imports tsops and its model libraries),
+        # it runs here too. Small panels of cheap models (a hundred intermittent series)
+        # took twice as long on two processes as in this one. Results are the same
+        # either way: each item's result depends on that item only.
+        head = items[:min_items_per_task]
+        started = time.perf_counter()
+        done = _checked(list(fn(head)), head, fn)
+        progress.advance(len(head))
+        items = items[len(head) :]
+        seconds_per_item = (time.perf_counter() - started) / len(head)
+        if seconds_per_item * len(items) < INLINE_BELOW_SECONDS:
+            return done + _inline(fn, items, min_items_per_task)
     with _backend(n_jobs) as workers:
         chunks = chunked(items, n_chunks_for(len(items), workers, min_items_per_task))
         results: list[list[R] | None] = [None] * len(chunks)
@@ -208,4 +229,4 @@ def parallel_map(
         for index, result in finished:
             results[index] = _checked(result, chunks[index], fn)
             progress.advance(len(chunks[index]))
-    return [r for chunk_result in results for r in chunk_result]
+    return done + [r for chunk_result in results for r in chunk_result]
