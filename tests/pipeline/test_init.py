@@ -216,14 +216,14 @@ def _panel(freq: str, periods: int, start: str = "2015-01-01", n: int = 2):
     ids=lambda v: str(v[0]) if isinstance(v, tuple) else None,
 )
 def test_inferred_frequency_season_and_horizon(dates, expected) -> None:
-    from tsops.pipeline.init import infer
+    from tsops.pipeline.cadence import infer
 
     inferred = infer(dates)
     assert (inferred.freq, inferred.season_length, inferred.horizon) == expected, inferred.why
 
 
 def test_gaps_in_every_series_still_give_the_grid() -> None:
-    from tsops.pipeline.init import infer
+    from tsops.pipeline.cadence import infer
 
     months = pd.date_range("2015-01-01", periods=48, freq="MS")
     dates = [months.delete([5, 17]), months.delete([3, 30, 31]), months[::2]]
@@ -234,10 +234,10 @@ def test_gaps_in_every_series_still_give_the_grid() -> None:
 
 
 def test_irregular_dates_ask_for_freq() -> None:
-    from tsops.pipeline.init import InitError, infer
+    from tsops.pipeline.cadence import CadenceError, infer
 
     dates = [pd.DatetimeIndex(["2020-01-01 10:17", "2020-01-03 09:05", "2020-02-11 23:59"])]
-    with pytest.raises(InitError, match="pass --freq"):
+    with pytest.raises(CadenceError, match="pass --freq"):
         infer(dates)
 
 
