@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
+.PHONY: help install mlserver run pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,8 +33,10 @@ install: $(VENV)/.installed  ## create or reuse .venv and install the locked dep
 # `make install` (uv) and the Dockerfile (pip --require-hashes) refuse anything else.
 # uv keeps the versions already in requirements.lock unless pyproject.toml needs others
 # (`--upgrade-package NAME` moves one on purpose).
-lock:  ## re-resolve requirements.lock (with hashes) from pyproject.toml
+lock:  ## re-resolve requirements.lock (and MLServer's own lock) with hashes
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile -q benchmarks/serving/requirements-mlserver.txt --python-version 3.11 \
+		--generate-hashes -o benchmarks/serving/requirements-mlserver.lock
 
 pipeline: install  ## ingest the default data, version it with DVC, run dvc repro (validate, backtest, train, evaluate, gate)
 	tsops ingest --all
@@ -79,8 +81,14 @@ test-fast: install  ## fast offline tests only
 test-integration: install  ## tests against real services (DVC, MLflow, HTTP)
 	pytest -q -m integration
 
-test: install lint docs  ## every test, lint and the docs build included (what CI runs)
+test: install mlserver lint docs  ## every test, lint and the docs build included (what CI runs)
 	pytest -q
+
+# MLServer cannot share requirements.lock (it pins an older fastapi than kserve): its own
+# venv, from its own hash-checked lock, for the tests that serve the registered model
+# with it unchanged and for the serving benchmark; remade only when the lock changes.
+mlserver: install  ## MLServer's own venv (benchmarks/serving/.venv-mlserver)
+	$(BIN)/python benchmarks/serving/mlserver_venv.py
 
 ui: install  ## MLflow UI on the embedded store
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1

@@ -4,7 +4,10 @@ tsops model with the stock ``mlserver_mlflow.MLflowRuntime`` (what KServe's
 
 mlserver 1.7.1 pins a fastapi below what kserve 0.21 needs, so MLServer cannot live in
 requirements.lock; ``requirements-mlserver.txt`` pins it with the model's runtime
-packages at the lock's versions. Standard library only: runs on any Python 3.11.
+packages at the lock's versions, and ``requirements-mlserver.lock`` (``make lock``) is
+what gets installed: every package pinned with its sha256, as ``make install`` does.
+``make test`` makes the venv, so the MLServer tests run there too. Standard library
+only: runs on any Python 3.11.
 
     python3 benchmarks/serving/mlserver_venv.py            # make/refresh the venv (minutes, once)
     python3 benchmarks/serving/mlserver_venv.py --serve models:/m3-monthly@champion \\
@@ -31,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REQUIREMENTS = HERE / "requirements-mlserver.txt"
+REQUIREMENTS = HERE / "requirements-mlserver.lock"
 DEFAULT_VENV = HERE / ".venv-mlserver"
 #: mlserver-mlflow's runtime, unchanged
 RUNTIME = "mlserver_mlflow.MLflowRuntime"
@@ -48,11 +51,18 @@ def ensure(venv: Path = DEFAULT_VENV, requirements: Path = REQUIREMENTS) -> Path
     base = getattr(sys, "_base_executable", None) or shutil.which("python3")
     if base is None:
         raise SystemExit("no python3 on PATH to make MLServer's venv with; install Python 3.11")
-    print(f"creating {venv} (MLServer's own venv; a few minutes)", flush=True)
+    print(f"creating {venv} (MLServer's own venv)", flush=True)
     subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-r", str(requirements)], check=True)
+    python = str(venv / "bin" / "python")
+    # uv from the project's .venv when there is one (seconds from its cache), else pip
+    uv = shutil.which("uv") or next(
+        (str(c) for c in (HERE.parents[1] / ".venv" / "bin" / "uv",) if c.exists()), None
+    )
+    if uv:
+        install = [uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes"]
+    else:
+        install = [python, "-m", "pip", "install", "--quiet", "--require-hashes", "-r"]
+    subprocess.run([*install, str(requirements)], check=True)
     marker.write_text(digest + "\n")
     return mlserver
 

@@ -13,7 +13,8 @@ for the module:
 - MLServer with mlserver-mlflow's stock ``MLflowRuntime`` (what KServe's
   ``modelFormat: mlflow`` runs), in its own venv ``benchmarks/serving/.venv-mlserver``
   (mlserver pins a fastapi kserve cannot use, so it cannot share requirements.lock;
-  ``benchmarks/serving/mlserver_venv.py`` makes it). Its tests are skipped without it.
+  ``make mlserver`` makes it, and ``make test`` runs it first). Its tests are skipped
+  without it (a bare ``pytest`` before ``make mlserver``).
   MLflow 3.17's ``models serve`` has no ``--enable-mlserver`` any more; the runtime is
   started as KServe starts it.
 """
@@ -206,8 +207,7 @@ def test_mlflow_models_serve_says_what_is_wrong_with_a_request(servers):
 def mlserver_url(servers) -> str:
     if "mlserver" not in servers:
         pytest.skip(
-            f"no MLServer venv at {MLSERVER_VENV}: make it with "
-            "`python3 benchmarks/serving/mlserver_venv.py` (a few minutes, once)"
+            f"no MLServer venv at {MLSERVER_VENV}: make it with `make mlserver` (`make test` does)"
         )
     return servers["mlserver"]
 
