@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     crds_dir: Path | None = None
     checkov: str | None = None
     term: str | None = Field(default=None, validation_alias="TERM")
+    #: prometheus_client's folder for the metrics of several server workers (an
+    #: operator's choice, kept at exit; ``tsops serve`` makes its own otherwise)
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
 
 
 class SettingsError(TsopsError):

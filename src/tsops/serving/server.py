@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 from pathlib import Path
 
 from tsops.core.errors import TsopsError
@@ -194,15 +193,13 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(args.request_logs, args.log_config_file)
     metrics_dir = None
     # a folder given in the environment is the operator's to keep; ours goes at exit
-    own_metrics_dir = not os.environ.get(server_workers.METRICS_ENV)
+    own_metrics_dir = settings.prometheus_multiproc_dir is None
     held: list = []
     models = []
     try:
         if count > 1:
             # before any metric has a value; the ports checked before loading
-            metrics_dir = server_workers.multiprocess_metrics(
-                os.environ.get(server_workers.METRICS_ENV) or None
-            )
+            metrics_dir = server_workers.multiprocess_metrics(settings.prometheus_multiproc_dir)
             held.append(server_workers.reserve_port(args.http_host, args.http_port, "REST"))
             if args.enable_grpc:
                 held.append(server_workers.reserve_port(args.http_host, args.grpc_port, "gRPC"))
