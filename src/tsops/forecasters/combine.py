@@ -95,15 +95,28 @@ class Combined(Forecaster):
     def _predict_per_series(
         self, h: int, levels: Sequence[float], histories: Histories, wanted: list[str]
     ) -> list[SeriesForecast]:
-        by_member: dict[str, list[str]] = {}
-        for uid in wanted:
-            by_member.setdefault(self.choice[uid], []).append(uid)
-        found: dict[str, SeriesForecast] = {}
-        for name, uids in by_member.items():
-            member_histories = {u: histories[u] for u in uids if u in histories}
-            for forecast in self.members[name].predict_series(h, levels, member_histories, uids):
-                found[forecast.unique_id] = forecast
-        return [found[uid] for uid in wanted]
+        return routed(self.members, self.choice, h, levels, histories, wanted)
+
+
+def routed(
+    forecasters: dict[str, Forecaster],
+    route: dict[str, str],
+    h: int,
+    levels: Sequence[float],
+    histories: Histories,
+    wanted: list[str],
+) -> list[SeriesForecast]:
+    """Each series in ``wanted`` forecast by ``forecasters[route[series]]`` (one call per
+    forecaster, with its series' histories), in the order of ``wanted``."""
+    by_forecaster: dict[str, list[str]] = {}
+    for uid in wanted:
+        by_forecaster.setdefault(route[uid], []).append(uid)
+    found: dict[str, SeriesForecast] = {}
+    for name, uids in by_forecaster.items():
+        own_histories = {u: histories[u] for u in uids if u in histories}
+        for forecast in forecasters[name].predict_series(h, levels, own_histories, uids):
+            found[forecast.unique_id] = forecast
+    return [found[uid] for uid in wanted]
 
 
 def at_least_zero(forecasts: list[SeriesForecast]) -> list[SeriesForecast]:
@@ -175,14 +188,5 @@ class ByClass(Forecaster):
     ) -> list[SeriesForecast]:
         histories = histories or {}
         wanted = wanted_ids(ids, histories, self.series_class)
-        by_class: dict[str, list[str]] = {}
-        for uid in wanted:
-            by_class.setdefault(self.series_class[uid], []).append(uid)
-        found: dict[str, SeriesForecast] = {}
-        for series_class, uids in by_class.items():
-            class_histories = {u: histories[u] for u in uids if u in histories}
-            forecaster = self.forecasters[series_class]
-            for forecast in forecaster.predict_series(h, levels, class_histories, uids):
-                found[forecast.unique_id] = forecast
-        forecasts = [found[uid] for uid in wanted]
+        forecasts = routed(self.forecasters, self.series_class, h, levels, histories, wanted)
         return at_least_zero(forecasts) if self.nonnegative else forecasts
