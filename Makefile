@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install mlserver run pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
+.PHONY: help install platform-deps mlserver run pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -69,6 +69,18 @@ test-container: install  ## build the serving image with podman, run it read-onl
 
 lint: install  ## pre-commit hooks on every file (ruff, ruff-format, YAML, whitespace)
 	pre-commit run --all-files --show-diff-on-failure
+
+# PostgreSQL and Redis from Debian's packages, for the data platform and its tests
+# (`tsops platform up`, tests/helpers/services.py). Only the programs are needed: the
+# packages' own system services are not used (each server runs from its own folder).
+platform-deps:  ## install PostgreSQL and redis-server with apt when missing (as root; else says how)
+	@if command -v redis-server >/dev/null && { command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb" || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then \
+		echo "platform-deps: PostgreSQL and redis-server are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server; \
+	else \
+		echo "platform-deps: PostgreSQL and redis-server are missing; install them as root: apt-get install postgresql redis-server (or your system's packages)" >&2; exit 1; \
+	fi
 
 # Not --quiet: it would hide the warnings that --strict counts, and pass a broken link.
 # mkdocs-material prints a banner about MkDocs 2.0 on every build; the variable is its off switch.

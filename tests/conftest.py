@@ -18,6 +18,10 @@ from tests.helpers.tiny import TINY_MODEL, build_model_dir, copy_repo
 
 __all__ = ["BIN", "GIT_IDENTITY", "ROOT", "TINY_MODEL", "copy_repo", "run"]
 
+#: real PostgreSQL and Redis: postgres_server, postgres_url, redis_server, redis_url,
+#: private_postgres, private_redis (and stopping the shared servers at the end of the run)
+pytest_plugins = ["tests.helpers.services"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # pytest-xdist hands whole files to its workers (--dist=loadfile) and by default

@@ -28,6 +28,7 @@ def _mount_wings() -> None:
     from tsops.deploy.manifests.cli import manifests_app
     from tsops.monitor.cli import monitor_app, retrain_command
     from tsops.pipeline.cli import commands as pipeline_commands
+    from tsops.platform.cli import platform_app
     from tsops.registry.cli import commands as registry_commands
     from tsops.serving.cli import commands as serving_commands
 
@@ -35,6 +36,7 @@ def _mount_wings() -> None:
         app.add_typer(wing)
     app.add_typer(manifests_app, name="manifests")
     app.add_typer(monitor_app, name="monitor")
+    app.add_typer(platform_app, name="platform")
     app.command("retrain")(retrain_command)
 
 
