@@ -14,6 +14,10 @@ explicit configuration, in tests and in other programs.
 ``TSOPS_PROGRESS_INTERVAL``      seconds between progress lines on a non-terminal (0: every update)
 ``TSOPS_FORECAST_LOG_DIR``       where the model server writes and the monitor reads the
                                  forecast log
+``TSOPS_FORECAST_LOG_URL``       PostgreSQL for the forecast log (SQLAlchemy URL, e.g.
+                                 ``postgresql+psycopg://user:pw@host:5432/db``): the server
+                                 writes there (spilling to the log directory while it is
+                                 down) and the monitor reads there
 ``TSOPS_HTTP_HOST``              address the model server listens on (default 127.0.0.1)
 ``TSOPS_MODEL_VERSION``          version a baked model reports when its release.json has none
 ``TSOPS_CRDS_DIR``               CRD schemas for ``tsops manifests validate``
@@ -43,6 +47,7 @@ class Settings(BaseSettings):
     n_jobs: int | None = None
     progress_interval: float | None = Field(default=None, ge=0)
     forecast_log_dir: Path | None = None
+    forecast_log_url: str | None = None
     http_host: str | None = None
     model_version: str | None = None
     crds_dir: Path | None = None
