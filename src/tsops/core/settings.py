@@ -5,25 +5,32 @@ once (pydantic-settings reads the variables and checks their types) and passes t
 values it needs down as ordinary arguments, so every function can be called with
 explicit configuration, in tests and in other programs.
 
-===============================  ==========================================================
-``MLFLOW_TRACKING_URI``          the tracking and registry server (default: the embedded
-                                 SQLite store ``mlflow.db`` at the repository root)
-``TSOPS_DASK_SCHEDULER``         Dask scheduler to fit on (default: local processes)
-``TSOPS_DASK_TIMEOUT``           seconds to wait for that scheduler (default 10)
-``TSOPS_N_JOBS``                 local worker processes (-1 or unset: all cores)
-``TSOPS_PROGRESS_INTERVAL``      seconds between progress lines on a non-terminal (0: every update)
-``TSOPS_FORECAST_LOG_DIR``       where the model server writes and the monitor reads the
-                                 forecast log
-``TSOPS_FORECAST_LOG_URL``       PostgreSQL for the forecast log (SQLAlchemy URL, e.g.
-                                 ``postgresql+psycopg://user:pw@host:5432/db``): the server
-                                 writes there (spilling to the log directory while it is
-                                 down) and the monitor reads there
-``TSOPS_HTTP_HOST``              address the model server listens on (default 127.0.0.1)
-``TSOPS_MODEL_VERSION``          version a baked model reports when its release.json has none
-``TSOPS_CRDS_DIR``               CRD schemas for ``tsops manifests validate``
-``TSOPS_CHECKOV``                command that runs checkov (default: the one on PATH)
-``TERM``                         ``dumb``: plain progress lines even on a terminal
-===============================  ==========================================================
+=================================  ==========================================================
+``MLFLOW_TRACKING_URI``            the tracking and registry server (default: the embedded
+                                   SQLite store ``mlflow.db`` at the repository root)
+``TSOPS_DASK_SCHEDULER``           Dask scheduler to fit on (default: local processes)
+``TSOPS_DASK_TIMEOUT``             seconds to wait for that scheduler (default 10)
+``TSOPS_N_JOBS``                   local worker processes (-1 or unset: all cores)
+``TSOPS_PROGRESS_INTERVAL``        seconds between progress lines on a non-terminal (0: every update)
+``TSOPS_FORECAST_LOG_DIR``         where the model server writes and the monitor reads the
+                                   forecast log
+``TSOPS_FORECAST_LOG_URL``         PostgreSQL for the forecast log (SQLAlchemy URL, e.g.
+                                   ``postgresql+psycopg://user:pw@host:5432/db``): the server
+                                   writes there (spilling to the log directory while it is
+                                   down) and the monitor reads there
+``TSOPS_FEATURE_STORE``            the Feast feature repository ``tsops serve`` looks up the
+                                   latest actuals in (``--feature_store``; unset: none)
+``TSOPS_FEATURE_STORE_REDIS_URL``  the feature store's Redis online store
+                                   (``redis://[[user]:password@]host:port[/db]``; unset: the
+                                   SQLite file in the repository's ``data/``)
+``TSOPS_FEATURE_REGISTRY_URL``     the feature store's registry in a SQL database (SQLAlchemy
+                                   URL, e.g. PostgreSQL; unset: the repository's file)
+``TSOPS_HTTP_HOST``                address the model server listens on (default 127.0.0.1)
+``TSOPS_MODEL_VERSION``            version a baked model reports when its release.json has none
+``TSOPS_CRDS_DIR``                 CRD schemas for ``tsops manifests validate``
+``TSOPS_CHECKOV``                  command that runs checkov (default: the one on PATH)
+``TERM``                           ``dumb``: plain progress lines even on a terminal
+=================================  ==========================================================
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ class Settings(BaseSettings):
     progress_interval: float | None = Field(default=None, ge=0)
     forecast_log_dir: Path | None = None
     forecast_log_url: str | None = None
+    feature_store: Path | None = None
+    feature_store_redis_url: str | None = None
+    feature_registry_url: str | None = None
     http_host: str | None = None
     model_version: str | None = None
     crds_dir: Path | None = None
