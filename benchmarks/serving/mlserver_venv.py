@@ -59,7 +59,9 @@ def ensure(venv: Path = DEFAULT_VENV, requirements: Path = REQUIREMENTS) -> Path
         (str(c) for c in (HERE.parents[1] / ".venv" / "bin" / "uv",) if c.exists()), None
     )
     if uv:
-        install = [uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes"]
+        # bytecode compiled once here, not by every MLServer start (see the Makefile)
+        install = [uv, "pip", "sync", "--quiet", "--compile-bytecode", "--python", python]
+        install.append("--require-hashes")
     else:
         install = [python, "-m", "pip", "install", "--quiet", "--require-hashes", "-r"]
     subprocess.run([*install, str(requirements)], check=True)
