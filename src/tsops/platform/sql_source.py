@@ -1,0 +1,617 @@
+"""Series from PostgreSQL: ``source: {kind: sql, url_env, table | query, *_col}``.
+
+Ingestion is incremental. The **watermark** of a series is its last period in the
+snapshot ``tsops ingest`` wrote before (``data/<model>/series.parquet``); a run reads
+only the rows after it (new series: all their rows), adds them, and writes the
+snapshot again. So the same database contents and the same snapshot give the same
+bytes in ``data/``, and DVC versions each ingest as before.
+
+Rows at or before a watermark are not read again, but they are **checked**: one
+aggregate query compares, per series, the number and the sum of the database's values
+up to the watermark with the snapshot's. A series that differs (a value corrected,
+a period back-filled or deleted after it was ingested) is read in full and compared
+row by row, and the run reports which periods changed, from what to what. The
+snapshot keeps the values it had (a forecast already scored against them stays
+explainable) until the correction is accepted: ``tsops ingest <model>
+--accept-corrections`` takes the database's rows for those series.
+
+The snapshot of a model with a ``fill`` policy holds periods that are not in the
+database; ``<snapshot>.filled.json`` (next to it, written only with a fill policy)
+lists them, so that they are not mistaken for deleted rows.
+
+All reads of one run are one read-only transaction (``REPEATABLE READ``): the check
+and the new rows see the same state of the table. Rows are fetched with ``COPY ...
+TO STDOUT`` (CSV), the fastest way out of PostgreSQL for a Python client. A database
+that refuses connections (down, restarting, starting up) is retried with tenacity;
+anything else (credentials, a missing table or column, a query error) fails at once
+with what to fix, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from tsops.core.errors import TsopsError, UnavailableError
+from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+    from tsops.core.config import ModelConfig, SourceConfig
+
+log = logging.getLogger(__name__)
+
+#: the variable ``source.url_env`` names unless model.yaml says otherwise
+DEFAULT_URL_ENV = "TSOPS_SERIES_DATABASE_URL"
+#: seconds to wait for a connection before it counts as refused
+CONNECT_TIMEOUT = 5
+#: attempts at a database that refuses connections, and the longest wait between two
+RETRY_ATTEMPTS = 4
+RETRY_MAX_WAIT = 2.0
+#: corrected periods named in a report (the count says how many more)
+SHOWN_CORRECTIONS = 10
+#: relative tolerance of the per-series sums compared by the check (float sums in
+#: another order differ in their last bits; a real correction is far larger)
+SUM_TOLERANCE = 1e-9
+
+T = TypeVar("T")
+
+
+class SqlSourceError(TsopsError, ValueError):
+    """A ``kind: sql`` source that cannot be read as configured; the message says what
+    to change (the URL, the table, a column, the query)."""
+
+
+class DatabaseUnavailable(UnavailableError):
+    """The database did not accept connections after the retries."""
+
+
+# ----------------------------------------------------------------------------- connecting
+
+
+def database_url(source: SourceConfig, url: str | None = None) -> str:
+    """The SQLAlchemy URL of the source's database: ``url`` when given, else the value of
+    the environment variable ``source.url_env`` (read through ``core.settings``)."""
+    if url:
+        return url
+    from tsops.core.settings import environment_variable
+
+    name = source.url_env or DEFAULT_URL_ENV
+    value = environment_variable(name)
+    if not value:
+        raise SqlSourceError(
+            f"source.kind sql reads its database URL from the environment variable {name}, "
+            f"which is not set: export {name}=postgresql+psycopg://USER@HOST:PORT/DATABASE "
+            "(`tsops platform up` writes one into .platform/env: source .platform/env)"
+        )
+    return value
+
+
+def masked(url: str) -> str:
+    """``url`` with its password hidden, for messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def conninfo(url: str) -> str:
+    """libpq's connection string for a SQLAlchemy PostgreSQL URL
+    (``postgresql://`` or ``postgresql+psycopg://``)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise SqlSourceError(
+            f"{url!r} is not a database URL ({exc}); write it as "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.get_backend_name() != "postgresql":
+        raise SqlSourceError(
+            f"source.kind sql reads PostgreSQL; {masked(url)} is {parsed.get_backend_name()!r}: "
+            "use a postgresql+psycopg:// URL"
+        )
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server was not there to answer (worth retrying):
+    refused or timed-out connections, a server starting up, shutting down or gone
+    mid-query; not bad credentials, a missing database or a query error."""
+    import psycopg
+
+    if isinstance(exc, psycopg.errors.CannotConnectNow | psycopg.errors.AdminShutdown):
+        return True
+    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        text = str(exc).lower()
+        return not any(
+            reason in text
+            for reason in ("authentication failed", "does not exist", "no password supplied")
+        )
+    return False
+
+
+def with_retries(attempt: Callable[[], T], url: str) -> T:
+    """``attempt()``, again after a short wait while the database refuses connections;
+    ``DatabaseUnavailable`` when it still does after ``RETRY_ATTEMPTS``."""
+    import psycopg
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    retrying = Retrying(
+        retry=retry_if_exception(_refused),
+        stop=stop_after_attempt(RETRY_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.25, max=RETRY_MAX_WAIT),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "database %s refused (%s); retrying", masked(url), state.outcome.exception()
+        ),
+    )
+    try:
+        return retrying(attempt)
+    except psycopg.Error as exc:
+        if _refused(exc):
+            raise DatabaseUnavailable(
+                f"the series database {masked(url)} did not answer after {RETRY_ATTEMPTS} "
+                f"attempts ({_first_line(exc)}): start it (`tsops platform up` for a local "
+                "one) or fix host and port in the URL, then run again; nothing was written"
+            ) from None
+        if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+            raise SqlSourceError(
+                f"cannot connect to the series database {masked(url)}: {_first_line(exc)}; "
+                "fix the user, password or database name in the URL"
+            ) from None
+        raise SqlSourceError(
+            f"reading the series database {masked(url)} failed: {_first_line(exc)}; fix "
+            "source.query, table or columns in model.yaml; nothing was written"
+        ) from None
+
+
+@contextmanager
+def read_transaction(url: str) -> Iterator[psycopg.Connection]:
+    """A connection in a read-only ``REPEATABLE READ`` transaction (one consistent view
+    of the table for every query of a run), times in UTC."""
+    import psycopg
+
+    with psycopg.connect(conninfo(url), connect_timeout=CONNECT_TIMEOUT) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        connection.commit()
+        with connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield connection
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True)
+class Relation:
+    """The rows a source reads (a table or a query) and its three columns."""
+
+    source: SourceConfig
+
+    def rows(self) -> sql.Composable:
+        from psycopg import sql
+
+        if self.source.query:
+            return sql.SQL("({}) AS source_rows").format(sql.SQL(self.source.query.rstrip("; \n")))
+        return sql.SQL("{} AS source_rows").format(sql.Identifier(*self.source.table.split(".")))
+
+    def column(self, name: str) -> sql.Composable:
+        from psycopg import sql
+
+        return sql.SQL("source_rows.{}").format(sql.Identifier(name))
+
+    @property
+    def columns(self) -> tuple[str, str, str]:
+        return (self.source.id_col, self.source.time_col, self.source.target_col)
+
+    def select(self, where: sql.Composable | None = None) -> sql.Composable:
+        """The three columns (under their own names), ordered by series and time."""
+        from psycopg import sql
+
+        ids, times, target = (self.column(c) for c in self.columns)
+        return sql.SQL("SELECT {} AS {}, {} AS {}, {} AS {} FROM {} {} ORDER BY 1, 2").format(
+            ids, sql.Identifier(self.source.id_col),
+            times, sql.Identifier(self.source.time_col),
+            target, sql.Identifier(self.source.target_col),
+            self.rows(),
+            sql.SQL("WHERE {}").format(where) if where is not None else sql.SQL(""),
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        return f"table {self.source.table}" if self.source.table else "the source query"
+
+
+def _check_relation(connection: psycopg.Connection, relation: Relation, url: str) -> None:
+    """A missing table or column named before anything is read, with what exists."""
+    import psycopg
+    from psycopg import sql
+
+    source = relation.source
+    try:
+        with connection.transaction():  # a savepoint: a failed probe leaves the run's view
+            cursor = connection.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(relation.rows()))
+    except psycopg.errors.UndefinedTable:
+        tables = [
+            row[0]
+            for row in connection.execute(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+            )
+        ]
+        raise SqlSourceError(
+            f"the series database {masked(url)} has no table {source.table!r}"
+            + (f" (tables: {', '.join(tables[:20])})" if tables else " (it has no tables)")
+            + ": fix source.table in model.yaml or create and fill the table"
+        ) from None
+    except psycopg.Error as exc:
+        raise SqlSourceError(
+            f"{relation.describe()} fails in {masked(url)}: {_first_line(exc)}; fix "
+            "source.query (or source.table) in model.yaml"
+        ) from None
+    present = [c.name for c in cursor.description or ()]
+    missing = [c for c in relation.columns if c not in present]
+    if missing:
+        raise SqlSourceError(
+            f"{relation.describe()} in {masked(url)} has no column "
+            f"{', '.join(map(repr, missing))} (columns: {', '.join(present)}): set "
+            "source.id_col, time_col and target_col in model.yaml to its column names"
+        )
+
+
+def _copy_frame(
+    connection: psycopg.Connection, query: sql.Composable, relation: Relation, params: Any = None
+) -> pd.DataFrame:
+    """The rows of ``query`` as a frame (``COPY ... TO STDOUT`` as CSV: the fastest way
+    out of PostgreSQL), the id as text, the time as a timestamp, the target as float."""
+    from psycopg import sql
+
+    buffer = io.BytesIO()
+    copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
+    with connection.cursor() as cursor, cursor.copy(copy, params) as rows:
+        for chunk in rows:
+            buffer.write(chunk)
+    buffer.seek(0)
+    id_col, time_col, target_col = relation.columns
+    frame = pd.read_csv(
+        buffer,
+        dtype={id_col: str, time_col: str},
+        keep_default_na=False,
+        na_values={id_col: [""], time_col: [""], target_col: [""]},
+    )
+    frame[time_col] = pd.to_datetime(frame[time_col], format="ISO8601")
+    return frame
+
+
+def _old_part_checks(
+    connection: psycopg.Connection, relation: Relation, watermark: pd.Series
+) -> pd.DataFrame:
+    """Per series with a watermark: the count and sum of its non-null values up to it
+    (aggregated in the database: one row per series comes back)."""
+    from psycopg import sql
+
+    ids, times, target = (relation.column(c) for c in relation.columns)
+    query = sql.SQL(
+        "SELECT CAST({ids} AS text) AS series, count({target}) AS n, "
+        "sum(CAST({target} AS double precision)) AS total "
+        "FROM {rows} JOIN unnest(%s::text[], %s::timestamp[]) AS mark(series, last) "
+        "ON CAST({ids} AS text) = mark.series WHERE {times} <= mark.last GROUP BY 1"
+    ).format(ids=ids, target=target, rows=relation.rows(), times=times)
+    with connection.cursor() as cursor:
+        cursor.execute(query, _watermark_params(watermark))
+        found = cursor.fetchall()
+    checks = pd.DataFrame(found, columns=["series", "n", "total"]).set_index("series")
+    return checks.reindex(watermark.index).fillna({"n": 0, "total": 0.0})
+
+
+def _watermark_params(watermark: pd.Series) -> tuple[list[str], list[Any]]:
+    return list(watermark.index), [t.to_pydatetime() for t in watermark]
+
+
+def _new_rows(
+    connection: psycopg.Connection, relation: Relation, watermark: pd.Series
+) -> pd.DataFrame:
+    """Rows after each series' watermark, and every row of series without one."""
+    from psycopg import sql
+
+    if watermark.empty:
+        return _copy_frame(connection, relation.select(), relation)
+    ids, times = relation.column(relation.source.id_col), relation.column(relation.source.time_col)
+    # rows after the earliest watermark (a range an index on time can serve) or of a
+    # series not in the snapshot; each series' own watermark is applied below
+    where = sql.SQL("{times} > %s OR NOT (CAST({ids} AS text) = ANY(%s::text[]))").format(
+        times=times, ids=ids
+    )
+    rows = _copy_frame(
+        connection,
+        relation.select(where),
+        relation,
+        (watermark.min().to_pydatetime(), list(watermark.index)),
+    )
+    id_col, time_col, _ = relation.columns
+    last = rows[id_col].map(watermark)
+    return rows.loc[last.isna() | (rows[time_col] > last)].reset_index(drop=True)
+
+
+def _series_rows(
+    connection: psycopg.Connection, relation: Relation, series: list[str]
+) -> pd.DataFrame:
+    from psycopg import sql
+
+    ids = relation.column(relation.source.id_col)
+    where = sql.SQL("CAST({} AS text) = ANY(%s::text[])").format(ids)
+    return _copy_frame(connection, relation.select(where), relation, (series,))
+
+
+def read_all(source: SourceConfig, url: str | None = None) -> pd.DataFrame:
+    """Every row of the source, with its own column names (what ``tsops monitor``
+    reads its actuals from, and a first ingest)."""
+    url = database_url(source, url)
+    relation = Relation(source)
+
+    def attempt() -> pd.DataFrame:
+        with read_transaction(url) as connection:
+            _check_relation(connection, relation, url)
+            return _copy_frame(connection, relation.select(), relation)
+
+    return with_retries(attempt, url)
+
+
+# ----------------------------------------------------------------------------- ingesting
+
+
+@dataclass
+class Corrections:
+    """Periods at or before a watermark whose database rows differ from the snapshot."""
+
+    #: one row per corrected period: series, time, snapshot value, database value
+    changes: pd.DataFrame
+    #: the corrected series' rows up to their watermark, as the database has them now
+    rows: pd.DataFrame = field(repr=False)
+
+    @property
+    def series(self) -> list[str]:
+        return sorted(self.changes[ID_COL].unique())
+
+    def describe(self, model: str) -> str:
+        shown = []
+        for row in self.changes.head(SHOWN_CORRECTIONS).itertuples(index=False):
+            before = "missing" if pd.isna(row.snapshot) else f"{row.snapshot:g}"
+            after = "deleted" if pd.isna(row.database) else f"{row.database:g}"
+            shown.append(
+                f"{row.unique_id} {row.ds:%Y-%m-%d %H:%M:%S}".rstrip(" 0:")
+                + f": {before} -> {after}"
+            )
+        more = len(self.changes) - len(shown)
+        return (
+            f"late corrections: {len(self.changes)} period(s) of {len(self.series)} series "
+            f"already ingested differ in the database ({'; '.join(shown)}"
+            f"{f'; {more} more' if more else ''}). The snapshot keeps the ingested values; "
+            f"to take the database's, run `tsops ingest {model} --accept-corrections`"
+        )
+
+
+def _filled_file(target: Path) -> Path:
+    return target.with_name(f"{target.stem}.filled.json")
+
+
+def _read_filled(target: Path) -> set[tuple[str, pd.Timestamp]]:
+    path = _filled_file(target)
+    if not path.exists():
+        return set()
+    listed = json.loads(path.read_text())
+    return {(series, pd.Timestamp(t)) for series, times in listed.items() for t in times}
+
+
+def _filled_json(filled: pd.DataFrame) -> str:
+    """The filled periods per series, deterministic (same periods, same bytes)."""
+    listed: dict[str, list[str]] = {}
+    for series, times in filled.groupby(ID_COL, sort=True)[TIME_COL]:
+        listed[str(series)] = [t.isoformat() for t in sorted(times)]
+    return json.dumps(listed, indent=1, sort_keys=True) + "\n"
+
+
+def _canonical(raw: pd.DataFrame, source: SourceConfig) -> pd.DataFrame:
+    """The database's rows under the canonical names, for comparing with the snapshot."""
+    frame = raw.rename(
+        columns={source.id_col: ID_COL, source.time_col: TIME_COL, source.target_col: TARGET_COL}
+    )[[ID_COL, TIME_COL, TARGET_COL]]
+    if getattr(frame[TIME_COL].dt, "tz", None) is not None:
+        frame[TIME_COL] = frame[TIME_COL].dt.tz_localize(None)
+    return frame.astype({TARGET_COL: "float64"})
+
+
+def _observed(snapshot: pd.DataFrame, filled: set[tuple[str, pd.Timestamp]]) -> pd.DataFrame:
+    """The snapshot's rows that came from the source (not filled), with a value."""
+    frame = snapshot[[ID_COL, TIME_COL, TARGET_COL]]
+    if filled:
+        keys = pd.MultiIndex.from_frame(frame[[ID_COL, TIME_COL]])
+        frame = frame.loc[~keys.isin(list(filled))]
+    return frame.loc[np.isfinite(frame[TARGET_COL])]
+
+
+def _differing_series(checks: pd.DataFrame, observed: pd.DataFrame) -> list[str]:
+    """Series whose database count or sum up to the watermark differs from the snapshot's."""
+    grouped = observed.groupby(ID_COL)[TARGET_COL]
+    mine = (
+        pd.DataFrame(
+            {
+                "n": grouped.size(),
+                "total": grouped.sum(),
+                "scale": grouped.apply(lambda y: y.abs().sum()),
+            }
+        )
+        .reindex(checks.index)
+        .fillna(0.0)
+    )
+    tolerance = SUM_TOLERANCE * (mine["scale"] + 1.0)
+    differs = (checks["n"] != mine["n"]) | ((checks["total"] - mine["total"]).abs() > tolerance)
+    return sorted(checks.index[differs.to_numpy()])
+
+
+def _corrections(
+    database: pd.DataFrame, observed: pd.DataFrame, watermark: pd.Series
+) -> pd.DataFrame:
+    """Periods (up to each watermark) whose value differs between snapshot and database."""
+    database = database.loc[database[TIME_COL] <= database[ID_COL].map(watermark)]
+    both = observed.merge(
+        database.dropna(subset=[TARGET_COL]),
+        on=[ID_COL, TIME_COL],
+        how="outer",
+        suffixes=("_snapshot", "_database"),
+        indicator=True,
+    )
+    duplicated = database.duplicated([ID_COL, TIME_COL], keep=False)
+    if duplicated.any():
+        first = database.loc[duplicated].iloc[0]
+        raise SqlSourceError(
+            f"the source has more than one row for series {first[ID_COL]} at "
+            f"{first[TIME_COL]} (and {int(duplicated.sum()) - 2} more duplicated rows): keep "
+            "one row per series and period (a unique index on (series, time) prevents this)"
+        )
+    changed = (both["_merge"] != "both") | (
+        both[f"{TARGET_COL}_snapshot"] != both[f"{TARGET_COL}_database"]
+    )
+    out = both.loc[changed, [ID_COL, TIME_COL, f"{TARGET_COL}_snapshot", f"{TARGET_COL}_database"]]
+    out.columns = [ID_COL, TIME_COL, "snapshot", "database"]
+    return out.sort_values([ID_COL, TIME_COL]).reset_index(drop=True)
+
+
+@dataclass
+class IngestRead:
+    """What one run read: the new rows, and the late corrections it found."""
+
+    new_rows: pd.DataFrame
+    corrections: Corrections | None
+    notes: list[str]
+
+
+def read_increment(
+    source: SourceConfig,
+    snapshot: pd.DataFrame | None,
+    filled: set[tuple[str, pd.Timestamp]],
+    url: str | None = None,
+) -> IngestRead:
+    """The rows after each series' watermark in ``snapshot`` and the corrections of the
+    periods before it (see the module docstring), in one read-only transaction."""
+    url = database_url(source, url)
+    relation = Relation(source)
+    watermark = (
+        snapshot.groupby(ID_COL)[TIME_COL].max()
+        if snapshot is not None and not snapshot.empty
+        else pd.Series(dtype="datetime64[ns]")
+    )
+
+    def attempt() -> IngestRead:
+        notes: list[str] = []
+        corrections = None
+        with read_transaction(url) as connection:
+            _check_relation(connection, relation, url)
+            if not watermark.empty:
+                observed = _observed(snapshot, filled)
+                checks = _old_part_checks(connection, relation, watermark)
+                differing = _differing_series(checks, observed)
+                if differing:
+                    rows = _canonical(_series_rows(connection, relation, differing), source)
+                    changes = _corrections(
+                        rows, observed.loc[observed[ID_COL].isin(differing)], watermark
+                    )
+                    if not changes.empty:
+                        corrections = Corrections(changes, rows)
+            new_rows = _new_rows(connection, relation, watermark)
+        return IngestRead(new_rows, corrections, notes)
+
+    return with_retries(attempt, url)
+
+
+def ingest(
+    config: ModelConfig,
+    target: Path,
+    *,
+    fill: str | None = None,
+    accept_corrections: bool = False,
+    url: str | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The model's snapshot after reading what is new in its SQL source, and notes for
+    the person running it (late corrections, nothing new). Writes ``target`` (and its
+    ``.filled.json`` with a fill policy) only when every check passed."""
+    from tsops.core.io import atomic_path, write_parquet
+    from tsops.pipeline.validate import check_frame
+
+    source = config.source
+    fill = fill or config.fill
+    snapshot = pd.read_parquet(target) if target.exists() else None
+    filled = _read_filled(target)
+    read = read_increment(source, snapshot, filled, url)
+    notes = list(read.notes)
+    new_rows = _canonical(read.new_rows, source)
+
+    if snapshot is None and new_rows.empty:
+        raise SqlSourceError(
+            f"{Relation(source).describe()} in {masked(database_url(source, url))} returned "
+            "no rows: fill the table (or fix source.query) before the first ingest"
+        )
+    kept = snapshot[[ID_COL, TIME_COL, TARGET_COL]] if snapshot is not None else new_rows.iloc[:0]
+    source_keys = _observed(kept, filled)[[ID_COL, TIME_COL]]
+    if read.corrections is not None:
+        if accept_corrections:
+            corrected = read.corrections.series
+            replaced = read.corrections.rows
+            kept = pd.concat([kept.loc[~kept[ID_COL].isin(corrected)], replaced], ignore_index=True)
+            source_keys = pd.concat(
+                [
+                    source_keys.loc[~source_keys[ID_COL].isin(corrected)],
+                    replaced.dropna(subset=[TARGET_COL])[[ID_COL, TIME_COL]],
+                ]
+            )
+            notes.append(
+                f"accepted late corrections of {len(read.corrections.changes)} period(s) in "
+                f"{len(corrected)} series ({', '.join(corrected[:10])})"
+            )
+        else:
+            notes.append(read.corrections.describe(config.name))
+    elif accept_corrections:
+        notes.append("no late corrections to accept")
+    if new_rows.empty:
+        notes.append("no new periods after the last ingested ones")
+
+    if snapshot is None:  # the first ingest: problems named by the table's own columns
+        frame = check_frame(
+            read.new_rows, freq=config.freq, fill=fill,
+            id_col=source.id_col, time_col=source.time_col, target_col=source.target_col,
+        )  # fmt: skip
+    else:
+        combined = pd.concat([kept, new_rows], ignore_index=True)
+        frame = check_frame(combined, freq=config.freq, fill=fill)
+    source_keys = pd.concat([source_keys, new_rows.dropna(subset=[TARGET_COL])[[ID_COL, TIME_COL]]])
+    write_parquet(frame, target)
+    filled_file = _filled_file(target)
+    if fill != "none":
+        keys = pd.MultiIndex.from_frame(frame[[ID_COL, TIME_COL]])
+        from_source = pd.MultiIndex.from_frame(source_keys)
+        with atomic_path(filled_file) as tmp:
+            Path(tmp).write_text(_filled_json(frame.loc[~keys.isin(from_source)]))
+    else:
+        filled_file.unlink(missing_ok=True)
+    return frame, notes
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,220 @@
+"""``source: kind: sql`` on a real PostgreSQL: incremental ingest from the watermark,
+late corrections reported and accepted, bad input and a database that is down, and
+monitor's actuals from the same table."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tests.helpers.tiny import TINY_MODEL
+from tsops.cli import app
+from tsops.core.config import ConfigError, parse_model_config
+from tsops.pipeline.validate import ValidationError
+from tsops.platform import sql_source
+from tsops.platform.services import PostgresServer, free_port
+from tsops.platform.sql_source import DatabaseUnavailable, SqlSourceError
+
+pytestmark = pytest.mark.integration
+
+URL_ENV = "TSOPS_SERIES_DATABASE_URL"
+SQL_SOURCE = """\
+source:
+  kind: sql
+  table: sales
+  id_col: store
+  time_col: month
+  target_col: units
+"""
+
+
+def model_yaml(source: str = SQL_SOURCE, fill: str = "none") -> str:
+    head, rest = TINY_MODEL.split("source:\n", 1)
+    rest = rest.split("freq:", 1)[1]
+    return (head + source + "freq:" + rest).replace("fill: none", f"fill: {fill}")
+
+
+def config(source: str = SQL_SOURCE, fill: str = "none"):
+    return parse_model_config(model_yaml(source, fill))
+
+
+def fill_table(url: str, months: int = 24, stores: tuple[str, ...] = ("a", "b", "c")) -> None:
+    with psycopg.connect(sql_source.conninfo(url), autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS sales (store text, month date, units double precision)"
+        )
+        add_rows(connection, stores, pd.date_range("2020-01-01", periods=months, freq="MS"))
+
+
+def add_rows(connection: psycopg.Connection, stores, months) -> None:
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO sales VALUES (%s, %s, %s)",
+            [
+                (store, month.date(), float(10 * i + m + 1))
+                for i, store in enumerate(stores)
+                for m, month in enumerate(months, start=months[0].month)
+            ],
+        )
+
+
+def execute(url: str, statement: str) -> None:
+    with psycopg.connect(sql_source.conninfo(url), autocommit=True) as connection:
+        connection.execute(statement)
+
+
+def test_ingest_reads_only_new_periods_and_equals_a_full_read(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    fill_table(postgres_url, months=24)
+    step = tmp_path / "step" / "series.parquet"
+    frame, notes = sql_source.ingest(config(), step, url=postgres_url)
+    assert (len(frame), notes) == (72, [])
+    with psycopg.connect(sql_source.conninfo(postgres_url), autocommit=True) as connection:
+        # two new months for every store, and a new store with its whole history
+        add_rows(connection, ("a", "b", "c"), pd.date_range("2022-01-01", periods=2, freq="MS"))
+        add_rows(connection, ("d",), pd.date_range("2020-01-01", periods=26, freq="MS"))
+    frame, notes = sql_source.ingest(config(), step, url=postgres_url)
+    assert len(frame) == 4 * 26 and notes == []
+    assert frame.groupby("unique_id")["ds"].max().eq(pd.Timestamp("2022-02-01")).all()
+
+    whole = tmp_path / "whole" / "series.parquet"
+    sql_source.ingest(config(), whole, url=postgres_url)
+    assert step.read_bytes() == whole.read_bytes()  # same input, same bytes
+
+    before = step.read_bytes()
+    _, notes = sql_source.ingest(config(), step, url=postgres_url)
+    assert step.read_bytes() == before
+    assert notes == ["no new periods after the last ingested ones"]
+
+
+def test_a_late_correction_is_reported_kept_out_and_accepted_on_request(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_table(postgres_url, months=24)
+    target = tmp_path / "series.parquet"
+    sql_source.ingest(config(), target, url=postgres_url)
+    before = target.read_bytes()
+    execute(postgres_url, "UPDATE sales SET units = 999 WHERE store = 'b' AND month = '2020-03-01'")
+
+    _, notes = sql_source.ingest(config(), target, url=postgres_url)
+    assert len(notes) == 2, notes
+    assert "late corrections: 1 period(s) of 1 series" in notes[0]
+    assert "b 2020-03-01: 14 -> 999" in notes[0]
+    assert "tsops ingest tiny --accept-corrections" in notes[0]
+    assert target.read_bytes() == before  # kept the ingested value
+    _, again = sql_source.ingest(config(), target, url=postgres_url)
+    assert "late corrections" in again[0]  # reported until accepted, not dropped
+
+    frame, notes = sql_source.ingest(config(), target, url=postgres_url, accept_corrections=True)
+    assert "accepted late corrections of 1 period(s) in 1 series (b)" in notes[0]
+    value = frame.loc[(frame.unique_id == "b") & (frame.ds == "2020-03-01"), "y"]
+    assert value.item() == 999
+    _, notes = sql_source.ingest(config(), target, url=postgres_url)
+    assert notes == ["no new periods after the last ingested ones"]
+
+    # the same through the command line, with the URL from the environment
+    root = tmp_path / "repo"
+    (root / "models" / "tiny").mkdir(parents=True)
+    (root / "models" / "tiny" / "model.yaml").write_text(model_yaml())
+    monkeypatch.setenv(URL_ENV, postgres_url)
+    runner = CliRunner()
+    first = runner.invoke(app, ["ingest", "tiny", "--root", str(root)])
+    assert first.exit_code == 0, first.output
+    execute(postgres_url, "UPDATE sales SET units = 5 WHERE store = 'c' AND month = '2020-01-01'")
+    reported = runner.invoke(app, ["ingest", "tiny", "--root", str(root)])
+    assert reported.exit_code == 0 and "c 2020-01-01: 22 -> 5" in reported.output
+    accepted = runner.invoke(app, ["ingest", "tiny", "--root", str(root), "--accept-corrections"])
+    assert accepted.exit_code == 0 and "accepted late corrections" in accepted.output
+
+
+def test_filled_periods_are_not_taken_for_deleted_rows(postgres_url: str, tmp_path: Path) -> None:
+    fill_table(postgres_url, months=24)
+    execute(postgres_url, "DELETE FROM sales WHERE store = 'a' AND month = '2020-05-01'")
+    target = tmp_path / "series.parquet"
+    frame, _ = sql_source.ingest(config(fill="zero"), target, url=postgres_url)
+    assert len(frame) == 72
+    assert '"a": [\n  "2020-05-01T00:00:00"' in target.with_name("series.filled.json").read_text()
+    _, notes = sql_source.ingest(config(fill="zero"), target, url=postgres_url)
+    assert notes == ["no new periods after the last ingested ones"]
+
+
+def test_bad_sources_say_what_to_fix_and_write_nothing(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "series.parquet"
+    monkeypatch.delenv(URL_ENV, raising=False)
+    with pytest.raises(SqlSourceError, match=f"{URL_ENV}, which is not set: export"):
+        sql_source.ingest(config(), target)
+    with pytest.raises(SqlSourceError, match=r"no table 'sales' .*it has no tables"):
+        sql_source.ingest(config(), target, url=postgres_url)
+    execute(postgres_url, "CREATE TABLE sales (store text, month date, units float8)")
+    with pytest.raises(SqlSourceError, match="returned no rows: fill the table"):
+        sql_source.ingest(config(), target, url=postgres_url)
+    wrong_column = SQL_SOURCE.replace("target_col: units", "target_col: qty")
+    with pytest.raises(SqlSourceError, match=r"no column 'qty' .*columns: store, month, units"):
+        sql_source.ingest(config(wrong_column), target, url=postgres_url)
+    with pytest.raises(SqlSourceError, match="the source query fails"):
+        sql_source.ingest(
+            config(SQL_SOURCE.replace("table: sales", "query: SELEC")), target, url=postgres_url
+        )
+    with pytest.raises(SqlSourceError, match="does not exist; fix the user, password"):
+        sql_source.ingest(config(), target, url=postgres_url.rsplit("/", 1)[0] + "/nowhere")
+    with pytest.raises(ConfigError, match=r"keep the URL, and its password, out of model.yaml"):
+        config(SQL_SOURCE + "  url_env: postgresql://me:secret@db/x\n")
+
+    fill_table(postgres_url, months=24)
+    sql_source.ingest(config(), target, url=postgres_url)
+    before = target.read_bytes()
+    # out of order is fine (rows are sorted); the same period twice is not
+    execute(postgres_url, "INSERT INTO sales VALUES ('a', '2022-02-01', 1), ('a', '2022-01-01', 2)")
+    execute(postgres_url, "INSERT INTO sales VALUES ('a', '2022-02-01', 3)")
+    with pytest.raises(ValidationError, match="duplicate"):
+        sql_source.ingest(config(), target, url=postgres_url)
+    assert target.read_bytes() == before
+
+
+def test_a_database_that_is_down_is_retried_then_reported(
+    private_postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = private_postgres.create_database("series")
+    fill_table(url, months=24)
+    target = tmp_path / "series.parquet"
+    sql_source.ingest(config(), target, url=url)
+    before = target.read_bytes()
+    execute(url, "INSERT INTO sales VALUES ('a', '2022-01-01', 1), ('b', '2022-01-01', 2), "
+                 "('c', '2022-01-01', 3)")  # fmt: skip
+
+    monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 2)
+    nobody = f"postgresql+psycopg://tsops@127.0.0.1:{free_port()}/series"
+    with pytest.raises(DatabaseUnavailable, match="did not answer after 2 attempts"):
+        sql_source.ingest(config(), target, url=nobody)
+    assert target.read_bytes() == before
+
+    # down, then back while the retries wait: the ingest goes through
+    monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 8)
+    private_postgres.stop()
+    restart = threading.Timer(0.3, private_postgres.start)
+    restart.start()
+    try:
+        frame, _ = sql_source.ingest(config(), target, url=url)
+    finally:
+        restart.join()
+    assert len(frame) == 75
+
+
+def test_monitor_reads_actuals_from_the_table(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tsops.monitor.inputs import read_actuals
+
+    fill_table(postgres_url, months=3, stores=("a", "b"))
+    monkeypatch.setenv(URL_ENV, postgres_url)
+    actuals = read_actuals(tmp_path, config())
+    assert list(actuals.columns) == ["unique_id", "ds", "y"]
+    assert len(actuals) == 6 and actuals["ds"].max() == pd.Timestamp("2020-03-01")
