@@ -25,6 +25,9 @@ explicit configuration, in tests and in other programs.
                                    SQLite file in the repository's ``data/``)
 ``TSOPS_FEATURE_REGISTRY_URL``     the feature store's registry in a SQL database (SQLAlchemy
                                    URL, e.g. PostgreSQL; unset: the repository's file)
+``TSOPS_SERIES_DATABASE_URL``      PostgreSQL a ``source: {kind: sql}`` reads its series from
+                                   (SQLAlchemy URL; model.yaml's ``source.url_env`` may name
+                                   another variable, read by ``environment_variable``)
 ``TSOPS_HTTP_HOST``                address the model server listens on (default 127.0.0.1)
 ``TSOPS_MODEL_VERSION``            version a baked model reports when its release.json has none
 ``TSOPS_CRDS_DIR``                 CRD schemas for ``tsops manifests validate``
@@ -58,6 +61,7 @@ class Settings(BaseSettings):
     feature_store: Path | None = None
     feature_store_redis_url: str | None = None
     feature_registry_url: str | None = None
+    series_database_url: str | None = None
     http_host: str | None = None
     model_version: str | None = None
     crds_dir: Path | None = None
@@ -68,6 +72,14 @@ class Settings(BaseSettings):
     prometheus_multiproc_dir: Path | None = Field(
         default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
     )
+
+
+def environment_variable(name: str) -> str | None:
+    """The variable a configuration file names (``source.url_env`` in model.yaml):
+    the one reading of the environment outside ``Settings``, whose fields are fixed."""
+    import os
+
+    return os.environ.get(name) or None
 
 
 class SettingsError(TsopsError):
