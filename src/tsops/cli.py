@@ -29,6 +29,7 @@ def _mount_wings() -> None:
     from tsops.monitor.cli import monitor_app, retrain_command
     from tsops.pipeline.cli import commands as pipeline_commands
     from tsops.platform.cli import platform_app
+    from tsops.platform.features_cli import features_app
     from tsops.registry.cli import commands as registry_commands
     from tsops.serving.cli import commands as serving_commands
 
@@ -37,6 +38,7 @@ def _mount_wings() -> None:
     app.add_typer(manifests_app, name="manifests")
     app.add_typer(monitor_app, name="monitor")
     app.add_typer(platform_app, name="platform")
+    app.add_typer(features_app, name="features")
     app.command("retrain")(retrain_command)
 
 

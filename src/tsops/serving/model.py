@@ -6,12 +6,21 @@ entry point), bad input raises ``InvalidInput`` (HTTP 400, gRPC INVALID_ARGUMENT
 nothing else leaks out as a 500. Forecasts without history come from a table
 computed once at load time (the model's cutoff never moves between requests), so the
 request path is a lookup.
+
+With a feature store (``tsops serve --feature_store``), a series named without history
+is forecast from its latest actuals in the online store when they are newer than the
+model's cutoff: the same path as history sent in a request, which still wins. Every
+answer then says per series where its cutoff came from (``cutoff_source``: ``model``,
+``request`` or ``feature_store``); a store that cannot be read leaves the forecasts at
+the model's cutoff and says why (``feature_store_error``), never failing the request.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +42,15 @@ FORECASTS = Counter(
     ["model", "version", "history"],
 )
 REJECTED = Counter("tsops_rejected_requests_total", "Requests answered with a 4xx", ["model"])
+STORE_ERRORS = Counter(
+    "tsops_feature_store_errors_total",
+    "Requests answered from the model's cutoff because the feature store failed",
+    ["model"],
+)
+#: where a forecast's cutoff came from (``cutoff_source``)
+FROM_MODEL, FROM_REQUEST, FROM_STORE = "model", "request", "feature_store"
+CUTOFF_SOURCE = "cutoff_source"
+log = logging.getLogger(__name__)
 
 
 class ForecastModel(Model):
@@ -45,6 +63,7 @@ class ForecastModel(Model):
         forecast_log: ForecastLog | None = None,
         registry: Any = None,
         default_version: str | None = None,
+        feature_store: Any = None,
     ):
         super().__init__(name)
         self.reference = reference
@@ -53,6 +72,9 @@ class ForecastModel(Model):
         # the version a local directory without release.json reports
         self.registry = registry
         self.default_version = default_version
+        # tsops.platform.features.OnlineFeatures: the latest actuals, looked up per request
+        self.feature_store = feature_store
+        self.online: Any = None
         self.loaded: LoadedModel | None = None
         self.ready = False
 
@@ -67,8 +89,13 @@ class ForecastModel(Model):
         self.horizon = int(spec["horizon"])
         self.max_horizon = int(spec["max_horizon"])
         self.levels = [float(x) for x in spec["levels"]]
-        self.series = set(map(str, self.loaded.forecaster.cutoffs_.index))
+        cutoffs = self.loaded.forecaster.cutoffs_
+        self.series = set(map(str, cutoffs.index))
         self._table = self._precompute()
+        if self.feature_store is not None:
+            # the views are the model folder's (m3-monthly), whatever the served name
+            self.online = self.feature_store.history_of(spec["config"]["name"], self.freq)
+            self._cutoff_ns = {str(u): pd.Timestamp(t).value for u, t in cutoffs.items()}
         self.ready = True
         return self.ready
 
@@ -89,6 +116,8 @@ class ForecastModel(Model):
             {"name": TIME_COL, "datatype": "BYTES", "shape": [-1, -1]},
             {"name": MEAN_COL, "datatype": "FP64", "shape": [-1, -1]},
         ]
+        if self.feature_store is not None:
+            outputs.insert(2, {"name": CUTOFF_SOURCE, "datatype": "BYTES", "shape": [-1]})
         for level in getattr(self, "levels", []):
             for col in (lo_col(level), hi_col(level)):
                 outputs.append({"name": col, "datatype": "FP64", "shape": [-1, -1]})
@@ -137,28 +166,80 @@ class ForecastModel(Model):
         return query
 
     def predict(self, query: ForecastQuery, headers: dict[str, str] | None = None):
-        if query.history is None and set(query.levels) <= set(self.levels):
-            results = [self._from_table(uid, query.h, query.levels) for uid in query.ids]
-        else:
-            results = self._compute(query)
+        history, served = query.history, None
+        if self.online is not None:
+            history, served = self._online_history(query)
+        try:
+            results = self._forecast(query, history)
+        except Exception as exc:
+            # a 400 over history the request sent stays its answer
+            if history is query.history or (isinstance(exc, InvalidInput) and query.history):
+                raise
+            # the stored actuals cannot be forecast from: answer as the store were down
+            served = self._store_failed(
+                query, f"forecasting from the online store's actuals failed ({exc})"
+            )
+            history = query.history
+            results = self._forecast(query, history)
         version = self.loaded.version
-        FORECASTS.labels(self.name, version, str(query.history is not None).lower()).inc(
-            len(results)
-        )
+        label = "true" if query.history else ("feature_store" if history else "false")
+        FORECASTS.labels(self.name, version, label).inc(len(results))
         if self.forecast_log is not None:
             # per-target records are built by the log's writer thread, off the request path
             self.forecast_log.append(self._log_meta(query), results)
         if query.protocol == "grpc-v2":
-            return self._grpc_response(query, results)
+            return self._grpc_response(query, results, served)
         if query.protocol == "v2":
-            return self._v2_response(query, results)
-        return {
+            return self._v2_response(query, results, served)
+        answer = {
             "model_name": self.name,
             "model_version": version,
             "registered_model": self.loaded.registered_name,
             "request_id": query.request_id,
             "predictions": results,
         }
+        if served is not None:
+            answer["predictions"] = [
+                dict(r, **{CUTOFF_SOURCE: s}) for r, s in zip(results, served.sources, strict=True)
+            ]
+            if served.problem:
+                answer["feature_store_error"] = served.problem
+        return answer
+
+    def _forecast(self, query: ForecastQuery, history: Any) -> list[dict[str, Any]]:
+        if history is None and set(query.levels) <= set(self.levels):
+            return [self._from_table(uid, query.h, query.levels) for uid in query.ids]
+        return self._compute(query, history)
+
+    def _online_history(self, query: ForecastQuery) -> tuple[Any, ServedCutoffs]:
+        """The request's history, with the online store's latest actuals for the series
+        it sent none for, where they end after the model's cutoff (else the model's
+        own forecast is the same one, precomputed)."""
+        sent = query.history or {}
+        stored, problem = self.online.latest([u for u in query.ids if u not in sent])
+        if problem is not None:
+            return query.history, self._store_failed(query, problem, logged=True)
+        newer = {
+            uid: found for uid, found in stored.items() if found.ds[-1].value > self._cutoff_ns[uid]
+        }
+        sources = [
+            FROM_REQUEST if uid in sent else FROM_STORE if uid in newer else FROM_MODEL
+            for uid in query.ids
+        ]
+        if not newer:
+            return query.history, ServedCutoffs(sources)
+        return {**newer, **sent}, ServedCutoffs(sources)
+
+    def _store_failed(
+        self, query: ForecastQuery, problem: str, logged: bool = False
+    ) -> ServedCutoffs:
+        STORE_ERRORS.labels(self.name).inc()
+        if not logged:
+            log.warning("model %s: %s", self.name, problem)
+        sent = query.history or {}
+        return ServedCutoffs(
+            [FROM_REQUEST if uid in sent else FROM_MODEL for uid in query.ids], problem
+        )
 
     def _from_table(self, uid: str, h: int, levels: list[float]) -> dict[str, Any]:
         entry = self._table[uid]
@@ -173,10 +254,12 @@ class ForecastModel(Model):
             out[hi_col(level)] = entry[hi_col(level)][:h]
         return out
 
-    def _compute(self, query: ForecastQuery) -> list[dict[str, Any]]:
+    def _compute(self, query: ForecastQuery, history: Any) -> list[dict[str, Any]]:
+        """Forecasts of ``query``'s series from ``history`` (the request's, or with the
+        feature store's); the 400s name the history the request sent."""
         forecaster = self.loaded.forecaster
         try:
-            forecasts = forecaster.predict_series(query.h, query.levels, query.history, query.ids)
+            forecasts = forecaster.predict_series(query.h, query.levels, history, query.ids)
         except ForecastError as exc:
             REJECTED.labels(self.name).inc()
             raise InvalidInput(str(exc)) from exc
@@ -217,7 +300,9 @@ class ForecastModel(Model):
         names = ", ".join(map(repr, query.history))
         return _history_problem(f"history of {names}", None, reason)
 
-    def _v2_response(self, query: ForecastQuery, results: list[dict[str, Any]]) -> bytes:
+    def _v2_response(
+        self, query: ForecastQuery, results: list[dict[str, Any]], served: ServedCutoffs | None
+    ) -> bytes:
         """The V2 response body, serialised here.
 
         kserve's own path (``InferResponse`` -> ``to_rest`` -> pydantic
@@ -236,18 +321,20 @@ class ForecastModel(Model):
                 "data": data,
             }
 
-        outputs = _v2_tensors(results, query.h, tensor)
+        outputs = _v2_tensors(results, query.h, tensor, served)
         return orjson.dumps(
             {
                 "model_name": self.name,
                 "model_version": self.loaded.version,
                 "id": query.request_id,
-                "parameters": None,
+                "parameters": served.parameters() if served is not None else None,
                 "outputs": outputs,
             }
         )
 
-    def _grpc_response(self, query: ForecastQuery, results: list[dict[str, Any]]) -> InferResponse:
+    def _grpc_response(
+        self, query: ForecastQuery, results: list[dict[str, Any]], served: ServedCutoffs | None
+    ) -> InferResponse:
         """The V2 answer for a gRPC request: the REST body's tensors as raw (binary)
         contents, the form Triton answers in and tritonclient reads."""
 
@@ -257,7 +344,7 @@ class ForecastModel(Model):
             out.set_data_from_numpy(np.asarray(data, dtype=dtype).reshape(shape))
             return out
 
-        outputs = _v2_tensors(results, query.h, tensor)
+        outputs = _v2_tensors(results, query.h, tensor, served)
         return InferResponse(
             response_id=query.request_id,
             model_name=self.name,
@@ -265,6 +352,7 @@ class ForecastModel(Model):
             infer_outputs=outputs,
             from_grpc=True,
             use_binary_outputs=True,
+            parameters=served.parameters() if served is not None else None,
         )
 
     def _log_meta(self, query: ForecastQuery) -> dict[str, Any]:
@@ -327,7 +415,22 @@ def _iso(ds: pd.DatetimeIndex) -> list[str]:
     return [t.isoformat() for t in ds]
 
 
-def _v2_tensors(results: list[dict[str, Any]], h: int, tensor: Any) -> list[Any]:
+@dataclass(frozen=True)
+class ServedCutoffs:
+    """Where each answered series' cutoff came from (in the request's order), and why
+    the feature store was not used when it failed."""
+
+    sources: list[str]
+    problem: str | None = None
+
+    def parameters(self) -> dict[str, str] | None:
+        """The V2 answer's parameters: the store's failure, if any."""
+        return {"feature_store_error": self.problem} if self.problem else None
+
+
+def _v2_tensors(
+    results: list[dict[str, Any]], h: int, tensor: Any, served: ServedCutoffs | None = None
+) -> list[Any]:
     """The V2 answer's tensors, each built by ``tensor(name, shape, datatype, data)``:
     REST and gRPC share the layout and differ only in the tensor's form."""
     n = len(results)
@@ -336,6 +439,8 @@ def _v2_tensors(results: list[dict[str, Any]], h: int, tensor: Any) -> list[Any]
         tensor(CUTOFF_COL, [n], "BYTES", [r[CUTOFF_COL] for r in results]),
         tensor(TIME_COL, [n, h], "BYTES", [t for r in results for t in r[TIME_COL]]),
     ]
+    if served is not None:
+        outputs.insert(2, tensor(CUTOFF_SOURCE, [n], "BYTES", served.sources))
     value_cols = [c for c in results[0] if c not in (ID_COL, CUTOFF_COL, TIME_COL)]
     for col in value_cols:
         outputs.append(tensor(col, [n, h], "FP64", [v for r in results for v in r[col]]))

@@ -17,6 +17,10 @@ The command line extends kserve's own argument parser. What tsops does with its 
 ``--workers``                                   tsops' own: load once, fork N workers
                                                 (``workers.py``); default: the CPUs
                                                 the pod may use
+``--feature_store``                             tsops' own: a Feast feature repository;
+                                                series asked for without history start
+                                                from their latest actuals in its online
+                                                store (``tsops.platform.features``)
 ``--predictor_*``, ``--protocol``,              accepted, unused: they configure a kserve
 ``--enable_predictor_health_check``             transformer, and this is a predictor
 ==============================================  =========================================
@@ -47,10 +51,13 @@ class ServerError(TsopsError):
 
 
 def build_parser(
-    http_host: str | None = None, forecast_log_dir: Path | None = None
+    http_host: str | None = None,
+    forecast_log_dir: Path | None = None,
+    feature_store: Path | None = None,
 ) -> argparse.ArgumentParser:
     """kserve's flags plus tsops'; the arguments are the defaults the environment sets
-    (``TSOPS_HTTP_HOST``, ``TSOPS_FORECAST_LOG_DIR``), ``None`` for tsops' own."""
+    (``TSOPS_HTTP_HOST``, ``TSOPS_FORECAST_LOG_DIR``, ``TSOPS_FEATURE_STORE``), ``None``
+    for tsops' own."""
     from kserve import model_server
 
     parser = argparse.ArgumentParser(
@@ -109,6 +116,16 @@ def build_parser(
         "side's checks (default false)",
     )
     parser.add_argument("--workers", default=None, type=_positive, help=WORKERS_HELP)
+    parser.add_argument(
+        "--feature_store",
+        default=str(feature_store or ""),
+        metavar="DIR",
+        help="a Feast feature repository (the project's features/): a series asked for "
+        "without history is forecast from its latest actuals in the online store when they "
+        "are newer than the model's cutoff (`tsops features materialize MODEL` loads them); "
+        "Redis and a SQL registry come from TSOPS_FEATURE_STORE_REDIS_URL and "
+        "TSOPS_FEATURE_REGISTRY_URL. Default: TSOPS_FEATURE_STORE, or none",
+    )
     parser.add_argument(
         "--tracking_root",
         default=".",
@@ -183,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     from tsops.serving import workers as server_workers
 
     settings = load_settings()
-    parser = build_parser(settings.http_host, settings.forecast_log_dir)
+    parser = build_parser(settings.http_host, settings.forecast_log_dir, settings.feature_store)
     args = parser.parse_args(argv)
     count = args.workers or server_workers.available_cpus()
     if args.enable_docs_url and kserve_model_server.app.docs_url is None:
@@ -249,6 +266,7 @@ def _load_models(args: argparse.Namespace, settings) -> list:
     from tsops.serving.model import ForecastModel
 
     specs = model_specs(args.model, getattr(args, "model_name", None))
+    feature_store = _feature_store(args, settings)
     registry = registry_for(
         [ref for _, ref in specs], Path(args.tracking_root), settings.mlflow_tracking_uri
     )
@@ -264,6 +282,7 @@ def _load_models(args: argparse.Namespace, settings) -> list:
                 forecast_log=sink,
                 registry=registry,
                 default_version=settings.model_version,
+                feature_store=feature_store,
             )
             models.append(model)
             model.load()
@@ -283,6 +302,19 @@ def _load_models(args: argparse.Namespace, settings) -> list:
     gc.collect()
     gc.freeze()
     return models
+
+
+def _feature_store(args: argparse.Namespace, settings):
+    """The online store the models look up the latest actuals in, or ``None``."""
+    if not args.feature_store:
+        return None
+    from tsops.platform.features import OnlineFeatures
+
+    return OnlineFeatures(
+        Path(args.feature_store),
+        redis_url=settings.feature_store_redis_url,
+        registry_url=settings.feature_registry_url,
+    )
 
 
 def _grace_seconds() -> float:
