@@ -55,7 +55,7 @@ monitor_app = typer.Typer(
 def _log_dir(root: Path, log: Path | None, settings: Settings) -> Path:
     from tsops.monitor.inputs import forecast_log_dir
 
-    return forecast_log_dir(root, log, settings.forecast_log_dir)
+    return forecast_log_dir(root, log, settings.forecast_log_dir, settings.forecast_log_url)
 
 
 def _model_log(log_dir: Path, model: str) -> ModelLog:

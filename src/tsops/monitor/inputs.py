@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,26 +47,51 @@ _ACTUALS_SUFFIXES = (".parquet", ".csv", ".txt")
 # --------------------------------------------------------------------------- the forecast log
 
 
-def forecast_log_dir(root: Path, log: Path | None, configured: Path | None) -> Path:
-    """The log directory to read: ``--log``, else the configured one
-    (``TSOPS_FORECAST_LOG_DIR``, which the server writes to), else ``<root>/forecast-logs``."""
+@dataclass(frozen=True)
+class DatabaseLog:
+    """The forecast log in PostgreSQL (``TSOPS_FORECAST_LOG_URL``): where
+    :func:`load_forecast_log` reads when no ``--log`` folder is given."""
+
+    url: str
+
+    def __str__(self) -> str:
+        from tsops.platform.forecast_log_sql import redacted
+
+        return f"database {redacted(self.url)}"
+
+
+def forecast_log_dir(
+    root: Path, log: Path | None, configured: Path | None, url: str | None = None
+) -> Path | DatabaseLog:
+    """The log to read: ``--log``, else the database (``TSOPS_FORECAST_LOG_URL``), else
+    the configured folder (``TSOPS_FORECAST_LOG_DIR``, which the server writes to), else
+    ``<root>/forecast-logs``."""
+    if log is None and url:
+        return DatabaseLog(url)
     return log or configured or Path(root) / DEFAULT_LOG_DIR
 
 
-def has_forecast_log(directory: Path) -> bool:
-    """Whether ``directory`` holds any part file of a forecast log."""
+def has_forecast_log(directory: Path | DatabaseLog) -> bool:
+    """Whether ``directory`` holds any part file of a forecast log (the database: any row)."""
+    if isinstance(directory, DatabaseLog):
+        from tsops.platform.forecast_log_sql import has_records
+
+        return has_records(directory.url)
     return directory.is_dir() and any(directory.rglob("part-*"))
 
 
-def load_forecast_log(directory: Path) -> pd.DataFrame:
+def load_forecast_log(directory: Path | DatabaseLog) -> pd.DataFrame:
     """Every record of the forecast log under ``directory`` as one typed frame.
 
     ``directory`` is what the server's ``--forecast_log_dir`` points at, or one served
-    model's folder under it: part files are found recursively. See
-    :func:`coerce_forecast_log` for the dtypes.
+    model's folder under it: part files are found recursively. Or the database the
+    servers write to (:class:`DatabaseLog`): the same records, one per target time.
+    See :func:`coerce_forecast_log` for the dtypes.
     """
     from tsops.serving.forecast_log import read_forecast_log
 
+    if isinstance(directory, DatabaseLog):
+        return _load_database_log(directory)
     directory = Path(directory)
     if not directory.exists():
         raise FileNotFoundError(
@@ -94,6 +120,22 @@ def load_forecast_log(directory: Path) -> pd.DataFrame:
             "set? Point --log at the directory it writes to"
         )
     return coerce_forecast_log(pd.DataFrame.from_records(records), source=str(directory))
+
+
+def _load_database_log(log: DatabaseLog) -> pd.DataFrame:
+    from tsops.platform.forecast_log_sql import ForecastLogDatabaseError, read_records
+
+    try:
+        frame = read_records(log.url)
+    except ForecastLogDatabaseError as exc:
+        raise MonitorError(str(exc)) from exc
+    if frame.empty:
+        raise MonitorError(
+            f"{log} holds no forecast records (its table forecast_log is missing or "
+            "empty): has a server with TSOPS_FORECAST_LOG_URL set answered a request? "
+            "Unset TSOPS_FORECAST_LOG_URL or pass --log to read a log folder instead"
+        )
+    return coerce_forecast_log(frame, source=str(log))
 
 
 def coerce_forecast_log(log: pd.DataFrame, source: str = "forecast log") -> pd.DataFrame:

@@ -17,8 +17,9 @@ LogDir = Annotated[
     Path | None,
     typer.Option(
         "--log",
-        help="forecast log directory, read recursively (default: $TSOPS_FORECAST_LOG_DIR, "
-        "else <root>/forecast-logs); only records of --model's registered model are used",
+        help="forecast log directory, read recursively (default: the database "
+        "$TSOPS_FORECAST_LOG_URL, else $TSOPS_FORECAST_LOG_DIR, else <root>/forecast-logs); "
+        "only records of --model's registered model are used",
     ),
 ]
 Actuals = Annotated[

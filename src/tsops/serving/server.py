@@ -27,6 +27,12 @@ The command line extends kserve's own argument parser. What tsops does with its 
 
 kserve 0.21 cannot bind another address than all interfaces; ``model_server.py``
 adds ``--http_host`` (see its docstring).
+
+The forecast log goes to ``--forecast_log_dir`` (one folder per served model), or, when
+``TSOPS_FORECAST_LOG_URL`` names a PostgreSQL database, to its ``forecast_log`` table
+(``tsops.platform.forecast_log_sql``), with ``--forecast_log_dir`` the folder batches
+spill to while the database is down. The URL is taken from the environment only: it
+may carry a password, and a command line is visible to every user of the machine.
 """
 
 from __future__ import annotations
@@ -85,9 +91,18 @@ def build_parser(
         "--forecast_log_dir",
         default=str(forecast_log_dir or "forecast-logs"),
         help="where every served forecast is logged ('' disables the log; default: "
-        "TSOPS_FORECAST_LOG_DIR or forecast-logs)",
+        "TSOPS_FORECAST_LOG_DIR or forecast-logs); with TSOPS_FORECAST_LOG_URL set, the log "
+        "goes to that PostgreSQL database and this folder keeps the batches it could not "
+        "take until it is back",
     )
     parser.add_argument("--forecast_log_format", choices=["jsonl", "parquet"], default="jsonl")
+    parser.add_argument(
+        "--forecast_log_flush_seconds",
+        type=_positive_seconds,
+        default=1.0,
+        help="how often the forecast log's writer writes what was served (a part file or "
+        "one database batch per model and worker; default 1)",
+    )
     parser.add_argument(
         "--max_body_bytes",
         type=int,
@@ -142,6 +157,16 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of workers (>= 1)")
     return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (> 0)")
+    return seconds
 
 
 def _strtobool(value: str) -> bool:
@@ -267,6 +292,7 @@ def _load_models(args: argparse.Namespace, settings) -> list:
 
     specs = model_specs(args.model, getattr(args, "model_name", None))
     feature_store = _feature_store(args, settings)
+    make_database = _forecast_log_database(args, settings.forecast_log_url)
     registry = registry_for(
         [ref for _, ref in specs], Path(args.tracking_root), settings.mlflow_tracking_uri
     )
@@ -275,7 +301,12 @@ def _load_models(args: argparse.Namespace, settings) -> list:
         for name, ref in specs:
             sink = None
             if args.forecast_log_dir:
-                sink = ForecastLog(Path(args.forecast_log_dir) / name, fmt=args.forecast_log_format)
+                sink = ForecastLog(
+                    Path(args.forecast_log_dir) / name,
+                    fmt=args.forecast_log_format,
+                    flush_seconds=args.forecast_log_flush_seconds,
+                    database=make_database(),
+                )
             model = ForecastModel(
                 name,
                 ref,
@@ -302,6 +333,28 @@ def _load_models(args: argparse.Namespace, settings) -> list:
     gc.collect()
     gc.freeze()
     return models
+
+
+def _forecast_log_database(args: argparse.Namespace, url: str | None):
+    """A function making each served model's database sink (one connection per writer),
+    or ``None`` each time without ``TSOPS_FORECAST_LOG_URL``; the URL checked now."""
+    if not url:
+        return lambda: None
+    from tsops.platform.forecast_log_sql import ForecastLogDatabase, redacted
+
+    if not args.forecast_log_dir:
+        raise ServerError(
+            f"TSOPS_FORECAST_LOG_URL is set ({redacted(url)}) but --forecast_log_dir is '': "
+            "the database log needs a folder for the batches the database cannot take "
+            "while it is down; give --forecast_log_dir, or unset TSOPS_FORECAST_LOG_URL"
+        )
+    if args.forecast_log_format != "jsonl":
+        raise ServerError(
+            "with TSOPS_FORECAST_LOG_URL the forecast log goes to the database and spills "
+            "JSON lines; drop --forecast_log_format parquet"
+        )
+    ForecastLogDatabase(url)  # a wrong URL fails here, before any model loads
+    return lambda: ForecastLogDatabase(url)
 
 
 def _feature_store(args: argparse.Namespace, settings):
