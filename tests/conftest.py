@@ -19,8 +19,9 @@ from tests.helpers.tiny import TINY_MODEL, build_model_dir, copy_repo
 __all__ = ["BIN", "GIT_IDENTITY", "ROOT", "TINY_MODEL", "copy_repo", "run"]
 
 #: real PostgreSQL and Redis: postgres_server, postgres_url, redis_server, redis_url,
-#: private_postgres, private_redis (and stopping the shared servers at the end of the run)
-pytest_plugins = ["tests.helpers.services"]
+#: private_postgres, private_redis; mlflow_server, mlflow_server_url (an mlflow server on
+#: that PostgreSQL); and stopping the shared servers at the end of the run
+pytest_plugins = ["tests.helpers.services", "tests.helpers.mlflow_server"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

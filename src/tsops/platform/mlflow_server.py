@@ -83,6 +83,17 @@ class MlflowServer:
         stop_mlflow_server(self.folder)
 
 
+def mlflow_server_in(folder: Path, host: str = "127.0.0.1") -> MlflowServer:
+    """The server :func:`start_mlflow_server` started from ``folder`` (from another
+    process); ``MlflowServerError`` when none answers there."""
+    server = _running_server(Path(folder).absolute(), host)
+    if server is None:
+        raise MlflowServerError(
+            f"no mlflow server runs from {folder}; start one with `tsops platform up --mlflow`"
+        )
+    return server
+
+
 def backend_store_uri(url: str) -> str:
     """``url`` as MLflow's backend store URI: a PostgreSQL URL without a driver
     (``postgresql://``, ``postgres://``) gets psycopg 3's (``postgresql+psycopg://``;
