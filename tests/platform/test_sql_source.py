@@ -111,10 +111,15 @@ def test_a_late_correction_is_reported_kept_out_and_accepted_on_request(
     _, again = sql_source.ingest(config(), target, url=postgres_url)
     assert "late corrections" in again[0]  # reported until accepted, not dropped
 
+    with psycopg.connect(sql_source.conninfo(postgres_url), autocommit=True) as connection:
+        add_rows(connection, ("a", "b", "c"), pd.date_range("2022-01-01", periods=1, freq="MS"))
     frame, notes = sql_source.ingest(config(), target, url=postgres_url, accept_corrections=True)
     assert "accepted late corrections of 1 period(s) in 1 series (b)" in notes[0]
     value = frame.loc[(frame.unique_id == "b") & (frame.ds == "2020-03-01"), "y"]
     assert value.item() == 999
+    whole = tmp_path / "whole.parquet"
+    sql_source.ingest(config(), whole, url=postgres_url)
+    assert target.read_bytes() == whole.read_bytes()  # as if read in one go
     _, notes = sql_source.ingest(config(), target, url=postgres_url)
     assert notes == ["no new periods after the last ingested ones"]
 
@@ -142,6 +147,17 @@ def test_filled_periods_are_not_taken_for_deleted_rows(postgres_url: str, tmp_pa
     assert '"a": [\n  "2020-05-01T00:00:00"' in target.with_name("series.filled.json").read_text()
     _, notes = sql_source.ingest(config(fill="zero"), target, url=postgres_url)
     assert notes == ["no new periods after the last ingested ones"]
+    # a gap right after the watermark is filled as in a read of the whole table
+    with psycopg.connect(sql_source.conninfo(postgres_url), autocommit=True) as connection:
+        add_rows(connection, ("a", "b", "c"), pd.date_range("2022-02-01", periods=1, freq="MS"))
+    frame, notes = sql_source.ingest(config(fill="zero"), target, url=postgres_url)
+    assert len(frame) == 78 and notes == []
+    whole = tmp_path / "whole" / "series.parquet"
+    sql_source.ingest(config(fill="zero"), whole, url=postgres_url)
+    assert target.read_bytes() == whole.read_bytes()
+    filled = target.with_name("series.filled.json").read_text()
+    assert filled == whole.with_name("series.filled.json").read_text()
+    assert '"2022-01-01T00:00:00"' in filled
 
 
 def test_bad_sources_say_what_to_fix_and_write_nothing(
