@@ -84,9 +84,8 @@ def test_materialize_loads_each_series_latest_window_and_gbm_features(tmp_path, 
         .get_online_features([f"feat_gbm:{n}" for n in names], {ID_COL: ["s1"]})
         .to_dict()
     )
-    next_period = pd.DataFrame(
-        {ID_COL: ["s1"], TIME_COL: [series[TIME_COL].max() + pd.offsets.MonthBegin()], TARGET_COL: 1.0}
-    )
+    next_month = series[TIME_COL].max() + pd.offsets.MonthBegin()
+    next_period = pd.DataFrame({ID_COL: ["s1"], TIME_COL: [next_month], TARGET_COL: 1.0})
     observed = pd.concat([series[series[ID_COL] == "s1"], next_period], ignore_index=True)
     train = training_matrix(observed, spec)
     np.testing.assert_array_equal([rows[n][0] for n in spec.names], train.X[-1])
@@ -118,7 +117,7 @@ def test_sqlite_is_the_default_and_mistakes_say_what_to_do(tmp_path, series):
         online.history_of("other", "MS")
     with pytest.raises(store.FeatureStoreError, match="holds 'MS' periods"):
         online.history_of(MODEL, "QS")
-    with pytest.raises(store.FeatureStoreError, match="feature_store.yaml is missing"):
+    with pytest.raises(store.FeatureStoreError, match=r"feature_store\.yaml is missing"):
         store.OnlineFeatures(tmp_path / "models").open()
     with pytest.raises(store.FeatureStoreError, match="not a Redis URL"):
         store.redis_connection_string("http://127.0.0.1:6379", 1.0)
@@ -141,7 +140,7 @@ def test_a_redis_that_goes_down_is_skipped_then_used_again(tmp_path, series, pri
     assert found == {} and "ConnectionError" in problem and "tried again in 0.5 s" in problem
     assert online.latest(["s0"]) == ({}, problem)  # skipped: not even a connection attempt
     assert time.monotonic() - started < 0.5
-    with pytest.raises(store.FeatureStoreError, match="not reachable .* start Redis"):
+    with pytest.raises(store.FeatureStoreError, match=r"not reachable .* start Redis"):
         store.materialize(root, MODEL, redis_url=private_redis.url, attempts=1)
 
     # back, and empty (the test's Redis keeps nothing on disk): no error, no history

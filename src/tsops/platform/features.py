@@ -79,7 +79,7 @@ def history_periods(config: ModelConfig) -> int:
     """Observations kept per series: enough for every member of the model to start
     from them alone (the gbm's longest lag or window; two seasons and a horizon, the
     shortest series the regular candidates are fitted on)."""
-    return max(config.min_length, *(spec.lookback for spec in gbm_specs(config).values()))
+    return max([config.min_length, *(spec.lookback for spec in gbm_specs(config).values())])
 
 
 def gbm_specs(config: ModelConfig) -> dict[str, FeatureSpec]:
