@@ -96,6 +96,40 @@ def down_command(folder: Folder = Path(".platform")) -> None:
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing runs from {folder}")
 
 
+@platform_app.command("load-series")
+@reports_errors
+def load_series_command(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="a long series file (unique_id, ds, y), e.g. data/<model>/series.parquet"
+        ),
+    ],
+    table: Annotated[
+        str, typer.Option("--table", help="table (or schema.table) to load")
+    ] = "series",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="empty the table first (default: insert or update)")
+    ] = False,
+    timescale: Annotated[
+        bool,
+        typer.Option("--timescale", help="a TimescaleDB hypertable (needs the extension)"),
+    ] = False,
+    url_env: Annotated[
+        str, typer.Option("--url-env", help="environment variable holding the database URL")
+    ] = "TSOPS_SERIES_DATABASE_URL",
+) -> None:
+    """Load series into a PostgreSQL table with the time-series layout (primary key
+    (unique_id, ds), index on ds): what a `source: {kind: sql}` model reads."""
+    from tsops.core.config import SourceConfig
+    from tsops.platform.database import load_series_file
+    from tsops.platform.sql_source import database_url, masked
+
+    url = database_url(SourceConfig(kind="sql", table=table, url_env=url_env))
+    written = load_series_file(url, file, table, replace=replace, timescale=timescale)
+    typer.echo(f"{written} rows from {file} -> {masked(url)} table {table}")
+
+
 def ensure_database(server: PostgresServer, name: str) -> str:
     """The URL of database ``name`` on ``server``, created if missing."""
     import psycopg
