@@ -94,10 +94,10 @@ docs: install  ## build the documentation site strictly into site/ (offline; a b
 test-fast: install  ## fast offline tests only
 	pytest -q -m "not integration"
 
-test-integration: install  ## tests against real services (DVC, MLflow, HTTP)
+test-integration: install platform-deps  ## tests against real services (DVC, MLflow, HTTP)
 	pytest -q -m integration
 
-test: install mlserver lint docs  ## every test, lint and the docs build included (what CI runs)
+test: install mlserver platform-deps lint docs  ## every test, lint and the docs build included (what CI runs)
 	pytest -q
 
 # MLServer cannot share requirements.lock (it pins an older fastapi than kserve): its own
