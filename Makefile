@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install platform-deps mlserver run pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
+.PHONY: help install platform-deps mlserver run run-platform pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ run: pipeline register predict serve-demo  ## the main job: data -> pipeline -> 
 	@echo "  dvc plots show                      forecast and error-by-horizon plots (dvc_plots/index.html)"
 	@echo "  tsops versions $(MODEL)              registered versions, aliases, lineage"
 	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
+
+# The same job on the data platform, in .platform/ (git ignores it; `make run`'s files and
+# registry are not touched): servers, series in PostgreSQL, pipeline, registry on an mlflow
+# server, Feast, a forecast from an actual inserted a moment before. Servers stop at the end.
+run-platform: install platform-deps  ## the main job on the platform: PostgreSQL, mlflow server, Feast + Redis, forecast log
+	scripts/run-platform.sh $(MODEL) $(PORT)
 
 validate-manifests: install  ## render and validate every overlay and argocd/ (against the CRDs in manifests/crds)
 	tsops manifests validate
