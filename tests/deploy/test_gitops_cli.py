@@ -108,7 +108,8 @@ def test_ab_candidate_from_the_registry_renders_with_its_volumes(repo, crds, tmp
     def mounts(doc):
         return {v["mountPath"] for v in doc["spec"]["predictor"]["containers"][0]["volumeMounts"]}
 
-    assert mounts(candidate) == mounts(main) == {"/tmp", "/var/lib/tsops"}
+    features = {"/home/tsops/features", "/home/tsops/features/feature_store.yaml"}
+    assert mounts(candidate) == mounts(main) == {"/tmp", "/var/lib/tsops", *features}
     assert validate_all(repo, crds, checkov=False).ok
     # an unknown release is refused before any file changes
     before = {p: p.read_text() for p in (repo / "manifests").rglob("*.yaml")}

@@ -40,13 +40,15 @@ spec:
 @pytest.fixture(scope="module")
 def staging_on_mlflow(tmp_path_factory) -> list[dict]:
     """Staging with the component switched on as docs/deploying.md says: the components
-    entry, model-storage.yaml, and scale.yaml's container fields moved to the model."""
+    entry, model-storage.yaml, and scale.yaml's and data-platform.yaml's container fields
+    moved to the model."""
     root = tmp_path_factory.mktemp("mlflow-runtime")
     shutil.copytree(ROOT / "manifests", root / "manifests", ignore=shutil.ignore_patterns("crds"))
     staging = root / "manifests" / "overlays" / "staging"
     (staging / "model-storage.yaml").write_text(MODEL_STORAGE)
-    scale = staging / "scale.yaml"
-    scale.write_text(scale.read_text().replace("/containers/0/", "/model/"))
+    for name in ("scale.yaml", "data-platform.yaml"):
+        patch = staging / name
+        patch.write_text(patch.read_text().replace("/containers/0/", "/model/"))
     kust = staging / "kustomization.yaml"
     text = kust.read_text()
     assert "\npatches:\n" in text

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tsops.deploy.manifests.render import read_text
 from tsops.deploy.manifests.report import Finding
 from tsops.deploy.manifests.resources import dig, resource_id
 from tsops.deploy.manifests.security import check_pod_security
+from tsops.deploy.overlays import CANDIDATE_SUFFIX
 
 MODEL_SERVER_CONTAINER = "kserve-container"
 CONTAINER_PATH = "/spec/predictor/containers/0/"
@@ -122,6 +124,8 @@ def variant_edit(overlay: Path, kust: dict, component: Path) -> Callable[[Any], 
         return None
 
     def edit(data: Any) -> None:
+        served = _served_name(kust, overlay)
+        as_written = []
         for entry in data.get("patches") or []:
             if not isinstance(entry, dict) or not entry.get("path"):
                 continue
@@ -129,11 +133,20 @@ def variant_edit(overlay: Path, kust: dict, component: Path) -> Callable[[Any], 
             if CONTAINER_PATH not in text:
                 continue
             entry["patch"] = yaml.safe_dump(retarget(yaml.safe_load(text)), sort_keys=False)
-            del entry["path"]
+            path = entry.pop("path")
+            target = entry.get("target")
+            if isinstance(target, dict) and target.get("name") != served:
+                # A patch of every InferenceService (data-platform.yaml) also reaches the
+                # A/B candidate, which keeps its container: the moved operations go to the
+                # served model only, the candidate gets the patch as written.
+                entry["target"] = {**target, "name": re.escape(served)}
+                others = f"{re.escape(served)}{re.escape(CANDIDATE_SUFFIX)}"
+                as_written.append({"path": path, "target": {**target, "name": others}})
+        data.setdefault("patches", []).extend(as_written)
         storage = {
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
-            "metadata": {"name": _served_name(kust, overlay)},
+            "metadata": {"name": served},
             "spec": {"predictor": {"model": {"storageUri": EXAMPLE_STORAGE_URI}}},
         }
         data.setdefault("patches", []).append({"patch": yaml.safe_dump(storage)})
@@ -145,6 +158,10 @@ def _served_name(kust: dict, overlay: Path) -> str:
     """The InferenceService the overlay's container patch targets (m3-monthly)."""
     for entry in kust.get("patches") or []:
         target = entry.get("target") if isinstance(entry, dict) else None
-        if isinstance(target, dict) and target.get("kind") == "InferenceService":
-            return str(target.get("name"))
+        if (
+            isinstance(target, dict)
+            and target.get("kind") == "InferenceService"
+            and target.get("name")
+        ):
+            return str(target["name"])
     return "m3-monthly"

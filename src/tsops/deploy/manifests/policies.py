@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tsops.deploy.manifests.checkov import check_checkov_skips
+from tsops.deploy.manifests.environment import check_secret_values, check_tsops_variables
 from tsops.deploy.manifests.images import check_pins, check_release
 from tsops.deploy.manifests.mlflow_runtime import check_model_runtime
 from tsops.deploy.manifests.report import Finding
@@ -372,6 +373,7 @@ RESOURCE_CHECKS: tuple[Callable[[dict, str], list[Finding]], ...] = (
     check_pod_security,
     check_model_server,
     check_checkov_skips,
+    check_secret_values,
 )
 
 
@@ -391,4 +393,5 @@ def policy_findings(
         + check_references(docs, label)
         + check_sync_waves(docs, label)
         + check_ab_candidate(docs, label)
+        + check_tsops_variables(docs, label)
     )
