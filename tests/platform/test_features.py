@@ -151,3 +151,13 @@ def test_a_redis_that_goes_down_is_skipped_then_used_again(tmp_path, series, pri
     store.materialize(root, MODEL, redis_url=private_redis.url)
     found, problem = online.latest(["s0"])
     assert problem is None and found["s0"].ds[-1] == series[TIME_COL].max()
+
+
+def test_the_registry_can_live_in_postgresql(tmp_path, series, postgres_url):
+    # what a cluster uses: the materialising job and the servers share the registry
+    root = make_root(tmp_path, series)
+    store.materialize(root, MODEL, registry_url=postgres_url)
+    assert not (root / "features" / "data" / "registry.db").exists()
+    online = store.OnlineFeatures(root / "features", registry_url=postgres_url)
+    found, problem = online.history_of(MODEL, "MS").latest(["s2"])
+    assert problem is None and found["s2"].ds[-1] == series[TIME_COL].max()
