@@ -70,15 +70,19 @@ seed: 0
 
 
 def timed(fn: Callable[[], object], repeats: int) -> dict:
-    """Median, min and max seconds of ``fn`` over ``repeats`` runs after a warm-up."""
+    """Median, min and max wall seconds of ``fn`` over ``repeats`` runs after a warm-up,
+    and the median CPU seconds of this process (the client's share: PostgreSQL's own
+    work runs in its processes and shows in the wall time only)."""
     fn()
-    runs = []
+    runs, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         runs.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     return {"median_s": round(statistics.median(runs), 4), "min_s": round(min(runs), 4),
-            "max_s": round(max(runs), 4), "runs": len(runs)}  # fmt: skip
+            "max_s": round(max(runs), 4), "client_cpu_s": round(statistics.median(cpu), 4),
+            "runs": len(runs)}  # fmt: skip
 
 
 def synthetic(rows: int, n_series: int, seed: int = 0) -> pd.DataFrame:
@@ -157,6 +161,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = parse_model_config(MODEL)
+    loadavg_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="tsops-sql-bench-"))
     server = start_postgres(work / "postgres")
     try:
@@ -202,7 +207,7 @@ def main() -> None:
             "from_parquet_file": timed(ingest_file, args.repeats),
             "from_postgres_first": timed(ingest_sql_first, args.repeats),
         }
-        ingest["ratio_postgres_to_parquet"] = round(
+        ingest["ratio_postgres_first_to_parquet_file"] = round(
             ingest["from_postgres_first"]["median_s"] / ingest["from_parquet_file"]["median_s"], 2
         )
         assert snapshot.read_bytes() == (work / "data" / "from-file.parquet").read_bytes()
@@ -223,25 +228,32 @@ def main() -> None:
             _, notes = sql_source.ingest(config, snapshot, url=url)
             assert notes == [], notes
 
-        ingest["incremental_one_new_day"] = timed(ingest_sql_increment, args.repeats)
+        ingest["incremental_one_new_day_heap"] = timed(ingest_sql_increment, args.repeats)
         ingest["incremental_rows_read"] = int(frame["unique_id"].nunique())
-        results["ingest"] = ingest
 
-        layout = {"heap": layout_queries(url, frame, args.repeats)}
-        with psycopg.connect(sql_source.conninfo(url), autocommit=True) as conn:
+        def execute(*statements: str) -> float:
             start = time.perf_counter()
-            conn.execute("CREATE UNIQUE INDEX series_key ON series (unique_id, ds)")
-            layout["create_index_s"] = round(time.perf_counter() - start, 3)
-            conn.execute("ANALYZE series")
-        layout["index_series_time"] = layout_queries(url, frame, args.repeats)
-        with psycopg.connect(sql_source.conninfo(url), autocommit=True) as conn:
-            conn.execute("CLUSTER series USING series_key")
-            conn.execute("ANALYZE series")
-        layout["index_clustered"] = layout_queries(url, frame, args.repeats)
-        with psycopg.connect(sql_source.conninfo(url), autocommit=True) as conn:
-            conn.execute("CREATE INDEX series_time ON series (ds)")
-            conn.execute("ANALYZE series")
-        layout["index_clustered_plus_time_index"] = layout_queries(url, frame, args.repeats)
+            with psycopg.connect(sql_source.conninfo(url), autocommit=True) as conn:
+                for statement in statements:
+                    conn.execute(statement)
+            return round(time.perf_counter() - start, 3)
+
+        layout: dict = {"heap": layout_queries(url, frame, args.repeats)}
+        layout["build_s"] = {
+            "primary_key": execute(
+                "ALTER TABLE series ADD PRIMARY KEY (unique_id, ds)", "ANALYZE series"
+            )
+        }
+        layout["primary_key"] = layout_queries(url, frame, args.repeats)
+        # the layout tsops platform load-series makes (platform.database.create_series_table)
+        layout["build_s"]["time_index"] = execute(
+            "CREATE INDEX series_ds ON series (ds)", "ANALYZE series"
+        )
+        layout["primary_key_and_time_index"] = layout_queries(url, frame, args.repeats)
+        ingest["incremental_one_new_day_with_layout"] = timed(ingest_sql_increment, args.repeats)
+        layout["build_s"]["cluster"] = execute("CLUSTER series USING series_pkey", "ANALYZE series")
+        layout["clustered_on_primary_key"] = layout_queries(url, frame, args.repeats)
+        results["ingest"] = ingest
         results["layout"] = layout
         results["timescaledb"] = timescaledb_status(url)
         with psycopg.connect(sql_source.conninfo(url)) as conn:
@@ -255,6 +267,7 @@ def main() -> None:
 
     results["machine"] = {
         "nproc": os.cpu_count(),
+        "loadavg_at_start": loadavg_at_start,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "postgresql": pg_version,

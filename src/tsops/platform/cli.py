@@ -85,15 +85,19 @@ def down_command(folder: Folder = Path(".platform")) -> None:
     if (folder / "mlflow").exists():
         from tsops.platform.mlflow_server import stop_mlflow_server
 
-        stop_mlflow_server(folder / "mlflow")
-        stopped.append("mlflow")
+        if stop_mlflow_server(folder / "mlflow"):
+            stopped.append("mlflow")
     if (folder / "redis" / "port.txt").exists():
-        redis_in(folder / "redis").stop()
-        stopped.append("Redis")
+        redis_server = redis_in(folder / "redis")
+        if redis_server.running():
+            redis_server.stop()
+            stopped.append("Redis")
     if (folder / "postgres" / "pgdata").exists():
-        postgres_in(folder / "postgres").stop()
-        stopped.append("PostgreSQL")
-    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing runs from {folder}")
+        postgres = postgres_in(folder / "postgres")
+        if postgres.running():
+            postgres.stop()
+            stopped.append("PostgreSQL")
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing ran from {folder}")
 
 
 @platform_app.command("load-series")
