@@ -169,6 +169,25 @@ def test_server_and_monitor_get_the_platform_settings_by_reference(renders, env:
     assert not _named(docs, "CronJob")[FEATURES_JOB]["spec"].get("suspend")
 
 
+def test_both_arms_of_an_a_b_test_answer_from_the_same_platform(tmp_path: Path):
+    """The candidate InferenceService gets the server's data-platform settings too (the
+    overlay's patch targets every InferenceService), so a request naming only unique_id
+    is answered alike by either arm and both log to the one database."""
+    shutil.copytree(
+        ROOT / "manifests", tmp_path / "manifests", ignore=shutil.ignore_patterns("crds")
+    )
+    staging = tmp_path / "manifests" / "overlays" / "staging"
+    kustomization = staging / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + "components:\n  - ../../components/ab\n")
+    services = _named(render(staging), "InferenceService")
+    main, candidate = services["m3-monthly"], services["m3-monthly-candidate"]
+    main_pod, candidate_pod = main["spec"]["predictor"], candidate["spec"]["predictor"]
+    assert candidate_pod["containers"][0]["env"] == main_pod["containers"][0]["env"]
+    assert _mounts(candidate_pod, candidate_pod["containers"][0]) == _mounts(
+        main_pod, main_pod["containers"][0]
+    )
+
+
 def test_local_keeps_the_embedded_defaults(renders):
     docs = renders["local"]
     [server] = _named(docs, "InferenceService").values()
