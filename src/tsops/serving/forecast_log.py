@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from prometheus_client import Counter
 
 from tsops.core.schema import TIME_COL
 
@@ -57,6 +58,17 @@ SPILL_SEND_SHARE = 0.5
 REJECTED_DIR = "rejected"
 
 logger = logging.getLogger(__name__)
+
+WRITTEN = Counter(
+    "tsops_forecast_log_targets_total",
+    "Target times the forecast log wrote, by destination: database; spilled (to part "
+    "files while the database could not take them; sent later); file (no database)",
+    ["destination"],
+)
+REJECTED_LINES = Counter(
+    "tsops_forecast_log_rejected_total",
+    "Series forecasts the forecast log's database refused (kept in the rejected/ folder)",
+)
 
 
 class ForecastLog:
@@ -221,6 +233,7 @@ class ForecastLog:
             else:
                 self._database_ok()
                 self.written += targets
+                WRITTEN.labels("database").inc(targets)
                 return True
         try:
             self._write_part(encoded)
@@ -232,6 +245,7 @@ class ForecastLog:
         if self.database is not None:
             self.spilled += targets
             self._check_spill_at = 0.0
+        WRITTEN.labels("file" if self.database is None else "spilled").inc(targets)
         return True
 
     def _write_part(self, encoded: list[Any], folder: Path | None = None) -> Path:
@@ -325,6 +339,7 @@ class ForecastLog:
         if refused:
             path = self._write_part(refused, self.directory / REJECTED_DIR)
             self.rejected += len(refused)
+            REJECTED_LINES.inc(len(refused))
             logger.error(
                 "forecast log: %s; its %d refused series forecast(s) are kept in %s: "
                 "fix them (or the table) and insert them by hand",
