@@ -23,6 +23,8 @@ from tsops.platform.forecast_log_sql import (
 from tsops.platform.services import free_port, start_postgres
 from tsops.serving.forecast_log import ForecastLog
 
+pytestmark = pytest.mark.integration  # real PostgreSQL servers
+
 META = {
     "request_id": "r1",
     "model_name": "champion",
@@ -96,6 +98,36 @@ def test_the_database_log_reads_as_the_file_log_and_a_batch_sent_twice_adds_noth
     lines = [orjson.dumps(dict(m, **r)) for m, results in SERVED for r in results]
     assert ForecastLogDatabase(postgres_url).insert(lines) == 0
     assert count_rows(postgres_url) == (3, 5)
+
+
+def test_a_writer_started_later_sends_what_an_earlier_one_spilled(postgres_url, tmp_path):
+    # nobody listens on port 1: the first writer spills its batch to a part file
+    down = ForecastLogDatabase("postgresql+psycopg://tsops@127.0.0.1:1/postgres")
+    first = _served(ForecastLog(tmp_path, flush_seconds=60, database=down).start())
+    assert first.spilled == first.written == 5
+    (part,) = tmp_path.glob("date=*/part-*.jsonl")
+    spilled = part.read_bytes()
+    # a later writer (a restarted pod, another replica) sends it once the database takes
+    # batches, and deletes it
+    later = ForecastLog(tmp_path, flush_seconds=0.05, database=ForecastLogDatabase(postgres_url))
+    later.start()
+    for _ in range(100):
+        if later.sent_from_files:
+            break
+        time.sleep(0.05)
+    later.close()
+    assert later.sent_from_files == 3 and not part.exists()
+    assert count_rows(postgres_url) == (3, 5)
+    # the same part file sent again (a crash between sending and deleting) adds nothing
+    part.write_bytes(spilled)
+    again = ForecastLog(tmp_path, flush_seconds=0.05, database=ForecastLogDatabase(postgres_url))
+    again.start()
+    for _ in range(100):
+        if again.sent_from_files:
+            break
+        time.sleep(0.05)
+    again.close()
+    assert not part.exists() and count_rows(postgres_url) == (3, 5)
 
 
 def test_lines_the_database_refuses_are_kept_aside_and_the_rest_written(postgres_url, tmp_path):
