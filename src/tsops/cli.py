@@ -30,7 +30,6 @@ def _mount_wings() -> None:
     from tsops.pipeline.cli import commands as pipeline_commands
     from tsops.platform.cli import platform_app
     from tsops.platform.features_cli import features_app
-    from tsops.platform.series_table import load_series_command
     from tsops.registry.cli import commands as registry_commands
     from tsops.serving.cli import commands as serving_commands
 
@@ -38,7 +37,6 @@ def _mount_wings() -> None:
         app.add_typer(wing)
     app.add_typer(manifests_app, name="manifests")
     app.add_typer(monitor_app, name="monitor")
-    platform_app.command("load-series")(load_series_command)
     app.add_typer(platform_app, name="platform")
     app.add_typer(features_app, name="features")
     app.command("retrain")(retrain_command)

@@ -234,3 +234,34 @@ def test_monitor_reads_actuals_from_the_table(
     actuals = read_actuals(tmp_path, config())
     assert list(actuals.columns) == ["unique_id", "ds", "y"]
     assert len(actuals) == 6 and actuals["ds"].max() == pd.Timestamp("2020-03-01")
+
+
+def test_load_series_makes_the_layout_and_updates_corrected_periods(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = pd.DataFrame(
+        {
+            "unique_id": ["a", "a", "b"],
+            "ds": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-01-01"]),
+            "y": [1.0, 2.0, 3.0],
+        }
+    )
+    file = tmp_path / "series.parquet"
+    frame.to_parquet(file)
+    monkeypatch.setenv(URL_ENV, postgres_url)
+    runner = CliRunner()
+    loaded = runner.invoke(app, ["platform", "load-series", str(file)])
+    assert loaded.exit_code == 0, loaded.output
+    assert "3 rows from" in loaded.output
+    frame.loc[1, "y"] = 20.0
+    frame.to_parquet(file)
+    assert runner.invoke(app, ["platform", "load-series", str(file)]).exit_code == 0
+    with psycopg.connect(sql_source.conninfo(postgres_url)) as connection:
+        rows = connection.execute("SELECT unique_id, y FROM series ORDER BY 1, ds").fetchall()
+        indexes = connection.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'series' ORDER BY 1"
+        ).fetchall()
+    assert rows == [("a", 1.0), ("a", 20.0), ("b", 3.0)]  # updated in place, not repeated
+    assert [i[0].split(" USING ")[1] for i in indexes] == ["btree (ds)", "btree (unique_id, ds)"]
+    timescale = runner.invoke(app, ["platform", "load-series", str(file), "--timescale"])
+    assert timescale.exit_code == 1 and "TimescaleDB is not installed" in timescale.output
