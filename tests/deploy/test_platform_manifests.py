@@ -28,6 +28,7 @@ from tsops.deploy.manifests.environment import (
 from tsops.deploy.manifests.policies import policy_findings
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.resources import containers_of, pod_specs
+from tsops.deploy.manifests.sources import SourceIndex
 from tsops.monitor.inputs import DatabaseLog, forecast_log_dir
 
 pytestmark = pytest.mark.integration
@@ -388,8 +389,12 @@ def test_a_broken_overlay_patch_fails_naming_the_variable(tmp_path: Path):
         1,
     )
     patch.write_text(text)
-    findings = policy_findings(render(patch.parent), "manifests/overlays/staging")
+    label = "manifests/overlays/staging"
+    index = SourceIndex(tmp_path)
+    findings = policy_findings(render(patch.parent), label, lambda doc: index(doc, label))
     problems = {(f.check, f.problem) for f in findings}
+    # the patch file that sets them is named with the InferenceService
+    assert all("manifests/overlays/staging/data-platform.yaml" in f.where for f in findings)
     assert any(c == "settings" and "TSOPS_FEATURESTORE" in p for c, p in problems), problems
     assert any(
         c == "secrets" and "(TSOPS_SERIES_DATABASE_URL) is a URL with a password" in p

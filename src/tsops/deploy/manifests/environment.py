@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tsops.deploy.manifests.report import Finding
@@ -127,7 +127,9 @@ def check_secret_values(doc: dict, where: str = "") -> list[Finding]:
     return findings
 
 
-def check_tsops_variables(docs: list[dict], label: str = "") -> list[Finding]:
+def check_tsops_variables(
+    docs: list[dict], label: str = "", sources: Callable[[dict], str] | None = None
+) -> list[Finding]:
     """Every ``TSOPS_*`` variable a render gives a container (``env``, or the keys of a
     ConfigMap it reads with ``envFrom``) is read by ``Settings`` or expanded as
     ``$(NAME)`` in some container's command or args."""
@@ -155,10 +157,11 @@ def check_tsops_variables(docs: list[dict], label: str = "") -> list[Finding]:
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1)
         doc, path = places[0]
+        where = located(label, doc) + (f" ({sources(doc)})" if sources else "")
         findings.append(
             Finding(
                 "settings",
-                located(label, doc),
+                where,
                 f"{path} sets {name}, which tsops does not read (tsops.core.settings.Settings "
                 "has no such variable) and no command line expands: it changes nothing",
                 (f"did you mean {close[0]}? " if close else "")

@@ -393,5 +393,5 @@ def policy_findings(
         + check_references(docs, label)
         + check_sync_waves(docs, label)
         + check_ab_candidate(docs, label)
-        + check_tsops_variables(docs, label)
+        + check_tsops_variables(docs, label, sources)
     )

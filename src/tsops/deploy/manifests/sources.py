@@ -12,6 +12,9 @@ import yaml
 from tsops.deploy.manifests.render import ARGOCD, CRDS_DIR_NAME, read_text, read_yaml_docs
 from tsops.deploy.manifests.resources import dig
 
+#: the name under which a patch of every resource of a kind (a target without a name) is kept
+EVERY = "*"
+
 
 class SourceIndex:
     """Which files under manifests/ and argocd/ declare or patch a resource, so that a
@@ -39,10 +42,10 @@ class SourceIndex:
                                 self._add("ConfigMap", gen["name"], rel)
                         for p in doc.get("patches") or []:
                             t = p.get("target") if isinstance(p, dict) else None
-                            if t and t.get("kind") and t.get("name") and p.get("path"):
+                            if t and t.get("kind") and p.get("path"):
                                 self._add(
                                     t["kind"],
-                                    t["name"],
+                                    t.get("name") or EVERY,
                                     (path.parent / p["path"]).relative_to(self.root).as_posix(),
                                 )
 
@@ -54,7 +57,9 @@ class SourceIndex:
     def paths(self, doc: dict, overlay: str = "") -> list[str]:
         """Files declaring or patching ``doc``; of the overlays, only ``overlay``'s."""
         name = str(dig(doc, "metadata", "name"))
-        files = self.files.get((doc.get("kind", ""), name), [])
+        kind = doc.get("kind", "")
+        files = [*self.files.get((kind, name), [])]
+        files += [f for f in self.files.get((kind, EVERY), []) if f not in files]
         if not files and doc.get("kind") == "ConfigMap":
             # generated: the name carries kustomize's content hash
             files = self.files.get(("ConfigMap", re.sub(r"-[a-z0-9]{10}$", "", name)), [])
