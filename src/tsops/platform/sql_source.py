@@ -159,7 +159,9 @@ def with_retries(attempt: Callable[[], T], url: str) -> T:
         wait=wait_exponential(multiplier=0.25, max=RETRY_MAX_WAIT),
         reraise=True,
         before_sleep=lambda state: log.warning(
-            "database %s refused (%s); retrying", masked(url), state.outcome.exception()
+            "series database %s refused (%s); retrying",
+            masked(url),
+            _first_line(state.outcome.exception()),
         ),
     )
     try:
