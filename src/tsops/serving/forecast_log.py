@@ -59,15 +59,14 @@ REJECTED_DIR = "rejected"
 
 logger = logging.getLogger(__name__)
 
+# labelled: an unlabelled metric has a value from its creation, before a server with
+# several workers sets up the metrics they share (workers.multiprocess_metrics)
 WRITTEN = Counter(
     "tsops_forecast_log_targets_total",
     "Target times the forecast log wrote, by destination: database; spilled (to part "
-    "files while the database could not take them; sent later); file (no database)",
+    "files while the database could not take them; sent later); file (no database); "
+    "rejected (refused by the database, kept in the rejected/ folder)",
     ["destination"],
-)
-REJECTED_LINES = Counter(
-    "tsops_forecast_log_rejected_total",
-    "Series forecasts the forecast log's database refused (kept in the rejected/ folder)",
 )
 
 
@@ -339,7 +338,7 @@ class ForecastLog:
         if refused:
             path = self._write_part(refused, self.directory / REJECTED_DIR)
             self.rejected += len(refused)
-            REJECTED_LINES.inc(len(refused))
+            WRITTEN.labels("rejected").inc(sum(len(orjson.loads(r)[TIME_COL]) for r in refused))
             logger.error(
                 "forecast log: %s; its %d refused series forecast(s) are kept in %s: "
                 "fix them (or the table) and insert them by hand",
@@ -370,7 +369,10 @@ class ForecastLog:
                 self._database_failed(exc)
                 return
             except BatchRejected as exc:
+                self._database_ok()
                 self._reject(lines, exc)
+            else:
+                self._database_ok()
             path.unlink(missing_ok=True)
             if path.parent.name != today:  # an earlier day's folder, once empty
                 with contextlib.suppress(OSError):
@@ -385,7 +387,6 @@ class ForecastLog:
         else:
             self._check_spill_at = time.monotonic() + SPILL_CHECK_SECONDS
         if sent:
-            self._database_ok()
             logger.info(
                 "forecast log: sent %d spilled part file(s) from %s to the database",
                 sent,
