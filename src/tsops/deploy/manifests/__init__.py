@@ -19,6 +19,7 @@ pure functions of parsed documents returning :class:`~.report.Finding` objects;
 ``images``             exact image and model pins, digests, release annotations, the
                        batch pin, an image bump reaching what it should
 ``security``           the hardened pod spec
+``environment``        secrets by reference only; ``TSOPS_*`` variables that Settings reads
 ``signatures``         the sigstore ClusterImagePolicy covering staging and production
 ``argocd``             Application sync policy, canary ownership, the AppProject
 ``kustomizations``     unused files, patches that hit nothing
