@@ -1,13 +1,17 @@
-"""The Feast feature store on real Redis and SQLite: what ``materialize`` loads, the
-gbm's features as training computes them, and a Redis that goes down and comes back."""
+"""The Feast feature store on real Redis, SQLite and PostgreSQL: what ``materialize``
+loads, the gbm's features as training computes them, a Redis that goes down and comes
+back; and the model server's side (``ForecastModel`` with a feature store, its V1, V2
+and gRPC answers), in this one file so that a test run imports Feast (seconds) once."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -17,6 +21,7 @@ from tsops.core.config import load
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
 from tsops.forecasters.features import training_matrix
 from tsops.platform import features as store
+from tsops.serving.model import STORE_ERRORS, ForecastModel
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +45,14 @@ serving: {max_horizon: 6}
 """
 
 
-def make_root(folder: Path, frame: pd.DataFrame) -> Path:
-    """A project with the model ``feat``, its ingested series and the feature repository."""
-    (folder / "models" / MODEL).mkdir(parents=True)
-    (folder / "models" / MODEL / "model.yaml").write_text(MODEL_YAML)
-    (folder / "data" / MODEL).mkdir(parents=True)
-    frame.to_parquet(folder / "data" / MODEL / "series.parquet", index=False)
+def make_root(folder: Path, frame: pd.DataFrame, model: str = MODEL) -> Path:
+    """A project with the model ``feat`` (or ``model``'s folder, left empty), its
+    ingested series and the feature repository."""
+    (folder / "models" / model).mkdir(parents=True)
+    if model == MODEL:
+        (folder / "models" / MODEL / "model.yaml").write_text(MODEL_YAML)
+    (folder / "data" / model).mkdir(parents=True)
+    frame.to_parquet(folder / "data" / model / "series.parquet", index=False)
     (folder / "features").mkdir()
     shutil.copy(ROOT / "features" / store.CONFIG_FILE, folder / "features")
     return folder
@@ -121,36 +128,15 @@ def test_sqlite_is_the_default_and_mistakes_say_what_to_do(tmp_path, series):
         store.OnlineFeatures(tmp_path / "models").open()
     with pytest.raises(store.FeatureStoreError, match="not a Redis URL"):
         store.redis_connection_string("http://127.0.0.1:6379", 1.0)
+    assert store.redis_connection_string("rediss://me:pw@redis:6380/3", 0.5) == (
+        "redis:6380,db=3,username=me,password=pw,ssl=true,socket_timeout=0.5,"
+        "socket_connect_timeout=0.5"
+    )
+    with pytest.raises(store.FeatureStoreError, match="holds ',' or '='"):
+        store.redis_connection_string("redis://:a,b@redis:6379", 0.5)
     (root / "data" / MODEL / "series.parquet").unlink()
     with pytest.raises(store.FeatureStoreError, match=f"run `tsops ingest {MODEL}`"):
         store.materialize(root, MODEL)
-
-
-def test_a_redis_that_goes_down_is_skipped_then_used_again(tmp_path, series, private_redis):
-    root = make_root(tmp_path, series)
-    store.materialize(root, MODEL, redis_url=private_redis.url)
-    online = store.OnlineFeatures(root / "features", private_redis.url).history_of(
-        MODEL, "MS", retry_after=0.5
-    )
-    assert online.latest(["s0"])[0]
-
-    private_redis.stop()
-    started = time.monotonic()
-    found, problem = online.latest(["s0"])
-    assert found == {} and "ConnectionError" in problem and "tried again in 0.5 s" in problem
-    assert online.latest(["s0"]) == ({}, problem)  # skipped: not even a connection attempt
-    assert time.monotonic() - started < 0.5
-    with pytest.raises(store.FeatureStoreError, match=r"not reachable .* start Redis"):
-        store.materialize(root, MODEL, redis_url=private_redis.url, attempts=1)
-
-    # back, and empty (the test's Redis keeps nothing on disk): no error, no history
-    # (forecasts from the model's cutoff) until the next materialisation
-    private_redis.start()
-    time.sleep(0.5)
-    assert online.latest(["s0"]) == ({}, None)
-    store.materialize(root, MODEL, redis_url=private_redis.url)
-    found, problem = online.latest(["s0"])
-    assert problem is None and found["s0"].ds[-1] == series[TIME_COL].max()
 
 
 def test_the_registry_can_live_in_postgresql(tmp_path, series, postgres_url):
@@ -161,3 +147,117 @@ def test_the_registry_can_live_in_postgresql(tmp_path, series, postgres_url):
     online = store.OnlineFeatures(root / "features", registry_url=postgres_url)
     found, problem = online.history_of(MODEL, "MS").latest(["s2"])
     assert problem is None and found["s2"].ds[-1] == series[TIME_COL].max()
+
+
+# -- the model server's side (in this file too: one Feast import per test run) ---------------
+
+
+def tiny_project(folder: Path, tiny_model_dir: Path) -> tuple[Path, pd.Series]:
+    """The served test model's project with one new actual of its first series; the
+    actual's row."""
+    built = tiny_model_dir.parent / "repo"
+    frame = pd.read_parquet(built / "data" / "tiny" / "series.parquet")
+    first = sorted(frame[ID_COL].unique())[0]
+    last = frame[frame[ID_COL] == first].iloc[-1]
+    actual = pd.DataFrame(
+        {
+            ID_COL: [first],
+            TIME_COL: [last[TIME_COL] + pd.offsets.MonthBegin()],
+            TARGET_COL: [last[TARGET_COL] * 1.2],
+        }
+    )
+    root = make_root(folder, pd.concat([frame, actual], ignore_index=True), "tiny")
+    shutil.copy(built / "models" / "tiny" / "model.yaml", root / "models" / "tiny")
+    return root, actual.iloc[0]
+
+
+def _v1(ids, history=None):
+    instances = [{"unique_id": uid} for uid in ids]
+    if history:
+        instances[0]["history"] = history
+    return {"instances": instances, "parameters": {"h": 3}}
+
+
+def _v2(ids, grpc=False):
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    tensor = InferInput("unique_id", [len(ids)], "BYTES", list(ids))
+    return InferRequest("tiny", [tensor], parameters={"h": 3}, from_grpc=grpc)
+
+
+def _predict(model, body):
+    return model.predict(asyncio.run(model.preprocess(body)))
+
+
+def test_the_server_forecasts_from_the_latest_actual_as_if_the_request_sent_it(
+    tmp_path, tiny_model_dir, redis_url
+):
+    root, actual = tiny_project(tmp_path, tiny_model_dir)
+    store.materialize(root, "tiny", redis_url=redis_url)
+    uid, period = actual[ID_COL], actual[TIME_COL].strftime("%Y-%m-%d")
+    online = store.OnlineFeatures(root / "features", redis_url)
+    model = ForecastModel("tiny", str(tiny_model_dir), feature_store=online)
+    model.load()
+    plain = ForecastModel("tiny", str(tiny_model_dir))
+    plain.load()
+    other = sorted(model.series - {uid})[0]
+
+    answer = _predict(model, _v1([uid, other]))
+    new, old = answer["predictions"]
+    assert (new["cutoff"], new["cutoff_source"]) == (f"{period}T00:00:00", "feature_store")
+    assert old["cutoff_source"] == "model" and "feature_store_error" not in answer
+    sent = _predict(plain, _v1([uid, other], {"ds": [period], "y": [actual[TARGET_COL]]}))
+    # the forecasts the same actual sent in the request gives (state updated, nothing refit)
+    assert [p["mean"] for p in answer["predictions"]] == [p["mean"] for p in sent["predictions"]]
+    assert "cutoff_source" not in sent["predictions"][0]  # a server without the store: as before
+
+    # history sent in the request wins over the store's
+    history = {"ds": [period], "y": [1.0]}
+    mine = _predict(model, _v1([uid], history))["predictions"][0]
+    assert mine["cutoff_source"] == "request"
+    assert mine["mean"] == _predict(plain, _v1([uid], history))["predictions"][0]["mean"]
+
+    # V2 (REST and gRPC): a cutoff_source tensor beside cutoff
+    assert [t["name"] for t in model.get_output_types()][:3] == [ID_COL, "cutoff", "cutoff_source"]
+    v2 = orjson.loads(_predict(model, _v2([uid, other])))
+    outputs = {o["name"]: o["data"] for o in v2["outputs"]}
+    assert outputs["cutoff_source"] == ["feature_store", "model"]
+    assert outputs["cutoff"][0] == f"{period}T00:00:00" and v2["parameters"] is None
+    grpc = _predict(model, _v2([uid], grpc=True))
+    assert [o.name for o in grpc.outputs][:3] == [ID_COL, "cutoff", "cutoff_source"]
+
+
+def test_while_redis_is_down_the_server_answers_from_the_model_cutoff(
+    tmp_path, tiny_model_dir, private_redis
+):
+    root, actual = tiny_project(tmp_path, tiny_model_dir)
+    store.materialize(root, "tiny", redis_url=private_redis.url)
+    online = store.OnlineFeatures(root / "features", private_redis.url)
+    model = ForecastModel("tiny", str(tiny_model_dir), feature_store=online)
+    model.load()
+    uid, cutoff = actual[ID_COL], actual[TIME_COL] - pd.offsets.MonthBegin()
+    assert _predict(model, _v1([uid]))["predictions"][0]["cutoff_source"] == "feature_store"
+
+    private_redis.stop()
+    errors = STORE_ERRORS.labels("tiny")._value.get()
+    started = time.monotonic()
+    answer = _predict(model, _v1([uid]))
+    v2 = orjson.loads(_predict(model, _v2([uid])))  # skipped: not even a connection attempt
+    assert time.monotonic() - started < 0.5
+    forecast = answer["predictions"][0]
+    assert (forecast["cutoff"], forecast["cutoff_source"]) == (cutoff.isoformat(), "model")
+    problem = answer["feature_store_error"]
+    assert problem.startswith("the online store (Redis 127.0.0.1:") and "ConnectionError" in problem
+    assert "tried again in 5 s" in problem and v2["parameters"]["feature_store_error"] == problem
+    assert STORE_ERRORS.labels("tiny")._value.get() == errors + 2
+    with pytest.raises(store.FeatureStoreError, match=r"not reachable .* start Redis"):
+        store.materialize(root, "tiny", redis_url=private_redis.url, attempts=1)
+
+    # back, and empty (the test's Redis keeps nothing on disk): no error and no
+    # history (forecasts from the model's cutoff) until the next materialisation
+    private_redis.start()
+    lookup = online.history_of("tiny", "MS", retry_after=0.2)
+    assert lookup.latest([uid]) == ({}, None)
+    store.materialize(root, "tiny", redis_url=private_redis.url)
+    found, problem = lookup.latest([uid])
+    assert problem is None and found[uid].ds[-1] == actual[TIME_COL]
