@@ -152,6 +152,54 @@ def timescaledb_status(url: str) -> dict:
     }
 
 
+def markdown(results: dict) -> str:
+    """The results as the tables of the README's data-platform section."""
+    read, ingest, layout = results["read_1m_rows"], results["ingest"], results["layout"]
+    parquet = read["parquet"]["median_s"]
+
+    def row(what: str, timing: dict, base: float | None = None) -> str:
+        ratio = f"{timing['median_s'] / base:.1f}x" if base else ""
+        wall, cpu = timing["median_s"], timing["client_cpu_s"]
+        return f"| {what} | {wall:.3f} | {cpu:.3f} | {ratio} |"
+
+    lines = [
+        f"{results['rows']:,} rows, {results['series']:,} series; load average "
+        f"{results['machine']['loadavg_at_start'][0]} at start, "
+        f"{results['machine']['loadavg_at_end'][0]} at end ({results['machine']['nproc']} cores)",
+        "",
+        "| step | wall s (median) | client CPU s | vs its Parquet row |",
+        "| --- | ---: | ---: | ---: |",
+        row("read: Parquet snapshot (`pd.read_parquet`)", read["parquet"], parquet),
+        row("read: PostgreSQL, COPY as CSV parsed by pyarrow (the sql source)",
+            read["postgres_copy"], parquet),
+        row("read: PostgreSQL, `pd.read_sql` over SQLAlchemy (1 run)",
+            read["postgres_read_sql"], parquet),
+        row("`tsops ingest` from a Parquet file (read, validate, write)",
+            ingest["from_parquet_file"], ingest["from_parquet_file"]["median_s"]),
+        row("`tsops ingest` from PostgreSQL, first (read, validate, write)",
+            ingest["from_postgres_first"], ingest["from_parquet_file"]["median_s"]),
+        row("`tsops ingest` from PostgreSQL, one new day (1,000 rows), heap table",
+            ingest["incremental_one_new_day_heap"], ingest["from_parquet_file"]["median_s"]),
+        row("`tsops ingest` from PostgreSQL, one new day, primary key + time index",
+            ingest["incremental_one_new_day_with_layout"], ingest["from_parquet_file"]["median_s"]),
+        "",
+        "| query | heap | primary key (series, time) | + index on time | clustered |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]  # fmt: skip
+    names = ("heap", "primary_key", "primary_key_and_time_index", "clustered_on_primary_key")
+    for query in layout["heap"]:
+        cells = [f"{layout[n][query]['median_s'] * 1000:.1f} ms" for n in names]
+        lines.append(f"| {query.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    build = layout["build_s"]
+    lines += [
+        "",
+        f"Building them on the loaded table: primary key {build['primary_key']} s, time index "
+        f"{build['time_index']} s, CLUSTER {build['cluster']} s. TimescaleDB available: "
+        f"{results['timescaledb']['extension_available']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -275,7 +323,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":
