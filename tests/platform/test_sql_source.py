@@ -86,6 +86,11 @@ def test_ingest_reads_only_new_periods_and_equals_a_full_read(
     whole = tmp_path / "whole" / "series.parquet"
     sql_source.ingest(config(), whole, url=postgres_url)
     assert step.read_bytes() == whole.read_bytes()  # same input, same bytes
+    # a query instead of the table (a % in it means itself)
+    query = SQL_SOURCE.replace("table: sales", "query: SELECT * FROM sales WHERE store LIKE '%'")
+    by_query = tmp_path / "query" / "series.parquet"
+    sql_source.ingest(config(query), by_query, url=postgres_url)
+    assert by_query.read_bytes() == whole.read_bytes()
 
     before = step.read_bytes()
     _, notes = sql_source.ingest(config(), step, url=postgres_url)

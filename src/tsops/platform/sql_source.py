@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -279,19 +279,20 @@ def _check_relation(connection: psycopg.Connection, relation: Relation, url: str
 
 
 def _copy_frame(
-    connection: psycopg.Connection, query: sql.Composable, relation: Relation, params: Any = None
+    connection: psycopg.Connection, query: sql.Composable, relation: Relation
 ) -> pd.DataFrame:
     """The rows of ``query`` as a frame, the id as text, the time as a timestamp, the
     target as float (values that are not are left as text, for validation to name).
 
-    ``COPY ... TO STDOUT`` as CSV is the fastest way out of PostgreSQL for this client
-    (a third faster than fetching rows as Python tuples); pyarrow parses the CSV."""
+    ``COPY ... TO STDOUT`` as CSV, parsed by pyarrow: faster than ``pd.read_sql`` (see
+    benchmarks/sql_ingest.py). Values are in the statement as literals, not parameters,
+    so a ``%`` in a source query means itself."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
     from psycopg import sql
 
     copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
-    with connection.cursor() as cursor, cursor.copy(copy, params) as rows:
+    with connection.cursor() as cursor, cursor.copy(copy) as rows:
         data = b"".join(rows)
     id_col, time_col, target_col = relation.columns
     types = {id_col: pa.string(), time_col: pa.string(), target_col: pa.float64()}
@@ -321,12 +322,16 @@ def _old_part_checks(
     query = sql.SQL(
         "SELECT CAST({ids} AS text) AS series, mark.series IS NULL AS new, "
         "count({target}) AS n, sum(CAST({target} AS double precision)) AS total "
-        "FROM {rows} LEFT JOIN unnest(%s::text[], %s::timestamp[]) AS mark(series, last) "
-        "ON CAST({ids} AS text) = mark.series "
+        "FROM {rows} LEFT JOIN unnest({series}::text[], {lasts}::timestamp[]) "
+        "AS mark(series, last) ON CAST({ids} AS text) = mark.series "
         "WHERE mark.series IS NULL OR {times} <= mark.last GROUP BY 1, 2"
-    ).format(ids=ids, target=target, rows=relation.rows(), times=times)
+    ).format(
+        ids=ids, target=target, rows=relation.rows(), times=times,
+        series=sql.Literal(list(watermark.index)),
+        lasts=sql.Literal([t.to_pydatetime() for t in watermark]),
+    )  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(query, (list(watermark.index), [t.to_pydatetime() for t in watermark]))
+        cursor.execute(query)
         found = pd.DataFrame(cursor.fetchall(), columns=["series", "new", "n", "total"])
     new_series = sorted(found.loc[found["new"], "series"].dropna())
     checks = found.loc[~found["new"]].set_index("series")[["n", "total"]]
@@ -348,12 +353,14 @@ def _new_rows(
     ids, times = relation.column(relation.source.id_col), relation.column(relation.source.time_col)
     # rows after the earliest watermark: a range an index on time serves (each series'
     # own watermark is applied below); a new series' rows through the (series, time) index
-    where: sql.Composable = sql.SQL("{} > %s").format(times)
-    params: tuple = (watermark.min().to_pydatetime(),)
+    where: sql.Composable = sql.SQL("{} > {}").format(
+        times, sql.Literal(watermark.min().to_pydatetime())
+    )
     if new_series:
-        where = sql.SQL("{} OR CAST({} AS text) = ANY(%s::text[])").format(where, ids)
-        params += (new_series,)
-    rows = _copy_frame(connection, relation.select(where), relation, params)
+        where = sql.SQL("{} OR CAST({} AS text) = ANY({}::text[])").format(
+            where, ids, sql.Literal(new_series)
+        )
+    rows = _copy_frame(connection, relation.select(where), relation)
     id_col, time_col, _ = relation.columns
     last = rows[id_col].map(watermark)
     return rows.loc[last.isna() | (rows[time_col] > last)].reset_index(drop=True)
@@ -365,8 +372,8 @@ def _series_rows(
     from psycopg import sql
 
     ids = relation.column(relation.source.id_col)
-    where = sql.SQL("CAST({} AS text) = ANY(%s::text[])").format(ids)
-    return _copy_frame(connection, relation.select(where), relation, (series,))
+    where = sql.SQL("CAST({} AS text) = ANY({}::text[])").format(ids, sql.Literal(series))
+    return _copy_frame(connection, relation.select(where), relation)
 
 
 def read_all(source: SourceConfig, url: str | None = None) -> pd.DataFrame:
@@ -509,7 +516,6 @@ class IngestRead:
 
     new_rows: pd.DataFrame
     corrections: Corrections | None
-    notes: list[str]
 
 
 def read_increment(
@@ -529,7 +535,6 @@ def read_increment(
     )
 
     def attempt() -> IngestRead:
-        notes: list[str] = []
         corrections = None
         new_series: list[str] = []
         with read_transaction(url) as connection:
@@ -547,7 +552,7 @@ def read_increment(
                     if not changes.empty:
                         corrections = Corrections(changes, rows)
             new_rows = _new_rows(connection, relation, watermark, new_series)
-        return IngestRead(new_rows, corrections, notes)
+        return IngestRead(new_rows, corrections)
 
     return with_retries(attempt, url)
 
@@ -570,7 +575,7 @@ def ingest(
     snapshot = pd.read_parquet(target) if target.exists() else None
     filled = _read_filled(target)
     read = read_increment(source, snapshot, filled, url)
-    notes = list(read.notes)
+    notes: list[str] = []
     new_rows = _canonical(read.new_rows, source)
 
     if snapshot is None and new_rows.empty:
