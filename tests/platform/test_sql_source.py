@@ -1,15 +1,18 @@
 """``source: kind: sql`` on a real PostgreSQL: incremental ingest from the watermark,
-late corrections reported and accepted, bad input and a database that is down, and
-monitor's actuals from the same table."""
+late corrections reported and accepted, bad input, a database that is down (on the
+servers of ``tsops platform up``, whose test this is too), ``tsops platform
+load-series`` and monitor's actuals from the same table."""
 
 from __future__ import annotations
 
+import shlex
 import threading
 from pathlib import Path
 
 import pandas as pd
 import psycopg
 import pytest
+import redis
 from typer.testing import CliRunner
 
 from tests.helpers.tiny import TINY_MODEL
@@ -17,8 +20,8 @@ from tsops.cli import app
 from tsops.core.config import ConfigError, parse_model_config
 from tsops.pipeline.validate import ValidationError
 from tsops.platform import sql_source
-from tsops.platform.services import PostgresServer, free_port
-from tsops.platform.sql_source import DatabaseUnavailable, SqlSourceError
+from tsops.platform.services import postgres_in
+from tsops.platform.sql_source import SqlSourceError
 
 pytestmark = pytest.mark.integration
 
@@ -200,33 +203,62 @@ def test_bad_sources_say_what_to_fix_and_write_nothing(
     assert target.read_bytes() == before
 
 
-def test_a_database_that_is_down_is_retried_then_reported(
-    private_postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = private_postgres.create_database("series")
-    fill_table(url, months=24)
-    target = tmp_path / "series.parquet"
-    sql_source.ingest(config(), target, url=url)
-    before = target.read_bytes()
-    execute(url, "INSERT INTO sales VALUES ('a', '2022-01-01', 1), ('b', '2022-01-01', 2), "
-                 "('c', '2022-01-01', 3)")  # fmt: skip
-
-    monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 2)
-    nobody = f"postgresql+psycopg://tsops@127.0.0.1:{free_port()}/series"
-    with pytest.raises(DatabaseUnavailable, match="did not answer after 2 attempts"):
-        sql_source.ingest(config(), target, url=nobody)
-    assert target.read_bytes() == before
-
-    # down, then back while the retries wait: the ingest goes through
-    monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 8)
-    private_postgres.stop()
-    restart = threading.Timer(0.3, private_postgres.start)
-    restart.start()
+    """`tsops platform up` writes the environment and `down` stops everything; an ingest
+    while the database is down is retried, then refused with exit 69 and nothing
+    written; one that finds it back within its retries goes through."""
+    folder = tmp_path / ".platform"
+    runner = CliRunner()
+    up = runner.invoke(app, ["platform", "up", "--dir", str(folder)])
     try:
-        frame, _ = sql_source.ingest(config(), target, url=url)
+        assert up.exit_code == 0, up.output
+        env = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1)
+            for line in (folder / "env").read_text().splitlines()
+            if line.startswith("export ")
+        )
+        assert {URL_ENV, "TSOPS_FORECAST_LOG_URL", "REDIS_URL"} <= set(env), env
+        assert redis.Redis.from_url(env["REDIS_URL"]).ping()
+        again = runner.invoke(app, ["platform", "up", "--dir", str(folder)])
+        assert again.exit_code == 0, again.output  # running already: kept
+
+        url = env[URL_ENV]
+        fill_table(url, months=24)
+        root = tmp_path / "repo"
+        (root / "models" / "tiny").mkdir(parents=True)
+        (root / "models" / "tiny" / "model.yaml").write_text(model_yaml())
+        target = root / "data" / "tiny" / "series.parquet"
+        monkeypatch.setenv(URL_ENV, url)
+        assert runner.invoke(app, ["ingest", "tiny", "--root", str(root)]).exit_code == 0
+        before = target.read_bytes()
+        execute(url, "INSERT INTO sales VALUES ('a', '2022-01-01', 1), ('b', '2022-01-01', 2), "
+                     "('c', '2022-01-01', 3)")  # fmt: skip
+
+        down = runner.invoke(app, ["platform", "down", "--dir", str(folder)])
+        assert down.output.strip() == "stopped: Redis, PostgreSQL", down.output
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(env["REDIS_URL"]).ping()
+        monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 2)
+        refused = runner.invoke(app, ["ingest", "tiny", "--root", str(root)])
+        assert refused.exit_code == 69, refused.output
+        assert "did not answer after 2 attempts" in refused.output
+        assert "nothing was written" in refused.output
+        assert target.read_bytes() == before
+
+        # back while the retries wait: the ingest goes through
+        monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 8)
+        restart = threading.Timer(0.3, postgres_in(folder / "postgres").start)
+        restart.start()
+        try:
+            frame, _ = sql_source.ingest(config(), target)
+        finally:
+            restart.join()
+        assert len(frame) == 75
     finally:
-        restart.join()
-    assert len(frame) == 75
+        runner.invoke(app, ["platform", "down", "--dir", str(folder)])
+        postgres_in(folder / "postgres").remove()  # its data may live outside tmp_path
 
 
 def test_monitor_reads_actuals_from_the_table(
