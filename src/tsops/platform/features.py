@@ -9,7 +9,7 @@ on the entity ``series`` (join key ``unique_id``):
     ``cutoff`` (the series' last observed period) and ``y`` (its last ``periods``
     values, oldest first, ending at ``cutoff``): the history a forecast starts from,
     long enough for every member of the model (``history_periods``).
-``<model>_gbm``
+``<model>_<gbm candidate>`` (e.g. ``m3_monthly_gbm``)
     the global model's features of the period after ``cutoff`` (``lag_1`` ...,
     ``mean_<w>``, ``std_<w>``, calendar columns, and ``scale``), computed by
     ``tsops.forecasters.features.feature_matrix``, the function training uses:
@@ -54,7 +54,8 @@ ENTITY = "series"
 #: where ``materialize`` writes the offline tables, inside the repository
 OFFLINE_DIR = "data/offline"
 CUTOFF = "cutoff"
-#: the offline tables' event time: the cutoff (a column may not be both in Feast)
+#: the offline tables' event time: a copy of ``cutoff``, which is a feature itself (the
+#: server reads it), kept apart from the column Feast orders and filters rows by
 EVENT_TIME = "event_time"
 SCALE = "scale"
 #: seconds a server waits for Redis before answering from the model's cutoff
