@@ -15,7 +15,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from tests.helpers.commands import ROOT
+from tests.helpers.commands import ROOT, tsops
 from tests.helpers.synthetic import make_series
 from tsops.core.config import load
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
@@ -114,8 +114,13 @@ def test_materialize_loads_each_series_latest_window_and_gbm_features(tmp_path, 
 
 def test_sqlite_is_the_default_and_mistakes_say_what_to_do(tmp_path, series):
     root = make_root(tmp_path, series)
-    done = store.materialize(root, MODEL)
-    assert done.online_store == f"SQLite {root / 'features' / 'data' / 'online.db'}"
+    unset = {"TSOPS_FEATURE_STORE_REDIS_URL": None, "TSOPS_FEATURE_REGISTRY_URL": None}
+    done = tsops("features", "materialize", MODEL, cwd=root, env=unset).stdout
+    assert done.startswith("materialized feat_recent, feat_gbm: 3 series, the last 11 ")
+    assert "latest period 2021-08-01, into SQLite features/data/online.db" in done
+    shown = tsops("features", "show", MODEL, "--series", "s1", "--series", "x", cwd=root).stdout
+    assert shown.splitlines()[0].startswith("s1: cutoff 2021-08-01, 11 observations (last: ")
+    assert shown.splitlines()[1] == "x: not in the online store"
     online = store.OnlineFeatures(root / "features")
     found, problem = online.history_of(MODEL, "MS").latest(["s1"])
     assert problem is None and found["s1"].ds[-1] == series[TIME_COL].max()
@@ -135,8 +140,8 @@ def test_sqlite_is_the_default_and_mistakes_say_what_to_do(tmp_path, series):
     with pytest.raises(store.FeatureStoreError, match="holds ',' or '='"):
         store.redis_connection_string("redis://:a,b@redis:6379", 0.5)
     (root / "data" / MODEL / "series.parquet").unlink()
-    with pytest.raises(store.FeatureStoreError, match=f"run `tsops ingest {MODEL}`"):
-        store.materialize(root, MODEL)
+    failed = tsops("features", "materialize", MODEL, cwd=root, env=unset, check=False)
+    assert failed.returncode != 0 and f"run `tsops ingest {MODEL}`" in failed.stderr
 
 
 def test_the_registry_can_live_in_postgresql(tmp_path, series, postgres_url):
