@@ -118,7 +118,8 @@ def test_sqlite_is_the_default_and_mistakes_say_what_to_do(tmp_path, series):
     done = tsops("features", "materialize", MODEL, cwd=root, env=unset).stdout
     assert done.startswith("materialized feat_recent, feat_gbm: 3 series, the last 11 ")
     assert "latest period 2021-08-01, into SQLite features/data/online.db" in done
-    shown = tsops("features", "show", MODEL, "--series", "s1", "--series", "x", cwd=root).stdout
+    ask = ("features", "show", MODEL, "--series", "s1", "--series", "x")
+    shown = tsops(*ask, cwd=root, env=unset).stdout
     assert shown.splitlines()[0].startswith("s1: cutoff 2021-08-01, 11 observations (last: ")
     assert shown.splitlines()[1] == "x: not in the online store"
     online = store.OnlineFeatures(root / "features")
