@@ -11,7 +11,9 @@
 - ``private_postgres`` / ``private_redis`` (function): a server of the test's own, for
   tests that stop, kill or restart it; deleted after the test.
 
-tests/conftest.py registers this module as a plugin (``pytest_plugins``).
+tests/conftest.py registers this module as a plugin (``pytest_plugins``). Every server
+also gets a watchdog (``remove_when_gone``) that stops and deletes it when the run's
+process exits, so a run killed mid-way leaves no server behind.
 """
 
 from __future__ import annotations
@@ -43,12 +45,24 @@ _REDIS_DATABASES = 1024
 _counter = itertools.count()
 
 
+def _run_owner() -> int:
+    """The process whose end ends the test run: xdist's controller (a worker's parent),
+    else this one."""
+    return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+
+
+def _start_shared_postgres(folder: Path) -> None:
+    start_postgres(folder / "server", durable=False).remove_when_gone(_run_owner())
+
+
+def _start_shared_redis(folder: Path) -> None:
+    start_redis(folder / "server").remove_when_gone(_run_owner())
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> PostgresServer:
     """The run's shared PostgreSQL server (see the module docstring)."""
-    folder = built_once(
-        tmp_path_factory, _POSTGRES, lambda f: start_postgres(f / "server", durable=False)
-    )
+    folder = built_once(tmp_path_factory, _POSTGRES, _start_shared_postgres)
     return postgres_in(folder / "server")
 
 
@@ -62,7 +76,7 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
     """The run's shared Redis server (see the module docstring)."""
-    folder = built_once(tmp_path_factory, _REDIS, lambda f: start_redis(f / "server"))
+    folder = built_once(tmp_path_factory, _REDIS, _start_shared_redis)
     return redis_in(folder / "server")
 
 
@@ -86,6 +100,7 @@ def redis_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
 def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test's own (stop and restart it at will)."""
     server = start_postgres(tmp_path / "private-postgres", durable=False)
+    server.remove_when_gone(_run_owner())
     try:
         yield server
     finally:
@@ -96,6 +111,7 @@ def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server of this test's own (stop and restart it at will)."""
     server = start_redis(tmp_path / "private-redis")
+    server.remove_when_gone(_run_owner())
     try:
         yield server
     finally:

@@ -23,6 +23,7 @@ import contextlib
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -143,10 +144,12 @@ class PostgresServer:
     def _moved(self) -> bool:
         return (self.folder / "pgdata").is_symlink()
 
-    def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _command(self, program: str, *args: str) -> list[str]:
         command = [str(self.bindir / program), *args]
-        if _as_root():
-            command = ["runuser", "-u", _PG_OS_USER, "--", *command]
+        return ["runuser", "-u", _PG_OS_USER, "--", *command] if _as_root() else command
+
+    def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        command = self._command(program, *args)
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if check and done.returncode != 0:
             raise ServiceError(
@@ -193,9 +196,20 @@ class PostgresServer:
     def remove(self) -> None:
         """Stop the server and delete its data (the folder it was moved to as well)."""
         self.stop()
-        if self._moved:
-            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        for path in self._paths():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _paths(self) -> list[Path]:
+        return [self.data_dir.parent, self.folder] if self._moved else [self.folder]
+
+    def remove_when_gone(self, owner_pid: int) -> None:
+        """Stop the server and delete its data once process ``owner_pid`` has exited,
+        however it exits (a test run killed mid-way leaves no server behind)."""
+        _when_gone(
+            owner_pid,
+            self._command("pg_ctl", "stop", "-m", "immediate", "-D", str(self.data_dir)),
+            self._paths(),
+        )
 
     def create_database(self, name: str, template: str = "template1") -> str:
         """Create the database ``name`` (an empty copy of ``template``) and return its URL."""
@@ -351,6 +365,11 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def remove_when_gone(self, owner_pid: int) -> None:
+        """As ``PostgresServer.remove_when_gone``."""
+        pid = self._pid()
+        _when_gone(owner_pid, ["kill", str(pid)] if pid else ["true"], [self.folder])
+
 
 def start_redis(folder: Path, port: int | None = None) -> RedisServer:
     """A running Redis server whose files are in ``folder``, on ``port`` (default: the
@@ -368,6 +387,23 @@ def redis_in(folder: Path) -> RedisServer:
     if not (folder / "port.txt").exists():
         raise ServiceError(f"no Redis server in {folder}; start one with `tsops platform up`")
     return RedisServer(folder, int((folder / "port.txt").read_text()))
+
+
+def _when_gone(owner_pid: int, stop: list[str], paths: list[Path]) -> None:
+    """A detached shell that waits for ``owner_pid`` to exit, then runs ``stop`` and
+    deletes ``paths`` (harmless when they were stopped and deleted already)."""
+    script = (
+        f"while kill -0 {owner_pid} 2>/dev/null; do sleep 1; done; "
+        f"{shlex.join(stop)} >/dev/null 2>&1; rm -rf {shlex.join(str(p) for p in paths)}"
+    )
+    # started in the background by a shell that exits at once: the watchdog is nobody's
+    # child here (no zombie, no "still running" warning), in a session of its own (a
+    # Ctrl-C in the terminal stops the run, not its watchdog)
+    subprocess.run(
+        ["sh", "-c", f"({script}) </dev/null >/dev/null 2>&1 &"],
+        check=True,
+        start_new_session=True,
+    )
 
 
 def _alive(pid: int) -> bool:
