@@ -31,6 +31,13 @@ sys.path.insert(0, str(HERE / "serving"))
 import run as serving  # noqa: E402  (benchmarks/serving/run.py: servers, wrk, the model)
 
 
+def postgres_cpu(postgres) -> float:
+    """CPU seconds used so far by PostgreSQL's processes (the postmaster and its live
+    backends: the writers' connections)."""
+    postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    return serving.tree_cpu_seconds(postmaster)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=6, help="measured seconds per run")
@@ -64,9 +71,16 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     server.wait_ready()
                     warm = serving.wrk(server.url + path, body, args.connections, args.warmup)
+                    cpu = (serving.tree_cpu_seconds(server.proc.pid), postgres_cpu(postgres))
                     before = time.monotonic()
                     result = serving.wrk(server.url + path, body, args.connections, args.duration)
                     seconds = time.monotonic() - before
+                    # the writers' last batch of the window (flushed each second)
+                    time.sleep(1.2)
+                    cpu = (
+                        serving.tree_cpu_seconds(server.proc.pid) - cpu[0],
+                        postgres_cpu(postgres) - cpu[1],
+                    )
                 finally:
                     server.stop()
                 runs.append(
@@ -78,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
                         "p99_ms": result["p99_us"] / 1000,
                         "errors": sum(v for k, v in result.items() if k.startswith("err_")),
                         "answered_with_warmup": warm["requests"] + result["requests"],
+                        # CPU per answered request: the server's processes, PostgreSQL's
+                        "server_cpu_ms_per_request": round(1000 * cpu[0] / result["requests"], 3),
+                        "postgres_cpu_ms_per_request": round(1000 * cpu[1] / result["requests"], 3),
                     }
                 )
                 print(json.dumps(runs[-1]), flush=True)
@@ -105,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
         "requests_per_s": {k: median(k, "requests_per_s") for k in ("file", "database")},
         "p99_ms": {k: median(k, "p99_ms") for k in ("file", "database")},
+        "server_cpu_ms_per_request": {
+            k: median(k, "server_cpu_ms_per_request") for k in ("file", "database")
+        },
+        "postgres_cpu_ms_per_request": median("database", "postgres_cpu_ms_per_request"),
         "database_over_file_throughput": round(
             median("database", "requests_per_s") / median("file", "requests_per_s"), 3
         ),
@@ -129,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("requests_per_s", "p99_ms", "read")}, indent=2))
+    keys = ("requests_per_s", "p99_ms", "server_cpu_ms_per_request", "postgres_cpu_ms_per_request")
+    print(json.dumps({k: result[k] for k in (*keys, "table", "read")}, indent=2))
 
 
 if __name__ == "__main__":
