@@ -203,6 +203,33 @@ def test_bad_sources_say_what_to_fix_and_write_nothing(
     assert target.read_bytes() == before
 
 
+def test_other_column_types_integer_ids_zoned_times_text_values(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    execute(
+        postgres_url,
+        "CREATE TABLE sales (store int, month timestamptz, units text); "
+        "INSERT INTO sales SELECT s, make_timestamptz(2020, m, 1, 0, 0, 0, 'UTC'), "
+        "(s * 10 + m)::text FROM generate_series(1, 3) s, generate_series(1, 12) m",
+    )
+    target = tmp_path / "series.parquet"
+    frame, _ = sql_source.ingest(config(), target, url=postgres_url)
+    assert frame["unique_id"].tolist()[:2] == ["1", "1"] and frame["ds"].dt.tz is None
+    before = target.read_bytes()
+    new_month = "'2021-01-01 00:00+00'"
+    execute(
+        postgres_url,
+        f"INSERT INTO sales VALUES (1, {new_month}, '5'), (2, {new_month}, 'x'), "
+        f"(3, {new_month}, '1')",
+    )
+    with pytest.raises(ValidationError, match=r"'units' value\(s\) are not numbers.*'x'"):
+        sql_source.ingest(config(), target, url=postgres_url)
+    assert target.read_bytes() == before
+    execute(postgres_url, "UPDATE sales SET units = '7' WHERE units = 'x'")
+    frame, notes = sql_source.ingest(config(), target, url=postgres_url)
+    assert len(frame) == 39 and notes == []
+
+
 def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

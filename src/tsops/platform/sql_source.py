@@ -21,7 +21,8 @@ lists them, so that they are not mistaken for deleted rows.
 
 All reads of one run are one read-only transaction (``REPEATABLE READ``): the check
 and the new rows see the same state of the table. Rows are fetched with ``COPY ...
-TO STDOUT`` (CSV), the fastest way out of PostgreSQL for a Python client. A database
+TO STDOUT`` as CSV, parsed by pyarrow (faster than ``pd.read_sql``; the numbers are in
+benchmarks/sql_ingest.py). A database
 that refuses connections (down, restarting, starting up) is retried with tenacity;
 anything else (credentials, a missing table or column, a query error) fails at once
 with what to fix, and nothing is written.
@@ -118,8 +119,8 @@ def conninfo(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise SqlSourceError(
-            f"{url!r} is not a database URL ({exc}); write it as "
+        raise SqlSourceError(  # not the value: it may hold a password
+            f"the series database URL is not a SQLAlchemy URL ({exc}); write it as "
             "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
     if parsed.get_backend_name() != "postgresql":
@@ -306,7 +307,12 @@ def _copy_frame(
     except pa.ArrowInvalid:  # a target that is not a number: validation names the values
         frame = parse(types | {target_col: pa.string()})
     with contextlib.suppress(ValueError, TypeError):  # unparseable times: validation names them
-        frame[time_col] = pd.to_datetime(frame[time_col], format="ISO8601")
+        times = pd.to_datetime(frame[time_col], format="ISO8601")
+        # timestamptz comes in the session's zone, UTC: kept as UTC wall-clock times, as
+        # validation keeps zoned times (and the watermarks compare with them)
+        if isinstance(times.dtype, pd.DatetimeTZDtype):
+            times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+        frame[time_col] = times
     return frame
 
 
@@ -411,10 +417,8 @@ class Corrections:
         for row in self.changes.head(SHOWN_CORRECTIONS).itertuples(index=False):
             before = "missing" if pd.isna(row.snapshot) else f"{row.snapshot:g}"
             after = "deleted" if pd.isna(row.database) else f"{row.database:g}"
-            shown.append(
-                f"{row.unique_id} {row.ds:%Y-%m-%d %H:%M:%S}".rstrip(" 0:")
-                + f": {before} -> {after}"
-            )
+            when = row.ds.date() if row.ds == row.ds.normalize() else row.ds
+            shown.append(f"{row.unique_id} {when}: {before} -> {after}")
         more = len(self.changes) - len(shown)
         return (
             f"late corrections: {len(self.changes)} period(s) of {len(self.series)} series "
@@ -449,9 +453,8 @@ def _canonical(raw: pd.DataFrame, source: SourceConfig) -> pd.DataFrame:
     frame = raw.rename(
         columns={source.id_col: ID_COL, source.time_col: TIME_COL, source.target_col: TARGET_COL}
     )[[ID_COL, TIME_COL, TARGET_COL]]
-    if getattr(frame[TIME_COL].dt, "tz", None) is not None:
-        frame[TIME_COL] = frame[TIME_COL].dt.tz_localize(None)
-    return frame.astype({TARGET_COL: "float64"})
+    # a target that is not numeric stays as it is: validation names its values
+    return frame
 
 
 def _observed(snapshot: pd.DataFrame, filled: set[tuple[str, pd.Timestamp]]) -> pd.DataFrame:
@@ -616,9 +619,13 @@ def ingest(
     # with each growing series' last kept row (a gap after it is found, or filled).
     growing = kept[ID_COL].isin(new_rows[ID_COL].unique())
     tails = kept.loc[growing].groupby(ID_COL, sort=False).tail(1)
+    # under the table's own column names, so that a problem names the user's column
+    own = {ID_COL: source.id_col, TIME_COL: source.time_col, TARGET_COL: source.target_col}
     checked = check_frame(
-        pd.concat([tails, replaced, new_rows], ignore_index=True), freq=config.freq, fill=fill
-    )
+        pd.concat([tails, replaced, new_rows], ignore_index=True).rename(columns=own),
+        freq=config.freq, fill=fill,
+        id_col=source.id_col, time_col=source.time_col, target_col=source.target_col,
+    )  # fmt: skip
     frame = pd.concat([kept.drop(index=tails.index), checked], ignore_index=True)
     frame = frame.sort_values([ID_COL, TIME_COL], kind="stable", ignore_index=True)
     source_keys = pd.concat(
