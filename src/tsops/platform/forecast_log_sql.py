@@ -33,8 +33,9 @@ column                 type                 what
 
 One row per series forecast, not per target time: 18 times fewer rows to write for a
 monthly model's horizon. The view ``forecast_log_targets`` has one row per target
-time (``step``, ``ds``, ``mean`` and ``intervals`` at that step), the records the
-file log's reader yields; ``tsops monitor`` reads it (:func:`read_records`).
+time (``step``, ``ds``, ``mean`` and ``intervals`` at that step), for people and SQL
+tools; ``tsops monitor`` gets the same records from :func:`read_records` (which reads
+the table and expands the arrays itself: faster than the view).
 
 Times are stored in UTC: a zone-less time in the log is read as UTC, as monitoring
 reads the file log. The table lives in the URL's ``search_path`` (add

@@ -13,10 +13,10 @@ for every replica) the writer sends each batch there instead, as the same JSON l
 When the database cannot take a batch, the batch is written as a part file, as without
 a database (the directory is then the *spill folder*), the database is tried again
 after a growing pause (``retry_max_seconds`` at most), and once it takes batches again
-the part files are sent too (oldest first, a few per flush) and deleted. A batch sent
-twice adds no rows (the table's key), so a crash between sending a part file and
-deleting it loses and duplicates nothing. The request path is the same either way:
-nothing on it waits for the database.
+the part files are sent too (oldest first, for at most half of each flush interval)
+and deleted. A batch sent twice adds no rows (the table's key), so a crash between
+sending a part file and deleting it loses and duplicates nothing. The request path is
+the same either way: nothing on it waits for the database.
 
 Waking the writer on every append (a blocking ``queue.get``) cost a third of a
 no-history request: the woken thread takes the GIL from the request thread.
