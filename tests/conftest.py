@@ -21,7 +21,12 @@ __all__ = ["BIN", "GIT_IDENTITY", "ROOT", "TINY_MODEL", "copy_repo", "run"]
 #: real PostgreSQL and Redis: postgres_server, postgres_url, redis_server, redis_url,
 #: private_postgres, private_redis; mlflow_server, mlflow_server_url (an mlflow server on
 #: that PostgreSQL); and stopping the shared servers at the end of the run
-pytest_plugins = ["tests.helpers.services", "tests.helpers.mlflow_server"]
+#: and kubectl kustomize run once per distinct input in the run (tests/helpers/render_cache.py)
+pytest_plugins = [
+    "tests.helpers.services",
+    "tests.helpers.mlflow_server",
+    "tests.helpers.render_cache",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
