@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 
 from tests.conftest import run
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
+from tests.helpers.once import empty_mlflow_store
 from tsops.deploy import gitops as g
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
@@ -76,12 +77,17 @@ def test_promotion_steps_render_and_validate(repo, crds):  # noqa: F811
     assert released not in str(render(prod)), "the rollback pinned v1.0.0 again"
 
 
-def test_ab_candidate_from_the_registry_renders_with_its_volumes(repo, crds, tmp_path):  # noqa: F811
+def test_ab_candidate_from_the_registry_renders_with_its_volumes(
+    repo,
+    crds,  # noqa: F811
+    tmp_path,
+    tmp_path_factory,
+):
     """`tsops release` records a release's image in the registry; `tsops ab --candidate`
     pins the A/B candidate to it, and the candidate mounts what the main server mounts."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{empty_mlflow_store(tmp_path_factory, tmp_path / 'mlflow.db')}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("m3-monthly")
     (tmp_path / "model").mkdir()
@@ -144,8 +150,11 @@ def test_bad_commands_exit_non_zero_and_change_nothing(repo, args):
     assert {p: p.read_text() for p in (repo / "manifests").rglob("*.yaml")} == before
 
 
-def test_sync_champion_refuses_a_version_the_registry_does_not_have(repo, tmp_path):
-    registry = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+def test_sync_champion_refuses_a_version_the_registry_does_not_have(
+    repo, tmp_path, tmp_path_factory
+):
+    empty = empty_mlflow_store(tmp_path_factory, tmp_path / "mlflow.db")
+    registry = {"MLFLOW_TRACKING_URI": f"sqlite:///{empty}"}
     result = run(["tsops", "sync-champion", "--root", str(repo)], repo, check=False, env=registry)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "production overlay serves m3-monthly/v1.0.0" in result.stderr

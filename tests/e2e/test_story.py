@@ -37,6 +37,7 @@ from ruamel.yaml import YAML
 from tests.deploy.cluster_model import Cluster, application
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tests.helpers.commands import IN_SERIES, ROOT, run
+from tests.helpers.once import empty_mlflow_store
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
 
@@ -245,11 +246,16 @@ def on_main(
 
 
 @pytest.fixture
-def story(repo_copy: Path, tmp_path: Path, crds: Path) -> Story:  # noqa: F811
-    """repo_copy with its small model named m3-monthly, pushed to a bare origin."""
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    s = Story(repo_copy, f"sqlite:///{registry / 'mlflow.db'}", crds)
+def story(
+    repo_copy: Path,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    crds: Path,  # noqa: F811
+) -> Story:
+    """repo_copy with its small model named m3-monthly, pushed to a bare origin; the
+    shared registry starts empty (tables created once per run: empty_mlflow_store)."""
+    registry = empty_mlflow_store(tmp_path_factory, tmp_path / "registry" / "mlflow.db")
+    s = Story(repo_copy, f"sqlite:///{registry}", crds)
     s.git("mv", "models/tiny", f"models/{MODEL}")
     config = repo_copy / "models" / MODEL / "model.yaml"
     config.write_text(config.read_text().replace("name: tiny", f"name: {MODEL}", 1))

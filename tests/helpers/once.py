@@ -70,3 +70,20 @@ def relocate_paths(db: Path, old: str, new: str) -> None:
                     f'WHERE instr("{column}", ?) > 0',
                     (old, new, old),
                 )
+
+
+def _create_mlflow_store(folder: Path) -> None:
+    from tsops.registry.client import connect
+
+    connect(folder)  # creates and migrates folder/mlflow.db
+
+
+def empty_mlflow_store(factory: pytest.TempPathFactory, dest: Path) -> Path:
+    """An empty MLflow SQLite store at ``dest`` (a file path), copied from one created
+    and migrated once per run by tsops' own ``connect`` (the migrations take seconds,
+    most of them waiting for the disk); returns ``dest``."""
+    template = built_once(factory, "mlflow-template", _create_mlflow_store)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template / "mlflow.db", dest)
+    relocate_paths(dest, str(template.resolve()), str(dest.parent.resolve()))
+    return dest
