@@ -234,8 +234,8 @@ def test_database_stopped_mid_load_nothing_lost_nothing_doubled(tmp_path, tiny_m
         postgres.remove()  # (after the check above; the server's last batch is in)
     output = server.output.read_text()
     assert spilled and "spilling batches to" in output and "takes batches again" in output
-    # answering never waited for the database
-    assert max(latencies["down"]) < 1.0, latencies["down"]
+    # answering never waited for the database (not even for one connect timeout, 3 s)
+    assert max(latencies["down"]) < 2.5, latencies["down"]
     print(
         f"\n{len(sent)} requests ({len(latencies['down'])} with the database down), "
         f"{len(spilled)} part files spilled; latency p50 up "
