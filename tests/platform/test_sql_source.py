@@ -19,7 +19,7 @@ from tests.helpers.tiny import TINY_MODEL
 from tsops.cli import app
 from tsops.core.config import ConfigError, parse_model_config
 from tsops.pipeline.validate import ValidationError
-from tsops.platform import sql_source
+from tsops.platform import database, sql_source
 from tsops.platform.services import postgres_in
 from tsops.platform.sql_source import SqlSourceError
 
@@ -267,7 +267,7 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
         assert down.output.strip() == "stopped: Redis, PostgreSQL", down.output
         with pytest.raises(redis.ConnectionError):
             redis.Redis.from_url(env["REDIS_URL"]).ping()
-        monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 2)
+        monkeypatch.setattr(database, "RETRY_ATTEMPTS", 2)
         refused = runner.invoke(app, ["ingest", "tiny", "--root", str(root)])
         assert refused.exit_code == 69, refused.output
         assert "did not answer after 2 attempts" in refused.output
@@ -275,7 +275,7 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
         assert target.read_bytes() == before
 
         # back while the retries wait: the ingest goes through
-        monkeypatch.setattr(sql_source, "RETRY_ATTEMPTS", 8)
+        monkeypatch.setattr(database, "RETRY_ATTEMPTS", 8)
         restart = threading.Timer(0.3, postgres_in(folder / "postgres").start)
         restart.start()
         try:

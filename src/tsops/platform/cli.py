@@ -126,8 +126,7 @@ def load_series_command(
     """Load series into a PostgreSQL table with the time-series layout (primary key
     (unique_id, ds), index on ds): what a `source: {kind: sql}` model reads."""
     from tsops.core.config import SourceConfig
-    from tsops.platform.database import load_series_file
-    from tsops.platform.sql_source import database_url, masked
+    from tsops.platform.database import database_url, load_series_file, masked
 
     url = database_url(SourceConfig(kind="sql", table=table, url_env=url_env))
     written = load_series_file(url, file, table, replace=replace, timescale=timescale)

@@ -22,28 +22,41 @@ lists them, so that they are not mistaken for deleted rows.
 All reads of one run are one read-only transaction (``REPEATABLE READ``): the check
 and the new rows see the same state of the table. Rows are fetched with ``COPY ...
 TO STDOUT`` as CSV, parsed by pyarrow (faster than ``pd.read_sql``; the numbers are in
-benchmarks/sql_ingest.py). A database
-that refuses connections (down, restarting, starting up) is retried with tenacity;
-anything else (credentials, a missing table or column, a query error) fails at once
-with what to fix, and nothing is written.
+benchmarks/sql_ingest.py). Connecting, and retrying while the database refuses, is
+``tsops.platform.database``'s; comparing the periods before the watermark is
+``tsops.platform.corrections``'. Nothing is written unless every check passed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
-from tsops.core.errors import TsopsError, UnavailableError
 from tsops.core.schema import ID_COL, TARGET_COL, TIME_COL
+from tsops.platform.corrections import (
+    Corrections,
+    changed_periods,
+    differing_series,
+    filled_file,
+    filled_json,
+    observed_rows,
+    read_filled,
+)
+from tsops.platform.database import (
+    DEFAULT_URL_ENV,
+    DatabaseUnavailable,
+    SqlSourceError,
+    conninfo,
+    database_url,
+    first_line,
+    masked,
+    read_transaction,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -51,152 +64,17 @@ if TYPE_CHECKING:
 
     from tsops.core.config import ModelConfig, SourceConfig
 
-log = logging.getLogger(__name__)
-
-#: the variable ``source.url_env`` names unless model.yaml says otherwise
-DEFAULT_URL_ENV = "TSOPS_SERIES_DATABASE_URL"
-#: seconds to wait for a connection before it counts as refused
-CONNECT_TIMEOUT = 5
-#: attempts at a database that refuses connections, and the longest wait between two
-RETRY_ATTEMPTS = 4
-RETRY_MAX_WAIT = 2.0
-#: corrected periods named in a report (the count says how many more)
-SHOWN_CORRECTIONS = 10
-#: relative tolerance of the per-series sums compared by the check (float sums in
-#: another order differ in their last bits; a real correction is far larger)
-SUM_TOLERANCE = 1e-9
-
-T = TypeVar("T")
-
-
-class SqlSourceError(TsopsError, ValueError):
-    """A ``kind: sql`` source that cannot be read as configured; the message says what
-    to change (the URL, the table, a column, the query)."""
-
-
-class DatabaseUnavailable(UnavailableError):
-    """The database did not accept connections after the retries."""
-
-
-# ----------------------------------------------------------------------------- connecting
-
-
-def database_url(source: SourceConfig, url: str | None = None) -> str:
-    """The SQLAlchemy URL of the source's database: ``url`` when given, else the value of
-    the environment variable ``source.url_env`` (read through ``core.settings``)."""
-    if url:
-        return url
-    from tsops.core.settings import environment_variable
-
-    name = source.url_env or DEFAULT_URL_ENV
-    value = environment_variable(name)
-    if not value:
-        raise SqlSourceError(
-            f"source.kind sql reads its database URL from the environment variable {name}, "
-            f"which is not set: export {name}=postgresql+psycopg://USER@HOST:PORT/DATABASE "
-            "(`tsops platform up` writes one into .platform/env: source .platform/env)"
-        )
-    return value
-
-
-def masked(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
-
-
-def conninfo(url: str) -> str:
-    """libpq's connection string for a SQLAlchemy PostgreSQL URL
-    (``postgresql://`` or ``postgresql+psycopg://``)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise SqlSourceError(  # not the value: it may hold a password
-            f"the series database URL is not a SQLAlchemy URL ({exc}); write it as "
-            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
-        ) from None
-    if parsed.get_backend_name() != "postgresql":
-        raise SqlSourceError(
-            f"source.kind sql reads PostgreSQL; {masked(url)} is {parsed.get_backend_name()!r}: "
-            "use a postgresql+psycopg:// URL"
-        )
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether ``exc`` means the server was not there to answer (worth retrying):
-    refused or timed-out connections, a server starting up, shutting down or gone
-    mid-query; not bad credentials, a missing database or a query error."""
-    import psycopg
-
-    if isinstance(exc, psycopg.errors.CannotConnectNow | psycopg.errors.AdminShutdown):
-        return True
-    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
-        text = str(exc).lower()
-        return not any(
-            reason in text
-            for reason in ("authentication failed", "does not exist", "no password supplied")
-        )
-    return False
-
-
-def with_retries(attempt: Callable[[], T], url: str) -> T:
-    """``attempt()``, again after a short wait while the database refuses connections;
-    ``DatabaseUnavailable`` when it still does after ``RETRY_ATTEMPTS``."""
-    import psycopg
-    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-    retrying = Retrying(
-        retry=retry_if_exception(_refused),
-        stop=stop_after_attempt(RETRY_ATTEMPTS),
-        wait=wait_exponential(multiplier=0.25, max=RETRY_MAX_WAIT),
-        reraise=True,
-        before_sleep=lambda state: log.warning(
-            "series database %s refused (%s); retrying",
-            masked(url),
-            _first_line(state.outcome.exception()),
-        ),
-    )
-    try:
-        return retrying(attempt)
-    except psycopg.Error as exc:
-        if _refused(exc):
-            raise DatabaseUnavailable(
-                f"the series database {masked(url)} did not answer after {RETRY_ATTEMPTS} "
-                f"attempts ({_first_line(exc)}): start it (`tsops platform up` for a local "
-                "one) or fix host and port in the URL, then run again; nothing was written"
-            ) from None
-        if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-            raise SqlSourceError(
-                f"cannot connect to the series database {masked(url)}: {_first_line(exc)}; "
-                "fix the user, password or database name in the URL"
-            ) from None
-        raise SqlSourceError(
-            f"reading the series database {masked(url)} failed: {_first_line(exc)}; fix "
-            "source.query, table or columns in model.yaml; nothing was written"
-        ) from None
-
-
-@contextmanager
-def read_transaction(url: str) -> Iterator[psycopg.Connection]:
-    """A connection in a read-only ``REPEATABLE READ`` transaction (one consistent view
-    of the table for every query of a run), times in UTC."""
-    import psycopg
-
-    with psycopg.connect(conninfo(url), connect_timeout=CONNECT_TIMEOUT) as connection:
-        connection.execute("SET TIME ZONE 'UTC'")
-        connection.commit()
-        with connection.transaction():
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield connection
+__all__ = [
+    "DEFAULT_URL_ENV",
+    "Corrections",
+    "DatabaseUnavailable",
+    "SqlSourceError",
+    "conninfo",
+    "ingest",
+    "masked",
+    "read_all",
+    "read_increment",
+]
 
 
 # ----------------------------------------------------------------------------- queries
@@ -266,7 +144,7 @@ def _check_relation(connection: psycopg.Connection, relation: Relation, url: str
         ) from None
     except psycopg.Error as exc:
         raise SqlSourceError(
-            f"{relation.describe()} fails in {masked(url)}: {_first_line(exc)}; fix "
+            f"{relation.describe()} fails in {masked(url)}: {first_line(exc)}; fix "
             "source.query (or source.table) in model.yaml"
         ) from None
     present = [c.name for c in cursor.description or ()]
@@ -399,55 +277,6 @@ def read_all(source: SourceConfig, url: str | None = None) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- ingesting
 
 
-@dataclass
-class Corrections:
-    """Periods at or before a watermark whose database rows differ from the snapshot."""
-
-    #: one row per corrected period: series, time, snapshot value, database value
-    changes: pd.DataFrame
-    #: the corrected series' rows up to their watermark, as the database has them now
-    rows: pd.DataFrame = field(repr=False)
-
-    @property
-    def series(self) -> list[str]:
-        return sorted(self.changes[ID_COL].unique())
-
-    def describe(self, model: str) -> str:
-        shown = []
-        for row in self.changes.head(SHOWN_CORRECTIONS).itertuples(index=False):
-            before = "missing" if pd.isna(row.snapshot) else f"{row.snapshot:g}"
-            after = "deleted" if pd.isna(row.database) else f"{row.database:g}"
-            when = row.ds.date() if row.ds == row.ds.normalize() else row.ds
-            shown.append(f"{row.unique_id} {when}: {before} -> {after}")
-        more = len(self.changes) - len(shown)
-        return (
-            f"late corrections: {len(self.changes)} period(s) of {len(self.series)} series "
-            f"already ingested differ in the database ({'; '.join(shown)}"
-            f"{f'; {more} more' if more else ''}). The snapshot keeps the ingested values; "
-            f"to take the database's, run `tsops ingest {model} --accept-corrections`"
-        )
-
-
-def _filled_file(target: Path) -> Path:
-    return target.with_name(f"{target.stem}.filled.json")
-
-
-def _read_filled(target: Path) -> set[tuple[str, pd.Timestamp]]:
-    path = _filled_file(target)
-    if not path.exists():
-        return set()
-    listed = json.loads(path.read_text())
-    return {(series, pd.Timestamp(t)) for series, times in listed.items() for t in times}
-
-
-def _filled_json(filled: pd.DataFrame) -> str:
-    """The filled periods per series, deterministic (same periods, same bytes)."""
-    listed: dict[str, list[str]] = {}
-    for series, times in filled.groupby(ID_COL, sort=True)[TIME_COL]:
-        listed[str(series)] = [t.isoformat() for t in sorted(times)]
-    return json.dumps(listed, indent=1, sort_keys=True) + "\n"
-
-
 def _canonical(raw: pd.DataFrame, source: SourceConfig) -> pd.DataFrame:
     """The database's rows under the canonical names, for comparing with the snapshot."""
     frame = raw.rename(
@@ -455,62 +284,6 @@ def _canonical(raw: pd.DataFrame, source: SourceConfig) -> pd.DataFrame:
     )[[ID_COL, TIME_COL, TARGET_COL]]
     # a target that is not numeric stays as it is: validation names its values
     return frame
-
-
-def _observed(snapshot: pd.DataFrame, filled: set[tuple[str, pd.Timestamp]]) -> pd.DataFrame:
-    """The snapshot's rows that came from the source (not filled), with a value."""
-    frame = snapshot[[ID_COL, TIME_COL, TARGET_COL]]
-    if filled:
-        keys = pd.MultiIndex.from_frame(frame[[ID_COL, TIME_COL]])
-        frame = frame.loc[~keys.isin(list(filled))]
-    return frame.loc[np.isfinite(frame[TARGET_COL])]
-
-
-def _differing_series(checks: pd.DataFrame, observed: pd.DataFrame) -> list[str]:
-    """Series whose database count or sum up to the watermark differs from the snapshot's."""
-    grouped = observed.groupby(ID_COL)[TARGET_COL]
-    mine = (
-        pd.DataFrame(
-            {
-                "n": grouped.size(),
-                "total": grouped.sum(),
-                "scale": grouped.apply(lambda y: y.abs().sum()),
-            }
-        )
-        .reindex(checks.index)
-        .fillna(0.0)
-    )
-    tolerance = SUM_TOLERANCE * (mine["scale"] + 1.0)
-    differs = (checks["n"] != mine["n"]) | ((checks["total"] - mine["total"]).abs() > tolerance)
-    return sorted(checks.index[differs.to_numpy()])
-
-
-def _corrections(
-    database: pd.DataFrame, observed: pd.DataFrame, watermark: pd.Series
-) -> pd.DataFrame:
-    """Periods (up to each watermark) whose value differs between snapshot and database."""
-    database = database.loc[database[TIME_COL] <= database[ID_COL].map(watermark)]
-    both = observed.merge(
-        database.dropna(subset=[TARGET_COL]),
-        on=[ID_COL, TIME_COL],
-        how="outer",
-        suffixes=("_snapshot", "_database"),
-        indicator=True,
-    )
-    duplicated = database.duplicated([ID_COL, TIME_COL], keep=False)
-    if duplicated.any():
-        first = database.loc[duplicated].iloc[0]
-        raise SqlSourceError(
-            f"the source has more than one row for series {first[ID_COL]} at "
-            f"{first[TIME_COL]} (and {int(duplicated.sum()) - 2} more duplicated rows): keep "
-            "one row per series and period (a unique index on (series, time) prevents this)"
-        )
-    changed = (both["_merge"] != "both") | (
-        both[f"{TARGET_COL}_snapshot"] != both[f"{TARGET_COL}_database"]
-    )
-    out = both.loc[changed, [ID_COL, TIME_COL, f"{TARGET_COL}_snapshot", f"{TARGET_COL}_database"]]
-    out.columns = [ID_COL, TIME_COL, "snapshot", "database"]
-    return out.sort_values([ID_COL, TIME_COL]).reset_index(drop=True)
 
 
 @dataclass
@@ -543,13 +316,13 @@ def read_increment(
         with read_transaction(url) as connection:
             _check_relation(connection, relation, url)
             if not watermark.empty:
-                observed = _observed(snapshot, filled)
+                observed = observed_rows(snapshot, filled)
                 checks, new_series = _old_part_checks(connection, relation, watermark)
-                differing = _differing_series(checks, observed)
+                differing = differing_series(checks, observed)
                 if differing:
                     rows = _canonical(_series_rows(connection, relation, differing), source)
                     rows = rows.loc[rows[TIME_COL] <= rows[ID_COL].map(watermark)]
-                    changes = _corrections(
+                    changes = changed_periods(
                         rows, observed.loc[observed[ID_COL].isin(differing)], watermark
                     )
                     if not changes.empty:
@@ -576,7 +349,7 @@ def ingest(
     source = config.source
     fill = fill or config.fill
     snapshot = pd.read_parquet(target) if target.exists() else None
-    filled = _read_filled(target)
+    filled = read_filled(target)
     read = read_increment(source, snapshot, filled, url)
     notes: list[str] = []
     new_rows = _canonical(read.new_rows, source)
@@ -595,7 +368,7 @@ def ingest(
         return frame, notes
 
     kept = snapshot[[ID_COL, TIME_COL, TARGET_COL]]
-    source_keys = _observed(kept, filled)
+    source_keys = observed_rows(kept, filled)
     replaced = new_rows.iloc[:0]
     if read.corrections is not None and accept_corrections:
         corrected = read.corrections.series
@@ -640,19 +413,14 @@ def _write(frame: pd.DataFrame, target: Path, fill: str, source_keys: pd.DataFra
     not among ``source_keys``, the rows that came from the database)."""
     from tsops.core.io import atomic_path, write_parquet
 
-    filled_file = _filled_file(target)
+    listing = filled_file(target)
     if fill != "none":
         keys = pd.MultiIndex.from_frame(frame[[ID_COL, TIME_COL]])
         from_source = pd.MultiIndex.from_frame(source_keys[[ID_COL, TIME_COL]])
-        listed = _filled_json(frame.loc[~keys.isin(from_source)])
+        listed = filled_json(frame.loc[~keys.isin(from_source)])
     write_parquet(frame, target)
     if fill != "none":
-        with atomic_path(filled_file) as tmp:
+        with atomic_path(listing) as tmp:
             Path(tmp).write_text(listed)
     else:
-        filled_file.unlink(missing_ok=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        listing.unlink(missing_ok=True)
