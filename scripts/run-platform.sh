@@ -111,5 +111,5 @@ echo
 echo "Next:"
 echo "  tsops platform up --mlflow && source .platform/env   the servers again, same data and ports"
 echo "  open \$MLFLOW_TRACKING_URI in a browser              the mlflow server's UI: runs, versions, aliases"
-echo "  cd .platform/project && tsops versions $model        the versions registered on the server"
+printf '  %-51s  %s\n' "cd .platform/project && tsops versions $model" "the versions registered on the server"
 echo "  rm -rf .platform                                     start afresh (after tsops platform down)"

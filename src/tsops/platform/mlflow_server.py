@@ -235,14 +235,14 @@ def stop_mlflow_server(folder: Path, timeout: float = STOP_TIMEOUT) -> bool:
         return False
     stopped = False
     if _is_mlflow_server(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _group_alive(pid):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        _signal_group(pid, signal.SIGTERM)
+        if not _gone(pid, timeout):
+            _signal_group(pid, signal.SIGKILL)
+            if not _gone(pid, 5.0):
+                raise MlflowServerError(
+                    f"the mlflow server (process group {pid}) did not stop; kill it with "
+                    f"`kill -9 -- -{pid}`"
+                )
         stopped = True
     (folder / PID_FILE).unlink(missing_ok=True)
     return stopped
@@ -339,27 +339,67 @@ def _pid(folder: Path) -> int | None:
         return None
 
 
-def _is_mlflow_server(pid: int) -> bool:
-    """Whether ``pid`` is still the server (not a process that reused its number)."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: trust the pid file
-        return True
-    return b"mlflow" in command and b"server" in command
+def _group(pgid: int) -> list[int] | None:
+    """The live processes of the process group ``pgid`` (``None`` without /proc).
+    Zombies do not count: the server's first process stays one until the process that
+    started it reaps it, and that may be a pytest worker waiting for this very stop."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, _ppid, group = stat[stat.rfind(")") + 2 :].split()[:3]
+        if state != "Z" and int(group) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _is_mlflow_server(pgid: int) -> bool:
+    """Whether the group ``pgid`` still runs the server (not processes that reused the
+    number): one of its live processes is MLflow's."""
+    members = _group(pgid)
+    if members is None:  # no /proc: trust the pid file
+        return _group_alive(pgid)
+    for pid in members:
+        with contextlib.suppress(OSError):
+            if b"mlflow" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+    return False
 
 
 def _group_alive(pgid: int) -> bool:
+    # our own child's zombie is reaped here (a command that started and stops the server)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)
+    members = _group(pgid)
+    if members is not None:
+        return bool(members)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie leader we started ourselves: reap it so the group can disappear
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pgid, os.WNOHANG)
+    return True
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 
@@ -376,5 +416,7 @@ def _running_server(folder: Path, host: str) -> MlflowServer | None:
 
 
 def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy wraps the driver's error and repeats its name: say the driver's
+    exc = getattr(exc, "orig", None) or exc
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
