@@ -123,8 +123,11 @@ def load_series_command(
         str, typer.Option("--url-env", help="environment variable holding the database URL")
     ] = "TSOPS_SERIES_DATABASE_URL",
 ) -> None:
-    """Load series into a PostgreSQL table with the time-series layout (primary key
-    (unique_id, ds), index on ds): what a `source: {kind: sql}` model reads."""
+    """Load a long series file into a PostgreSQL table, what a `kind: sql` source reads.
+
+    The table is made with the time-series layout (primary key (unique_id, ds), index on
+    ds); periods already there take the file's values (corrections).
+    """
     from tsops.core.config import SourceConfig
     from tsops.platform.database import database_url, load_series_file, masked
 
