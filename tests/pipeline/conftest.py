@@ -1,4 +1,4 @@
-"""The small test model through the stages, in this process: built once per worker,
+"""The small test model through the stages, in this process: built once per test run,
 copied for each test that changes it."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.once import built_once
 from tests.helpers.tiny import TINY_MODEL
 
 MODEL = "tiny"
@@ -42,8 +43,9 @@ def run_stages(root: Path, upto: str = "evaluate") -> Path:
 @pytest.fixture(scope="session")
 def staged_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root with the tiny model ingested, validated, backtested, trained and
-    evaluated (no gate); read it, or take ``staged`` to change it."""
-    return run_stages(write_model(tmp_path_factory.mktemp("staged")))
+    evaluated (no gate), built once per run for every xdist worker; read it, or take
+    ``staged`` to change it."""
+    return built_once(tmp_path_factory, "staged-tiny", lambda root: run_stages(write_model(root)))
 
 
 @pytest.fixture
