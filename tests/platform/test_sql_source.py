@@ -195,10 +195,18 @@ def test_bad_sources_say_what_to_fix_and_write_nothing(
     fill_table(postgres_url, months=24)
     sql_source.ingest(config(), target, url=postgres_url)
     before = target.read_bytes()
-    # out of order is fine (rows are sorted); the same period twice is not
+    # out of order is fine (rows are sorted); the same period twice is not, new or old
     execute(postgres_url, "INSERT INTO sales VALUES ('a', '2022-02-01', 1), ('a', '2022-01-01', 2)")
-    execute(postgres_url, "INSERT INTO sales VALUES ('a', '2022-02-01', 3)")
+    frame, _ = sql_source.ingest(config(), target, url=postgres_url)
+    assert frame.loc[frame.unique_id == "a", "y"].tail(2).tolist() == [2.0, 1.0]
+    before = target.read_bytes()
+    execute(postgres_url, "INSERT INTO sales VALUES ('a', '2022-03-01', 3), ('a', '2022-03-01', 4)")
     with pytest.raises(ValidationError, match="duplicate"):
+        sql_source.ingest(config(), target, url=postgres_url)
+    assert target.read_bytes() == before
+    execute(postgres_url, "DELETE FROM sales WHERE month = '2022-03-01'")
+    execute(postgres_url, "INSERT INTO sales VALUES ('a', '2022-02-01', 5)")
+    with pytest.raises(SqlSourceError, match="more than one row for series a at 2022-02-01"):
         sql_source.ingest(config(), target, url=postgres_url)
     assert target.read_bytes() == before
 

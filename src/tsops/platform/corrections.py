@@ -111,11 +111,18 @@ def changed_periods(
     )
     duplicated = database.duplicated([ID_COL, TIME_COL], keep=False)
     if duplicated.any():
-        first = database.loc[duplicated].iloc[0]
+        repeated = database.loc[duplicated, [ID_COL, TIME_COL]].drop_duplicates()
+        first = repeated.iloc[0]
+        when = (
+            first[TIME_COL].date()
+            if first[TIME_COL] == first[TIME_COL].normalize()
+            else first[TIME_COL]
+        )
         raise SqlSourceError(
-            f"the source has more than one row for series {first[ID_COL]} at "
-            f"{first[TIME_COL]} (and {int(duplicated.sum()) - 2} more duplicated rows): keep "
-            "one row per series and period (a unique index on (series, time) prevents this)"
+            f"the source has more than one row for series {first[ID_COL]} at {when} "
+            f"({len(repeated)} series and period(s) repeated, all already ingested): keep one "
+            "row per series and period (a primary key on (series, time) prevents this, as "
+            "`tsops platform load-series` makes it); nothing was written"
         )
     changed = (both["_merge"] != "both") | (
         both[f"{TARGET_COL}_snapshot"] != both[f"{TARGET_COL}_database"]
