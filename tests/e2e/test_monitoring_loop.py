@@ -20,6 +20,7 @@ data snapshot, data.dvc, not the source file).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import pytest
 
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tests.helpers.commands import GIT_IDENTITY, IN_SERIES, run
-from tests.helpers.once import built_once, copy_built
+from tests.helpers.once import built_once, copy_built, empty_mlflow_store
 from tests.helpers.tiny import copy_repo
 from tests.serving.serving_fixtures import Server
 from tsops.deploy.manifests.render import render
@@ -156,8 +157,10 @@ def monitor(repo: Path, *args: str, check: bool = True):
     return run(["tsops", *args, "--root", str(repo)], repo, check=check, env=env)
 
 
-def _train_both(folder: Path) -> None:
+def _train_both(folder: Path, factory: pytest.TempPathFactory) -> None:
     repo = copy_repo(folder / "repo", MODEL, SIM_MODEL)
+    # the embedded registry (mlflow.db, not tracked) with its tables, created once per run
+    empty_mlflow_store(factory, repo / "mlflow.db")
     with (repo / ".git" / "info" / "exclude").open("a") as exclude:
         exclude.write("/source/\n")
     write_actuals(repo, m3_panel(), REPLAYED + CONTINUED)
@@ -172,7 +175,8 @@ def _train_both(folder: Path) -> None:
 def trained(tmp_path_factory, tmp_path):
     """A repo whose registry holds the naive canary (v1) and the champion (v2): a copy
     of one built once per test run."""
-    template = built_once(tmp_path_factory, "monitoring-loop", _train_both) / "repo"
+    build = functools.partial(_train_both, factory=tmp_path_factory)
+    template = built_once(tmp_path_factory, "monitoring-loop", build) / "repo"
     return copy_built(template, tmp_path / "repo"), m3_panel()
 
 

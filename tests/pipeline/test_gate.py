@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers.once import empty_mlflow_store
 from tests.helpers.tiny import TINY_MODEL
 from tests.pipeline.conftest import MODEL, run_stages, write_model
 from tsops.core.config import GateConfig, load, parse_model_config
@@ -169,6 +170,7 @@ def champion_registered(staged_tiny: Path, tmp_path_factory: pytest.TempPathFact
 
     root = Path(shutil.copytree(staged_tiny, tmp_path_factory.mktemp("champion") / "root"))
     gate.run(root, MODEL, against_champion=False)
+    empty_mlflow_store(tmp_path_factory, root / "store.db")  # the tables, created once per run
     client = connect(root, _uri(root))
     registered = register_trained(client, read_stage_outputs(root, MODEL), alias=None)
     set_alias(client, MODEL, "champion", registered.version)
