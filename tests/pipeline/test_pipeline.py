@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 
 import pandas as pd
@@ -112,11 +113,11 @@ def test_dvc_pipeline_mlflow_registry_round_trip(repo_copy):
     assert bad.returncode != 0 and "no version 7" in bad.stderr
 
 
-def test_tracking_server_down_registers_nothing(repo_copy):
+def test_tracking_server_down_registers_nothing(repo_copy, staged_tiny):
     repo = repo_copy
-    run(["tsops", "ingest", "tiny"], repo)
-    for step in ("validate", "backtest", "train", "evaluate"):
-        run(["tsops", step, "tiny"], repo)
+    # ingest .. evaluate done (by the stages' functions, once per run: staged_tiny)
+    for outputs in ("data/tiny", "artifacts/tiny"):
+        shutil.copytree(staged_tiny / outputs, repo / outputs, dirs_exist_ok=True)
     down = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
     # the gate cannot look up the champion: it says so and writes no verdict
     gate = run(["tsops", "gate", "tiny"], repo, check=False, env=down)
