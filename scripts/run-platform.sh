@@ -110,6 +110,6 @@ show tsops platform down --dir .platform
 echo
 echo "Next:"
 echo "  tsops platform up --mlflow && source .platform/env   the servers again, same data and ports"
-echo "  open \$MLFLOW_TRACKING_URI in a browser              the mlflow server's UI: runs, versions, aliases"
+echo "  open \$MLFLOW_TRACKING_URI in a browser               the mlflow server's UI: runs, versions, aliases"
 printf '  %-51s  %s\n' "cd .platform/project && tsops versions $model" "the versions registered on the server"
 echo "  rm -rf .platform                                     start afresh (after tsops platform down)"
