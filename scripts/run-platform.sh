@@ -35,6 +35,7 @@ trap finish EXIT
 series_db=${TSOPS_SERIES_DATABASE_URL/+psycopg/}
 log_db=${TSOPS_FORECAST_LOG_URL/+psycopg/}
 export PGOPTIONS="-c client_min_messages=warning"
+# shellcheck disable=SC2016  # the variable's name is printed, as a user would type it
 sql() { printf '$ psql "$TSOPS_SERIES_DATABASE_URL" -c "%s"\n' "$1"; psql -q "$series_db" -v ON_ERROR_STOP=1 -c "$1"; }
 
 step "2. the built-in series of $model into PostgreSQL (table series); the last month held back"
@@ -99,6 +100,7 @@ kill "$server" && wait "$server" 2>/dev/null || true  # stopping flushes the for
 server=""
 
 step "8. the forecast log, one table for every replica"
+# shellcheck disable=SC2016  # the variable's name is printed, as a user would type it
 printf '$ psql "$TSOPS_FORECAST_LOG_URL" -c "%s"\n' "SELECT ... FROM forecast_log"
 psql -q "$log_db" -c "SELECT registered_model, model_version, unique_id, cutoff::date, ds[1]::date AS first_ds, round(mean[1]::numeric, 1) AS first_mean FROM forecast_log ORDER BY served_at DESC, unique_id LIMIT 2"
 
