@@ -4,7 +4,8 @@ everything, instead of each importing MLflow, pandas and statsmodels anew.
 A ``tsops`` process spends 5-7 s of CPU importing before its command starts (MLflow
 alone is ~4 s) and the command itself often takes a tenth of that; the story and
 monitoring-loop tests run dozens, directly, from workflow scripts in bash, and as DVC's
-stage commands. Here one server process per pytest worker imports once; a small
+stage commands. Here one server process per test run (the first pytest-xdist worker
+to need it starts it, the others join it) imports once; a small
 ``tsops`` client on PATH hands it its arguments, environment, working directory and
 standard streams (the file descriptors themselves), and the server forks a child
 that runs ``tsops.cli.app`` exactly as the installed console script does, in that
@@ -373,6 +374,8 @@ class Warm:
         waiting = not self.ready and self.proc.poll() is None and self.proc.stdout
         if waiting and select.select([self.proc.stdout], [], [], timeout)[0]:
             self.ready = self.proc.stdout.readline().strip() == "ready"
+            # what the other workers of the run wait for (Joined.wait)
+            (self.folder / ("ready" if self.ready else "not-ready")).touch()
         return self.ready
 
     def stop(self) -> None:
@@ -384,7 +387,55 @@ class Warm:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_warm: Warm | None = None
+class Joined:
+    """The warm server another pytest-xdist worker of this run started (one per run: its
+    imports are seconds of CPU), used through the client in its folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.shims = folder / "bin"
+        self.ready = False
+
+    def wait(self, timeout: float = 300) -> bool:
+        """Whether that server came up; False when it did not, or has ended since."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            if (self.folder / "not-ready").exists() or not self.folder.exists():
+                return False
+            self.ready = (self.folder / "ready").exists()
+            if not self.ready:
+                time.sleep(0.1)
+        return self.ready and (self.folder / "tsops.sock").exists()
+
+
+_warm: Warm | Joined | None = None
+
+
+def _start_or_join() -> Warm | Joined:
+    """The server of this process, or of this test run when pytest-xdist runs it
+    (PYTEST_XDIST_TESTRUNUID, the same in every worker): the first worker to get here
+    starts it, the others join it. It ends with the worker that started it, which
+    xdist ends with the others at the end of the run; a client that finds it gone runs
+    its command cold."""
+    import tempfile
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        started = Warm(Path(tempfile.mkdtemp(prefix="tsops-warm-")))
+        atexit.register(started.stop)
+        return started
+    from filelock import FileLock
+
+    folder = Path(tempfile.gettempdir()) / f"tsops-warm-{run}"
+    with FileLock(f"{folder}.lock"):
+        if folder.exists():
+            return Joined(folder)
+        started = Warm(folder)
+    atexit.register(started.stop)
+    atexit.register(lambda: Path(f"{folder}.lock").unlink(missing_ok=True))
+    return started
 
 
 def python() -> str:
@@ -402,10 +453,7 @@ def shim_dir(start: bool = True) -> Path | None:
     if os.environ.get(COLD_ENV) or (_warm is None and not start):
         return None
     if _warm is None:
-        import tempfile
-
-        _warm = Warm(Path(tempfile.mkdtemp(prefix="tsops-warm-")))
-        atexit.register(_warm.stop)
+        _warm = _start_or_join()
     return _warm.shims if _warm.wait() else None
 
 
