@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -140,10 +139,6 @@ def test_the_model_server_loads_the_champion_from_the_server(
     expected = local.predict(3)
     expected = expected[expected["unique_id"] == "N1402"]["mean"].tolist()
     assert answer["predictions"][0]["mean"] == pytest.approx(expected)
-    # `tsops predict` (what `make run` prints) reads the same version through the client
-    out = _tsops("predict", NAME, "--alias", "champion", "--h", "1", "--root", str(on_server))
-    assert out.startswith(f"forecast from models:/{NAME}@champion:")
-    assert pd.Timestamp(answer["predictions"][0]["ds"][0]).strftime("%Y-%m-%d") in out
 
 
 # ----------------------------------------------------------- starting it: what goes wrong
@@ -152,7 +147,7 @@ def test_the_model_server_loads_the_champion_from_the_server(
 def test_a_backend_store_that_refuses_is_said_before_any_server_starts(tmp_path):
     url = f"postgresql://tsops:secret@127.0.0.1:{free_port()}/mlflow"
     with pytest.raises(BackendStoreUnavailable) as raised:
-        start_mlflow_server(tmp_path / "mlflow", url)
+        start_mlflow_server(tmp_path / "mlflow", url, connect_attempts=1)
     message = str(raised.value)
     assert "does not accept a connection" in message and "tsops platform up" in message
     assert "secret" not in message and "***" in message

@@ -44,6 +44,8 @@ START_TIMEOUT = 180.0
 STOP_TIMEOUT = 20.0
 #: seconds to wait for the backend store to accept a connection
 CONNECT_TIMEOUT = 10
+#: tries at a backend store that refuses (one that is just starting answers on a later one)
+CONNECT_ATTEMPTS = 3
 PID_FILE = "mlflow.pid"
 PORT_FILE = "port.txt"
 LOG_FILE = "mlflow.log"
@@ -116,8 +118,10 @@ def masked(url: str) -> str:
         return "<the backend store URL>"
 
 
-def check_backend_store(uri: str, timeout: int = CONNECT_TIMEOUT) -> None:
-    """Connect to ``uri`` once (three tries, for a database that is just starting);
+def check_backend_store(
+    uri: str, timeout: int = CONNECT_TIMEOUT, attempts: int = CONNECT_ATTEMPTS
+) -> None:
+    """Connect to ``uri`` once (``attempts`` tries, for a database that is just starting);
     ``BackendStoreUnavailable`` saying what to fix when it refuses. Cheaper and clearer
     than the server's own traceback seconds later."""
     from sqlalchemy import create_engine, text
@@ -136,7 +140,7 @@ def check_backend_store(uri: str, timeout: int = CONNECT_TIMEOUT) -> None:
 
     @retry(
         retry=retry_if_exception_type(SQLAlchemyError),
-        stop=stop_after_attempt(3),
+        stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.5, max=4),
         reraise=True,
     )
@@ -180,6 +184,7 @@ def start_mlflow_server(
     host: str = "127.0.0.1",
     workers: int = 1,
     timeout: float = START_TIMEOUT,
+    connect_attempts: int = CONNECT_ATTEMPTS,
 ) -> MlflowServer:
     """An ``mlflow server`` on ``backend_store_uri`` whose pid, port, log and (unless
     ``artifacts_destination`` names another place) artifacts are in ``folder``; returns
@@ -187,6 +192,7 @@ def start_mlflow_server(
 
     ``port``: default the one it had, else a free one. ``workers``: uvicorn worker
     processes (each imports MLflow; one is plenty for a team's registry traffic).
+    ``connect_attempts``: tries at the backend store before it counts as refused.
     Raises ``BackendStoreUnavailable`` (the database refused) or ``MlflowServerError``
     (the server exited or did not answer in ``timeout`` s; the message has its log's end).
     """
@@ -197,7 +203,7 @@ def start_mlflow_server(
         return running
 
     uri = _backend_store_uri(backend_store_uri)
-    check_backend_store(uri)
+    check_backend_store(uri, attempts=connect_attempts)
     port = _port(folder, port, host)
     destination = artifacts_destination or str(folder / ARTIFACTS_DIR)
     command = server_command(uri, destination, host=host, port=port, workers=workers)
