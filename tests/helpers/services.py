@@ -45,18 +45,18 @@ _REDIS_DATABASES = 1024
 _counter = itertools.count()
 
 
-def _run_owner() -> int:
+def run_owner() -> int:
     """The process whose end ends the test run: xdist's controller (a worker's parent),
     else this one."""
     return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
 
 
 def _start_shared_postgres(folder: Path) -> None:
-    start_postgres(folder / "server", durable=False).remove_when_gone(_run_owner())
+    start_postgres(folder / "server", durable=False).remove_when_gone(run_owner())
 
 
 def _start_shared_redis(folder: Path) -> None:
-    start_redis(folder / "server").remove_when_gone(_run_owner())
+    start_redis(folder / "server").remove_when_gone(run_owner())
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +100,7 @@ def redis_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
 def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test's own (stop and restart it at will)."""
     server = start_postgres(tmp_path / "private-postgres", durable=False)
-    server.remove_when_gone(_run_owner())
+    server.remove_when_gone(run_owner())
     try:
         yield server
     finally:
@@ -111,7 +111,7 @@ def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server of this test's own (stop and restart it at will)."""
     server = start_redis(tmp_path / "private-redis")
-    server.remove_when_gone(_run_owner())
+    server.remove_when_gone(run_owner())
     try:
         yield server
     finally:

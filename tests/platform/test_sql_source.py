@@ -15,6 +15,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from tests.helpers.services import run_owner
 from tests.helpers.tiny import TINY_MODEL
 from tsops.cli import app
 from tsops.core.config import ConfigError, parse_model_config
@@ -275,6 +276,7 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
         assert down.output.strip() == "stopped: Redis, PostgreSQL", down.output
         with pytest.raises(redis.ConnectionError):
             redis.Redis.from_url(env["REDIS_URL"]).ping()
+        monkeypatch.setattr(database, "RETRY_FIRST_WAIT", 0.05)  # the test's time
         monkeypatch.setattr(database, "RETRY_ATTEMPTS", 2)
         refused = runner.invoke(app, ["ingest", "tiny", "--root", str(root)])
         assert refused.exit_code == 69, refused.output
@@ -284,7 +286,7 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
 
         # back while the retries wait: the ingest goes through
         monkeypatch.setattr(database, "RETRY_ATTEMPTS", 8)
-        restart = threading.Timer(0.3, postgres_in(folder / "postgres").start)
+        restart = threading.Timer(0.1, postgres_in(folder / "postgres").start)
         restart.start()
         try:
             frame, _ = sql_source.ingest(config(), target)
@@ -293,7 +295,9 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
         assert len(frame) == 75
     finally:
         runner.invoke(app, ["platform", "down", "--dir", str(folder)])
-        postgres_in(folder / "postgres").remove()  # its data may live outside tmp_path
+        # its data may live outside tmp_path: deleted once the run is over (~1.5 s of
+        # deleting files that no test waits for)
+        postgres_in(folder / "postgres").remove_when_gone(run_owner())
 
 
 def test_monitor_reads_actuals_from_the_table(

@@ -54,8 +54,10 @@ log = logging.getLogger(__name__)
 DEFAULT_URL_ENV = "TSOPS_SERIES_DATABASE_URL"
 #: seconds to wait for a connection before it counts as refused
 CONNECT_TIMEOUT = 5
-#: attempts at a database that refuses connections, and the longest wait between two
+#: attempts at a database that refuses connections, the first wait (doubled after each
+#: attempt) and the longest wait between two
 RETRY_ATTEMPTS = 4
+RETRY_FIRST_WAIT = 0.25
 RETRY_MAX_WAIT = 2.0
 
 T = TypeVar("T")
@@ -152,7 +154,7 @@ def with_retries(attempt: Callable[[], T], url: str) -> T:
     retrying = Retrying(
         retry=retry_if_exception(_refused),
         stop=stop_after_attempt(RETRY_ATTEMPTS),
-        wait=wait_exponential(multiplier=0.25, max=RETRY_MAX_WAIT),
+        wait=wait_exponential(multiplier=RETRY_FIRST_WAIT, max=RETRY_MAX_WAIT),
         reraise=True,
         before_sleep=lambda state: log.warning(
             "series database %s refused (%s); retrying",
