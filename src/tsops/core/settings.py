@@ -11,7 +11,8 @@ explicit configuration, in tests and in other programs.
 ``TSOPS_DASK_SCHEDULER``           Dask scheduler to fit on (default: local processes)
 ``TSOPS_DASK_TIMEOUT``             seconds to wait for that scheduler (default 10)
 ``TSOPS_N_JOBS``                   local worker processes (-1 or unset: all cores)
-``TSOPS_PROGRESS_INTERVAL``        seconds between progress lines on a non-terminal (0: every update)
+``TSOPS_PROGRESS_INTERVAL``        seconds between progress lines on a non-terminal (0: every
+                                   update)
 ``TSOPS_FORECAST_LOG_DIR``         where the model server writes and the monitor reads the
                                    forecast log
 ``TSOPS_FORECAST_LOG_URL``         PostgreSQL for the forecast log (SQLAlchemy URL, e.g.
