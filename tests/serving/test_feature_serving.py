@@ -29,7 +29,11 @@ def test_the_flag_defaults_to_the_environment_and_passes_the_stores_on(monkeypat
     assert other.repo == Path("elsewhere")
     assert _feature_store(parser.parse_args(["--feature_store", ""]), settings) is None
 
-    monkeypatch.delenv("TSOPS_FEATURE_STORE")
-    settings = load_settings()
-    parser = build_parser(settings.http_host, settings.forecast_log_dir, settings.feature_store)
-    assert _feature_store(parser.parse_args([]), settings) is None  # off by default
+    for unset in ("", None):  # off by default, and with an empty value
+        if unset is None:
+            monkeypatch.delenv("TSOPS_FEATURE_STORE")
+        else:
+            monkeypatch.setenv("TSOPS_FEATURE_STORE", unset)
+        settings = load_settings()
+        parser = build_parser(settings.http_host, settings.forecast_log_dir, settings.feature_store)
+        assert _feature_store(parser.parse_args([]), settings) is None

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     progress_interval: float | None = Field(default=None, ge=0)
     forecast_log_dir: Path | None = None
     forecast_log_url: str | None = None
-    feature_store: Path | None = None
+    #: a string, so that an empty value (the server's '' = no feature store) stays empty
+    feature_store: str | None = None
     feature_store_redis_url: str | None = None
     feature_registry_url: str | None = None
     series_database_url: str | None = None

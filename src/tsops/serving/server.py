@@ -59,7 +59,7 @@ class ServerError(TsopsError):
 def build_parser(
     http_host: str | None = None,
     forecast_log_dir: Path | None = None,
-    feature_store: Path | None = None,
+    feature_store: str | None = None,
 ) -> argparse.ArgumentParser:
     """kserve's flags plus tsops'; the arguments are the defaults the environment sets
     (``TSOPS_HTTP_HOST``, ``TSOPS_FORECAST_LOG_DIR``, ``TSOPS_FEATURE_STORE``), ``None``
