@@ -65,7 +65,6 @@ show tsops register "$model"
 show tsops versions "$model"
 
 step "5. Feast: the latest observations and gbm features of every series into Redis"
-export TSOPS_FEATURE_STORE_REDIS_URL=$REDIS_URL
 show tsops features materialize "$model"
 
 step "6. a new actual arrives in the database, and only it is read"

@@ -255,8 +255,8 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
             for line in (folder / "env").read_text().splitlines()
             if line.startswith("export ")
         )
-        assert {URL_ENV, "TSOPS_FORECAST_LOG_URL", "REDIS_URL"} <= set(env), env
-        assert redis.Redis.from_url(env["REDIS_URL"]).ping()
+        assert {URL_ENV, "TSOPS_FORECAST_LOG_URL", "TSOPS_FEATURE_STORE_REDIS_URL"} <= set(env), env
+        assert redis.Redis.from_url(env["TSOPS_FEATURE_STORE_REDIS_URL"]).ping()
         again = runner.invoke(app, ["platform", "up", "--dir", str(folder)])
         assert again.exit_code == 0, again.output  # running already: kept
 
@@ -275,7 +275,7 @@ def test_platform_up_down_and_an_ingest_that_waits_for_the_database(
         down = runner.invoke(app, ["platform", "down", "--dir", str(folder)])
         assert down.output.strip() == "stopped: Redis, PostgreSQL", down.output
         with pytest.raises(redis.ConnectionError):
-            redis.Redis.from_url(env["REDIS_URL"]).ping()
+            redis.Redis.from_url(env["TSOPS_FEATURE_STORE_REDIS_URL"]).ping()
         monkeypatch.setattr(database, "RETRY_FIRST_WAIT", 0.05)  # the test's time
         monkeypatch.setattr(database, "RETRY_ATTEMPTS", 2)
         refused = runner.invoke(app, ["ingest", "tiny", "--root", str(root)])

@@ -59,7 +59,7 @@ def up_command(
     typer.echo(f"PostgreSQL  {postgres.url}  (log: {postgres.log_file})")
     if not no_redis:
         redis_server = start_redis(folder / "redis")
-        env["REDIS_URL"] = redis_server.url
+        env["TSOPS_FEATURE_STORE_REDIS_URL"] = redis_server.url
         typer.echo(f"Redis       {redis_server.url}")
     if mlflow:
         from tsops.platform.mlflow_server import start_mlflow_server
