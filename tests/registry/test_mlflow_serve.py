@@ -34,6 +34,7 @@ import pytest
 
 from tests.helpers import warm
 from tests.helpers.commands import ROOT
+from tests.helpers.http import http
 from tests.serving.serving_fixtures import Server, free_port
 from tsops.registry.client import DB_FILE, connect, tracking_uri
 
@@ -66,7 +67,7 @@ class Process:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.ready_url, timeout=2).status_code == 200:
+                if http().get(self.ready_url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -165,7 +166,7 @@ def tsops_forecast(url: str, uid: str, h: int, history: bool) -> dict:
     if history:
         instance["history"] = {"ds": HISTORY_DS, "y": HISTORY_Y}
     body = {"instances": [instance], "parameters": {"h": h, "level": [80]}}
-    answer = httpx.post(f"{url}/v1/models/{NAME}:predict", json=body, timeout=30)
+    answer = http().post(f"{url}/v1/models/{NAME}:predict", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     (prediction,) = answer.json()["predictions"]
     return prediction
@@ -183,7 +184,7 @@ def test_mlflow_models_serve_answers_as_tsops_serve(servers, history):
     for uid in SERIES:
         ours = tsops_forecast(servers["tsops"], uid, h=4, history=history)
         body = {"dataframe_records": frame_records(uid, history), "params": {"h": 4, "level": [80]}}
-        answer = httpx.post(f"{servers['mlflow']}/invocations", json=body, timeout=30)
+        answer = http().post(f"{servers['mlflow']}/invocations", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
         rows = answer.json()["predictions"]
         assert [r["unique_id"] for r in rows] == [uid] * 4
@@ -200,7 +201,7 @@ def test_mlflow_models_serve_says_what_is_wrong_with_a_request(servers):
         ({"dataframe_records": [{"unique_id": "N1402"}], "params": {"h": 99}}, "outside 1..12"),
         ({"dataframe_records": [{"unique_id": "N1402", "ds": "soon", "y": 1.0}]}, "column ds"),
     ):
-        answer = httpx.post(url, json=body, timeout=30)
+        answer = http().post(url, json=body, timeout=30)
         assert answer.status_code == 400 and needle in answer.json()["message"], answer.text
 
 
@@ -228,7 +229,7 @@ def test_mlserver_mlflow_runtime_answers_as_tsops_serve(servers, history):
     if history:
         inputs += [tensor("ds", "BYTES"), tensor("y", "FP64")]
     body = {"inputs": inputs, "parameters": {"h": 4, "level": [80]}}
-    answer = httpx.post(f"{url}/v2/models/{NAME}/infer", json=body, timeout=30)
+    answer = http().post(f"{url}/v2/models/{NAME}/infer", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
     assert outputs["ds"] == ours["ds"] and set(outputs["cutoff"]) == {ours["cutoff"]}
@@ -236,7 +237,7 @@ def test_mlserver_mlflow_runtime_answers_as_tsops_serve(servers, history):
         assert outputs[col] == pytest.approx(ours[col], rel=1e-12), col
     # its /invocations endpoint speaks MLflow's protocol too
     body = {"dataframe_records": records, "params": {"h": 4, "level": [80]}}
-    answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
+    answer = http().post(f"{url}/invocations", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     assert [r["mean"] for r in answer.json()["predictions"]] == pytest.approx(ours["mean"])
 
@@ -247,8 +248,8 @@ def test_mlserver_names_what_is_wrong_with_a_request(servers):
     default; here it runs in the server process) and a 400 with it on /invocations."""
     url = mlserver_url(servers)
     ids = {"name": "unique_id", "datatype": "BYTES", "shape": [1], "data": ["nope"]}
-    answer = httpx.post(f"{url}/v2/models/{NAME}/infer", json={"inputs": [ids]}, timeout=30)
+    answer = http().post(f"{url}/v2/models/{NAME}/infer", json={"inputs": [ids]}, timeout=30)
     assert answer.status_code == 500
     body = {"dataframe_records": [{"unique_id": "nope"}]}
-    answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
+    answer = http().post(f"{url}/invocations", json=body, timeout=30)
     assert answer.status_code == 400 and "unknown series ['nope']" in answer.json()["error"]

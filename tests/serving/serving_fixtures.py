@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import warm
+from tests.helpers.http import http
 from tests.helpers.tiny import build_model_dir
 
 __all__ = ["Server", "build_model_dir", "free_port"]
@@ -62,11 +63,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.output.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200:
+                if http().get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise TimeoutError(f"server not ready:\n{self.output.read_text()[-3000:]}")
 
     def stop(self) -> int:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import socket
 
-import httpx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers.http import http
 from tests.serving.serving_fixtures import Server, free_port
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def _refused(host: str, port: int) -> bool:
 
 
 def test_http_host_and_port_bind_that_address_only(grpc_server):
-    assert httpx.get(f"{grpc_server.url}/v2/health/ready").status_code == 200
+    assert http().get(f"{grpc_server.url}/v2/health/ready").status_code == 200
     assert _refused("127.0.0.1", grpc_server.port)
     grpc_port = int(grpc_server.grpc.rsplit(":", 1)[1])
     assert not _refused(HOST, grpc_port)
@@ -100,7 +100,7 @@ def _outputs(response) -> dict:
 
 def _rest_means(server, ids, h):
     body = {"instances": [{"unique_id": i} for i in ids], "parameters": {"h": h}}
-    answer = httpx.post(f"{server.url}/v1/models/tiny:predict", json=body, timeout=30)
+    answer = http().post(f"{server.url}/v1/models/tiny:predict", json=body, timeout=30)
     return [p["mean"] for p in answer.json()["predictions"]]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import numpy as np
 import pytest
 
+from tests.helpers.http import http
 from tests.serving.serving_fixtures import Server
 from tsops.serving.forecast_log import read_forecast_log
 
@@ -33,22 +33,22 @@ def server(tmp_path_factory, tiny_model_dir):
 
 
 def v1(server, body, model="tiny", **kw):
-    return httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=30, **kw)
+    return http().post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=30, **kw)
 
 
 def v2(server, body, model="tiny"):
-    return httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
+    return http().post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
 
 
 def test_health_metadata_and_metrics(server):
-    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
-    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
-    assert httpx.get(f"{server.url}/v2").json()["name"]
-    assert httpx.get(f"{server.url}/v2/models/tiny").json()["name"] == "tiny"
-    assert httpx.get(f"{server.url}/v1/models/tiny").json() == {"name": "tiny", "ready": True}
-    assert httpx.get(f"{server.url}/v1/models").json()["models"] == ["tiny", "champion"]
+    assert http().get(f"{server.url}/v2/health/live").status_code == 200
+    assert http().get(f"{server.url}/v2/health/ready").status_code == 200
+    assert http().get(f"{server.url}/v2").json()["name"]
+    assert http().get(f"{server.url}/v2/models/tiny").json()["name"] == "tiny"
+    assert http().get(f"{server.url}/v1/models/tiny").json() == {"name": "tiny", "ready": True}
+    assert http().get(f"{server.url}/v1/models").json()["models"] == ["tiny", "champion"]
     v1(server, {"instances": [{"unique_id": "N1402"}]})
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = http().get(f"{server.url}/metrics").text
     assert 'tsops_forecasts_total{history="false",model="tiny",version="7"}' in metrics
 
 
@@ -201,19 +201,19 @@ def test_bad_v1_requests_get_400_naming_the_field(server, case, body, needle):
 
 def test_malformed_json_nan_and_oversized_bodies(server):
     url = f"{server.url}/v1/models/tiny:predict"
-    bad_json = httpx.post(url, content=b'{"instances": [', headers=JSON)
+    bad_json = http().post(url, content=b'{"instances": [', headers=JSON)
     assert bad_json.status_code == 400
     nan = b'{"instances": [{"unique_id": "N1402", "history": {"ds": ["2020-01-01"], "y": [NaN]}}]}'
-    response = httpx.post(url, content=nan, headers=JSON)
+    response = http().post(url, content=nan, headers=JSON)
     assert 400 <= response.status_code < 500, response.text
     huge = {
         "instances": [
             {"unique_id": "N1402", "history": {"ds": ["2020-01-01"] * 20000, "y": [1.0] * 20000}}
         ]
     }
-    response = httpx.post(url, content=json.dumps(huge), headers=JSON)
+    response = http().post(url, content=json.dumps(huge), headers=JSON)
     assert response.status_code == 413 and "larger than" in response.json()["error"]
-    no_content_type = httpx.post(url, content=b'{"instances": [{"unique_id": "N1402"}]}')
+    no_content_type = http().post(url, content=b'{"instances": [{"unique_id": "N1402"}]}')
     assert no_content_type.status_code == 200, no_content_type.text
 
 
@@ -331,7 +331,7 @@ def test_schemathesis_finds_no_server_errors(server):
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert "passed" in result.stdout
-    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    assert http().get(f"{server.url}/v2/health/ready").status_code == 200
 
 
 @pytest.mark.parametrize("request_logs", [False, True])
@@ -372,20 +372,20 @@ def test_every_forecast_is_logged_and_flushed_on_shutdown(tmp_path, tiny_model_d
 
 
 def test_v2_metadata_lists_the_tensors(server):
-    meta = httpx.get(f"{server.url}/v2/models/tiny").json()
+    meta = http().get(f"{server.url}/v2/models/tiny").json()
     assert {i["name"] for i in meta["inputs"]} >= {"unique_id", "history_ds", "history_y"}
     assert {"mean", "lo-80", "hi-95"} <= {o["name"] for o in meta["outputs"]}
 
 
 def test_versions_and_unknown_models_are_404(server):
-    assert httpx.get(f"{server.url}/v2/models/tiny/versions/7/ready").status_code == 200
-    wrong = httpx.get(f"{server.url}/v2/models/tiny/versions/3/ready")
+    assert http().get(f"{server.url}/v2/models/tiny/versions/7/ready").status_code == 200
+    wrong = http().get(f"{server.url}/v2/models/tiny/versions/3/ready")
     assert wrong.status_code == 404 and "serves version '7'" in wrong.json()["error"]
-    missing = httpx.get(f"{server.url}/v2/models/other/ready")
+    missing = http().get(f"{server.url}/v2/models/other/ready")
     assert missing.status_code == 404 and "tiny" in missing.json()["error"]
-    unload = httpx.post(f"{server.url}/v2/repository/models/tiny/unload")
+    unload = http().post(f"{server.url}/v2/repository/models/tiny/unload")
     assert unload.status_code == 403 and "--model" in unload.json()["error"]
-    assert httpx.get(f"{server.url}/v2/models/tiny/ready").status_code == 200
+    assert http().get(f"{server.url}/v2/models/tiny/ready").status_code == 200
 
 
 def test_batch_forecast_has_the_online_schema(tmp_path, tiny_model_dir):
