@@ -4,6 +4,7 @@ gRPC request through tritonclient, refused alike with REST), and --workers check
 
 from __future__ import annotations
 
+import os
 import socket
 
 import numpy as np
@@ -259,6 +260,23 @@ def test_a_model_that_cannot_load_is_one_error_line(tmp_path):
     assert result.stderr.startswith("error: ")
     assert "is not an MLflow model directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_server_that_stops_leaves_no_metrics_folder_to_the_processes_after_it(
+    tmp_path, monkeypatch
+):
+    # two workers put prometheus_client in multiprocess mode through the environment; a
+    # process that goes on after main() (here pytest) handed that variable, with its
+    # folder removed, to every server it started next, whose first request then failed
+    from tsops.cli import app
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--workers", "2", "--model", f"x={tmp_path}"])
+    assert result.exit_code == 1, result.output
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    from prometheus_client import values
+
+    assert values.ValueClass is values.MutexValue
 
 
 def test_duplicate_model_names_are_one_error_line(tmp_path):

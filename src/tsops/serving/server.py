@@ -217,7 +217,6 @@ def model_specs(values: list[str] | None, default_name: str | None) -> list[tupl
 def main(argv: list[str] | None = None) -> None:
     """Load the models, then serve them until SIGTERM/SIGINT (the process's entry point):
     in this process with one worker, from forked workers with more."""
-    import shutil
 
     from kserve import model_server as kserve_model_server
 
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         for sock in held:
             sock.close()
         if metrics_dir is not None and own_metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+            server_workers.end_multiprocess_metrics(metrics_dir)
 
 
 def _load_models(args: argparse.Namespace, settings) -> list:

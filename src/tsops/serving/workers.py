@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -148,6 +149,20 @@ def multiprocess_metrics(directory: Path | None = None) -> Path:
 
         values.ValueClass = values.get_value_class()
     return folder
+
+
+def end_multiprocess_metrics(folder: Path) -> None:
+    """Undo ``multiprocess_metrics`` for a folder it made, and remove the folder: a
+    process that goes on after the server (a program or test calling ``main``) must not
+    hand the variable to the processes it starts next, whose metrics would then look for
+    a folder that is gone."""
+    if os.environ.get(METRICS_ENV) == str(folder):
+        del os.environ[METRICS_ENV]
+        if "prometheus_client" in sys.modules:
+            from prometheus_client import values
+
+            values.ValueClass = values.get_value_class()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _values_made_before(registry) -> list[str]:
