@@ -267,3 +267,15 @@ def test_while_redis_is_down_the_server_answers_from_the_model_cutoff(
     store.materialize(root, "tiny", redis_url=private_redis.url)
     found, problem = lookup.latest([uid])
     assert problem is None and found[uid].ds[-1] == actual[TIME_COL]
+
+
+def test_feast_leaves_the_processes_metrics_mode_alone():
+    # importing feast sets PROMETHEUS_MULTIPROC_DIR to a folder it deletes at exit: every
+    # server this process started afterwards failed its first request
+    import os
+
+    from tsops.platform.features import import_feast
+
+    import_feast()
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        assert "feast_metrics_" not in os.environ.get(name, ""), name

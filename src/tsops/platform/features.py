@@ -145,6 +145,36 @@ def describe_online_store(redis_url: str | None, repo: Path) -> str:
     return f"Redis {parts.get('host', 'localhost')}:{parts.get('port', 6379)}/{parts.get('db', 0)}"
 
 
+#: what importing feast sets when unset (feast.metrics), put back by import_feast
+FEAST_METRICS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
+def import_feast() -> None:
+    """Import feast without its change to the process: the package imports
+    ``feast.metrics``, which puts a folder of its own (deleted at exit) in
+    PROMETHEUS_MULTIPROC_DIR. That switches prometheus_client to multiprocess mode for
+    the metrics made afterwards and for every process started afterwards, whose
+    metrics then fail once the folder is gone (the model server's first request did).
+    prometheus_client is imported first, so the process keeps the mode its own
+    environment chose, and the variables are put back as they were."""
+    import os
+    import sys
+
+    if "feast" in sys.modules:
+        return
+    import prometheus_client  # noqa: F401 - its mode is decided before feast's change
+
+    before = {name: os.environ.get(name) for name in FEAST_METRICS_VARIABLES}
+    try:
+        import feast  # noqa: F401
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def repo_config(
     repo: Path,
     redis_url: str | None = None,
@@ -155,6 +185,7 @@ def repo_config(
     replaced by Redis at ``redis_url`` and its registry by the SQL database at
     ``registry_url`` when given (the environment's, read by ``Settings``: no secret
     is written in the file)."""
+    import_feast()
     from feast.repo_config import RepoConfig
     from pydantic import ValidationError
     from ruamel.yaml import YAML
@@ -194,6 +225,7 @@ def open_store(
     timeout: float = 5.0,
 ):
     """The ``feast.FeatureStore`` of ``repo`` (``repo_config``)."""
+    import_feast()
     from feast import FeatureStore
 
     config = repo_config(repo, redis_url, registry_url, timeout)
@@ -309,6 +341,7 @@ def offline_path(model: str, view: str) -> str:
 
 def definitions(model: str, config: ModelConfig) -> list[Any]:
     """The Feast objects of ``model``: the entity ``series`` and its feature views."""
+    import_feast()
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Array, Float64, UnixTimestamp
 
@@ -540,6 +573,7 @@ class OnlineFeatures:
     def history_of(self, model: str, freq: str, retry_after: float = RETRY_AFTER) -> OnlineHistory:
         """The lookup of ``model``'s latest observations (its ``_recent`` view must be
         registered: ``tsops features materialize <model>`` does it)."""
+        import_feast()
         from feast.errors import FeatureViewNotFoundException
 
         self.open()
