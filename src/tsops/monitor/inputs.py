@@ -55,9 +55,9 @@ class DatabaseLog:
     url: str
 
     def __str__(self) -> str:
-        from tsops.platform.forecast_log_sql import redacted
+        from tsops.platform.database import masked
 
-        return f"database {redacted(self.url)}"
+        return f"database {masked(self.url)}"
 
 
 def forecast_log_dir(

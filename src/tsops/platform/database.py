@@ -97,14 +97,14 @@ def database_url(source: SourceConfig, url: str | None = None) -> str:
 
 
 def masked(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
+    """``url`` with its password replaced by ``***``, for messages and logs (every
+    database URL tsops prints goes through here)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+    except Exception:  # not a URL SQLAlchemy parses: say nothing of its parts
+        return "<a URL that does not parse>"
 
 
 def conninfo(url: str) -> str:

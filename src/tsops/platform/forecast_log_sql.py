@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tsops.core.errors import TsopsError
+from tsops.platform.database import masked
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,16 +186,6 @@ def connection_options(url: str, what: str = "TSOPS_FORECAST_LOG_URL") -> dict[s
     return options
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<the database URL>"
-
-
 class ForecastLogDatabase:
     """Writes batches of logged series forecasts into the ``forecast_log`` table.
 
@@ -205,7 +196,7 @@ class ForecastLogDatabase:
 
     def __init__(self, url: str):
         self._options = connection_options(url)
-        self.where = redacted(url)
+        self.where = masked(url)
         self._connection: psycopg.Connection | None = None
         self._table_ready = False
 
@@ -352,7 +343,7 @@ def read_records(url: str, registered_model: str | None = None) -> pd.DataFrame:
     from psycopg.types.json import set_json_loads
 
     options = connection_options(url)
-    where = redacted(url)
+    where = masked(url)
     query = f"SELECT * FROM {TABLE}"
     params: list[Any] = []
     if registered_model is not None:
@@ -460,7 +451,7 @@ def has_records(url: str) -> bool:
             return bool(connection.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE})").fetchone()[0])
     except psycopg.Error as exc:
         raise ForecastLogDatabaseError(
-            f"cannot read the forecast log from {redacted(url)} ({_first_line(exc)}); check "
+            f"cannot read the forecast log from {masked(url)} ({_first_line(exc)}); check "
             "that the database runs and that TSOPS_FORECAST_LOG_URL names it with the right "
             "user and password"
         ) from exc

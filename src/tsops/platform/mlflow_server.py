@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsops.core.errors import TsopsError, UnavailableError
+from tsops.platform.database import masked
 
 #: seconds the server may take to answer /health: it imports MLflow twice (the CLI,
 #: then the uvicorn worker), ~8 s of CPU each, and creates its tables on a new database
@@ -106,16 +107,6 @@ def backend_store_uri(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
-
-
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: say nothing of its parts
-        return "<the backend store URL>"
 
 
 def check_backend_store(

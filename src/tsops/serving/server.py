@@ -339,11 +339,12 @@ def _forecast_log_database(args: argparse.Namespace, url: str | None):
     or ``None`` each time without ``TSOPS_FORECAST_LOG_URL``; the URL checked now."""
     if not url:
         return lambda: None
-    from tsops.platform.forecast_log_sql import ForecastLogDatabase, redacted
+    from tsops.platform.database import masked
+    from tsops.platform.forecast_log_sql import ForecastLogDatabase
 
     if not args.forecast_log_dir:
         raise ServerError(
-            f"TSOPS_FORECAST_LOG_URL is set ({redacted(url)}) but --forecast_log_dir is '': "
+            f"TSOPS_FORECAST_LOG_URL is set ({masked(url)}) but --forecast_log_dir is '': "
             "the database log needs a folder for the batches the database cannot take "
             "while it is down; give --forecast_log_dir, or unset TSOPS_FORECAST_LOG_URL"
         )
