@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,18 +46,15 @@ import orjson
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks" / "serving"))
+
+import run as serving  # noqa: E402  (benchmarks/serving/run.py: wrk and its Lua script)
+
 RESULTS = REPO / "benchmarks" / "results"
-POST_LUA = REPO / "benchmarks" / "serving" / "post.lua"
 MODEL = "m3-monthly"
 NEW = "N1402"  # gets a new actual in the store
 OLD = "N1461"  # does not: the store's latest actual is the model's cutoff
 H = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -164,7 +160,7 @@ def lookups(root: Path, redis_url: str, frame: pd.DataFrame, new: pd.DataFrame, 
 
 class Server:
     def __init__(self, model_dir: Path, work: Path, name: str, extra: list[str], env: dict):
-        self.port = free_port()
+        self.port = serving.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = work / f"server-{name}.log"
         self._out = open(self.log, "w")  # noqa: SIM115 - lives as long as the server
@@ -211,28 +207,9 @@ class Server:
         self._out.close()
 
 
-def wrk(url: str, body_file: Path, connections: int, seconds: float) -> dict:
-    done = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(POST_LUA),
-            url,
-        ],
-        env={**os.environ, "BODY_FILE": str(body_file)},
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-    )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk gave no result: {done.stdout}\n{done.stderr}")
-    result = json.loads(line[len("RESULT ") :])
+def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict:
+    """The serving benchmark's wrk run (benchmarks/serving/run.py), in milliseconds."""
+    result = serving.wrk(url, body_file, connections, seconds)
     errors = sum(v for k, v in result.items() if k.startswith("err_"))
     if errors:
         raise RuntimeError(f"wrk saw {errors} errors: {result}")
