@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.serving.serving_fixtures import Server
+from tests.serving.test_forecast_log import RESULT  # one series' logged answer
 from tsops.monitor.errors import MonitorError
 from tsops.monitor.inputs import DatabaseLog, forecast_log_dir, load_forecast_log
 from tsops.platform.forecast_log_sql import (
@@ -33,14 +34,6 @@ META = {
     "protocol": "v1",
     "with_history": False,
     "served_at": 1_700_000_000.25,
-}
-RESULT = {
-    "unique_id": "N1",
-    "cutoff": "2019-12-01T00:00:00",
-    "ds": ["2020-01-01T00:00:00", "2020-02-01T00:00:00"],
-    "mean": [10.0, 11.0],
-    "lo-80": [8.0, 8.5],
-    "hi-80": [12.0, 13.5],
 }
 #: what one logged request can differ in: other levels, a zone offset, more fields
 SERVED = [
