@@ -9,6 +9,11 @@ coverage. Every logged forecast ends up in exactly one place:
 - ``scored``: its target time has passed and its actual has arrived;
 - ``late``: its target time has passed but the actual is missing;
 - ``pending``: its target time is still in the future.
+
+Records carry the ``role`` their server logged them with: ``live`` (a user got the
+answer) or ``shadow`` (a copy of a request, answered to nobody: a shadow release or the
+idle colour of a blue/green pair). A version is scored per role, so a release's shadow
+phase and its live phase never mix; a log without the column is all live.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tsops.core.metrics import (
     pointwise_errors,
 )
 from tsops.core.schema import CUTOFF_COL, ID_COL, TARGET_COL, TIME_COL, hi_col, lo_col
+from tsops.monitor import inputs
 from tsops.monitor.errors import MonitorError
 from tsops.monitor.inputs import (
     SERVED_AT_COL,
@@ -40,11 +46,20 @@ from tsops.monitor.inputs import (
     utc_now,
 )
 
+# the forecast log's role column (tsops.monitor.inputs defines it with the shadow
+# forwarding; these defaults keep this module working on a checkout from before it)
+ROLE_COL: str = getattr(inputs, "ROLE_COL", "role")
+ROLE_LIVE: str = getattr(inputs, "ROLE_LIVE", "live")
+ROLE_SHADOW: str = getattr(inputs, "ROLE_SHADOW", "shadow")
 STATUS_COL = "status"
 REASON_COL = "reason"
+#: what realized accuracy is reported per: the served name, the version and the role
+#: (live or shadow) its forecasts were logged with
+GROUP_KEYS = [*VERSION_KEYS, ROLE_COL]
 #: one forecast: the same version asked again for the same series, cutoff and target
-#: gives the same forecast, so repeats are kept once (the latest served)
-FORECAST_KEY = [*VERSION_KEYS, ID_COL, CUTOFF_COL, TIME_COL]
+#: gives the same forecast, so repeats are kept once (the latest served); a shadow copy
+#: of a request is another forecast than the live answer to it
+FORECAST_KEY = [*GROUP_KEYS, ID_COL, CUTOFF_COL, TIME_COL]
 ERROR_COLS = ["ase", "sse", "smape"]
 METRIC_COLS = ["mase", "smape", "rmsse"]
 
@@ -120,6 +135,28 @@ class AccuracyResult:
             else {},
         }
 
+    def samples(self, model: str) -> list[tuple[dict[str, str], dict[str, float]]]:
+        """Per served name, version and role: the gauges ``tsops.monitor.publish``
+        publishes (``accuracy_mase``, ``accuracy_smape``, ``accuracy_scored``,
+        ``accuracy_late``, ``accuracy_pending``), labelled model, model_name, version, role."""
+        out = []
+        for row in self.by_version.to_dict("records"):
+            labels = {
+                "model": model,
+                "model_name": str(row[VERSION_KEYS[0]]),
+                "version": str(row[VERSION_KEYS[1]]),
+                "role": str(row[ROLE_COL]),
+            }
+            numbers = {
+                "accuracy_scored": row["n"],
+                "accuracy_late": row["n_late"],
+                "accuracy_pending": row["n_pending"],
+                "accuracy_mase": row["mase"],
+                "accuracy_smape": row["smape"],
+            }
+            out.append((labels, {k: float(v) for k, v in numbers.items() if pd.notna(v)}))
+        return out
+
     def summary(self) -> str:
         """A few lines for people: what was scored, what is waiting and why."""
         counts = self.counts
@@ -185,7 +222,7 @@ def realized_accuracy(
     """
     if season_length < 1:
         raise MonitorError(f"season_length must be at least 1, got {season_length}")
-    log = coerce_forecast_log(log)
+    log = with_role(coerce_forecast_log(log))
     actuals = long_frame(actuals)
     now = as_utc_naive(now) if now is not None else utc_now()
     since, until = (as_utc_naive(t) if t is not None else None for t in (period or (None, None)))
@@ -205,7 +242,7 @@ def realized_accuracy(
     )
     pairs = unique.merge(
         actuals, on=[ID_COL, TIME_COL], how="left", validate="many_to_one"
-    ).sort_values([*VERSION_KEYS, ID_COL, CUTOFF_COL, TIME_COL], kind="stable")
+    ).sort_values([*GROUP_KEYS, ID_COL, CUTOFF_COL, TIME_COL], kind="stable")
     passed = pairs[TIME_COL] <= now
     arrived = pairs[TARGET_COL].notna()
     pending = pairs[~passed].drop(columns=TARGET_COL).reset_index(drop=True)
@@ -231,6 +268,14 @@ def realized_accuracy(
         n_outside_period=int((~in_period).sum()),
         n_repeated=len(log) - len(unique),
     )
+
+
+def with_role(log: pd.DataFrame) -> pd.DataFrame:
+    """``log`` with a ``role`` on every record: records from servers that did not log
+    one (before shadows existed) answered users, so they are live."""
+    if ROLE_COL not in log.columns:
+        return log.assign(**{ROLE_COL: ROLE_LIVE})
+    return log.assign(**{ROLE_COL: log[ROLE_COL].fillna(ROLE_LIVE).astype(str)})
 
 
 def _score(
@@ -278,13 +323,11 @@ def _aggregates(
     unique: pd.DataFrame,
     levels: list[float],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    # tsops.core.metrics aggregates by one ``model`` column: give each (served name, version)
-    # a code there and map it back afterwards.
-    versions = (
-        unique[VERSION_KEYS].drop_duplicates().sort_values(VERSION_KEYS).reset_index(drop=True)
-    )
+    # tsops.core.metrics aggregates by one ``model`` column: give each (served name,
+    # version, role) a code there and map it back afterwards.
+    versions = unique[GROUP_KEYS].drop_duplicates().sort_values(GROUP_KEYS).reset_index(drop=True)
     versions[MODEL_COL] = np.arange(len(versions))
-    coded = scored.merge(versions, on=VERSION_KEYS, how="left")
+    coded = scored.merge(versions, on=GROUP_KEYS, how="left")
     cov_cols = [f"coverage-{lo_col(level)[3:]}" for level in levels]
     points = coded[[MODEL_COL, ID_COL, STEP_COL, *ERROR_COLS, *cov_cols]]
 
@@ -292,7 +335,7 @@ def _aggregates(
         sizes = points.groupby(keys).size().rename("n").reset_index()
         metrics = metrics.merge(sizes, on=keys, how="left")
         metrics = versions.merge(metrics, on=MODEL_COL, how="inner")
-        cols = [*VERSION_KEYS, *[k for k in keys if k != MODEL_COL], "n", *METRIC_COLS, *cov_cols]
+        cols = [*GROUP_KEYS, *[k for k in keys if k != MODEL_COL], "n", *METRIC_COLS, *cov_cols]
         return metrics[cols].reset_index(drop=True)
 
     series_metrics = per_series(points)
@@ -303,10 +346,10 @@ def _aggregates(
     counts = {
         "n": coded.groupby(MODEL_COL).size(),
         "n_series": coded.groupby(MODEL_COL)[ID_COL].nunique(),
-        "n_late": late.merge(versions, on=VERSION_KEYS).groupby(MODEL_COL).size(),
-        "n_pending": pending.merge(versions, on=VERSION_KEYS).groupby(MODEL_COL).size(),
+        "n_late": late.merge(versions, on=GROUP_KEYS).groupby(MODEL_COL).size(),
+        "n_pending": pending.merge(versions, on=GROUP_KEYS).groupby(MODEL_COL).size(),
     }
     for name, values in counts.items():
         by_version[name] = by_version[MODEL_COL].map(values).fillna(0).astype("int64")
-    cols = [*VERSION_KEYS, "n", "n_series", "n_late", "n_pending", *METRIC_COLS, *cov_cols]
+    cols = [*GROUP_KEYS, "n", "n_series", "n_late", "n_pending", *METRIC_COLS, *cov_cols]
     return by_version[cols], by_series, by_step

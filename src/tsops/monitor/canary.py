@@ -15,6 +15,11 @@ the loss differential ``d = loss(candidate) - loss(baseline)``:
 3. the Harvey–Leybourne–Newbold correction scales the statistic for small samples,
    compared with Student's t on ``T - 1`` degrees of freedom.
 
+Each side can be limited to the forecasts of one role (``live`` or ``shadow``): a
+shadow release is judged on the copies of requests it answered (role shadow) against
+the champion's live answers to the same requests, so both forecast the same targets
+from the same cutoffs.
+
 Verdict: ``rollback`` when the candidate is significantly worse; ``promote`` when it
 is significantly better, or significantly *not worse* by more than ``margin`` (a
 share of the baseline's loss; one-sided non-inferiority test); ``hold`` otherwise,
@@ -26,7 +31,7 @@ paired frame and change together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,16 +58,20 @@ class ServedVersion:
     selector: str
     model_names: tuple[str, ...]
     model_version: str
+    #: the role its forecasts were taken from (None: every role)
+    role: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{'/'.join(self.model_names)} v{self.model_version}"
+        role = f" ({self.role})" if self.role else ""
+        return f"{'/'.join(self.model_names)} v{self.model_version}{role}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "selector": self.selector,
             "model_names": list(self.model_names),
             "model_version": self.model_version,
+            "role": self.role,
         }
 
 
@@ -178,6 +187,8 @@ def compare_versions(
     margin: float = 0.02,
     min_targets: int = 12,
     power: float = 0.8,
+    baseline_role: str | None = None,
+    candidate_role: str | None = None,
 ) -> CanaryResult:
     """Diebold–Mariano comparison of two served versions on the same forecasts' targets.
 
@@ -187,7 +198,9 @@ def compare_versions(
     ``alpha``: significance level of every test; ``margin``: how much worse than the
     baseline's loss (relative, 0.02 = 2%) still counts as not worse; ``min_targets``:
     paired target times required before any verdict; ``power``: of the sample-size
-    estimate reported with ``hold``.
+    estimate reported with ``hold``. ``baseline_role`` / ``candidate_role``: only the
+    forecasts logged with that role (``live``, ``shadow``; a log without roles is all
+    live); None takes every role.
 
     Each version's forecast of a (series, target time, step) is the latest served at
     or before the target time (the latest served, if none was).
@@ -199,8 +212,10 @@ def compare_versions(
             f"scored forecasts lack column(s) {', '.join(missing)}: pass "
             "realized_accuracy(...).scored"
         )
-    base_ref, base_rows = _select(scored, baseline, "baseline")
-    cand_ref, cand_rows = _select(scored, candidate, "candidate")
+    base_ref, base_rows = _select(_of_role(scored, baseline_role), baseline, "baseline")
+    cand_ref, cand_rows = _select(_of_role(scored, candidate_role), candidate, "candidate")
+    base_ref = replace(base_ref, role=baseline_role)
+    cand_ref = replace(cand_ref, role=candidate_role)
     if base_ref.model_version == cand_ref.model_version:
         raise MonitorError(
             f"baseline {baseline!r} and candidate {candidate!r} are the same model version "
@@ -250,6 +265,16 @@ def _check_options(alpha: float, margin: float, min_targets: int, power: float) 
         raise MonitorError(f"min_targets must be at least 2, got {min_targets}")
     if not 0 < power < 1:
         raise MonitorError(f"power must be in (0, 1), e.g. 0.8; got {power}")
+
+
+def _of_role(scored: pd.DataFrame, role: str | None) -> pd.DataFrame:
+    """The rows logged with ``role`` (None: all); a log without roles is all live."""
+    from tsops.monitor.accuracy import ROLE_COL, with_role
+
+    if role is None:
+        return scored
+    scored = with_role(scored) if ROLE_COL not in scored.columns else scored
+    return scored[scored[ROLE_COL] == role]
 
 
 def _select(scored: pd.DataFrame, selector: str, role: str) -> tuple[ServedVersion, pd.DataFrame]:

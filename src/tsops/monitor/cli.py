@@ -363,62 +363,12 @@ def drift(
     Evidently's drift.html and drift.json (quality.html and quality.json with scored
     forecasts) and drift_summary.json.
     """
-    from tsops.core.config import load
-    from tsops.core.io import read_series
-    from tsops.monitor.accuracy import realized_accuracy
-    from tsops.monitor.drift import drift_report
-    from tsops.monitor.drift_features import windows
-    from tsops.monitor.inputs import has_forecast_log, read_actuals
-    from tsops.monitor.served import of_version, served_version
-
-    config, paths = load(root, model)
-    trained = read_series(paths)
-    observed = read_actuals(root, config, actuals)
-    reference, current = windows(trained, observed, since)
-
-    settings = load_settings()
-    log_dir = _log_dir(root, log, settings)
-    version, scored = "unknown", None
-    if log is None and not has_forecast_log(log_dir):
-        # drift needs no forecasts; without any, there is just no quality to report
-        typer.echo(
-            f"note: no forecast log in {log_dir}, so no forecast quality and version "
-            "'unknown' (pass --log)",
-            err=True,
-        )
-    else:
-        records = _model_log(log_dir, model).records
-        version = served_version(records)
-        scored = realized_accuracy(
-            of_version(records, version), observed, config.season_length, period=(since, None)
-        ).scored
-    result = drift_report(
-        reference,
-        current,
-        season_length=config.season_length,
-        threshold=config.monitoring.drift_threshold,
-        scored=scored,
-        freq=config.freq,
-    )
-    typer.echo(f"{model} (served version {version})")
-    typer.echo(result.summary())
-    if out is not None:
-        written = result.save(out)
-        typer.echo(f"wrote {', '.join(str(p) for p in written)}")
-    _publish(
-        result.numbers(), model, version, "drift", root=root, to_mlflow=to_mlflow,
-        tracking_uri=settings.mlflow_tracking_uri, prometheus=prometheus,
-        pushgateway=pushgateway,
+    code = _drift_check(
+        root, model, log, actuals, since, out, trained_model=None,
+        where={"to_mlflow": to_mlflow, "prometheus": prometheus, "pushgateway": pushgateway},
     )  # fmt: skip
-    if result.dataset_drift:
-        typer.secho(
-            f"alert: the data drifted ({', '.join(result.drifted_columns)}); look at "
-            f"drift.html (--out), then retrain on the new data (`tsops retrain {model}`) "
-            "if the change is real",
-            fg=typer.colors.YELLOW,
-            err=True,
-        )
-        raise typer.Exit(ALERT_EXIT)
+    if code:
+        raise typer.Exit(code)
 
 
 @monitor_app.command()
@@ -448,6 +398,129 @@ def staleness(
     Exits 0 when both are fine, 4 when either alert fires, 1 on an error. With --out,
     writes staleness.json and staleness_by_series.csv.
     """
+    code = _staleness_check(
+        root, model, log, actuals, now, out,
+        where={"to_mlflow": to_mlflow, "prometheus": prometheus, "pushgateway": pushgateway},
+    )  # fmt: skip
+    if code:
+        raise typer.Exit(code)
+
+
+# ------------------------------------------------------------------- the checks, as functions
+# Each check prints its report and returns its exit code (0, ROLLBACK_EXIT, ALERT_EXIT);
+# the single-check commands above raise it, `tsops monitor run` collects them.
+
+
+def _drift_check(
+    root: Path,
+    model: str,
+    log: Path | None,
+    actuals: Path | None,
+    since: str | None,
+    out: Path | None,
+    *,
+    trained_model: str | None,
+    where: dict[str, Any],
+) -> int:
+    from tsops.core.config import load
+    from tsops.core.io import read_series
+    from tsops.monitor.accuracy import realized_accuracy
+    from tsops.monitor.drift import drift_report
+    from tsops.monitor.drift_features import windows
+    from tsops.monitor.inputs import has_forecast_log, read_actuals
+    from tsops.monitor.served import of_version, served_version
+
+    config, paths = load(root, model)
+    settings = load_settings()
+    trained = read_series(paths)
+    if trained_model is not None:
+        trained = _trained_part(root, trained, trained_model, settings)
+    observed = read_actuals(root, config, actuals)
+    reference, current = windows(trained, observed, since)
+
+    log_dir = _log_dir(root, log, settings)
+    version, scored = "unknown", None
+    if log is None and not has_forecast_log(log_dir):
+        # drift needs no forecasts; without any, there is just no quality to report
+        typer.echo(
+            f"note: no forecast log in {log_dir}, so no forecast quality and version "
+            "'unknown' (pass --log)",
+            err=True,
+        )
+    else:
+        records = _model_log(log_dir, model).records
+        version = served_version(records)
+        scored = realized_accuracy(
+            of_version(records, version), observed, config.season_length, period=(since, None)
+        ).scored
+    result = drift_report(
+        reference,
+        current,
+        season_length=config.season_length,
+        threshold=config.monitoring.drift_threshold,
+        scored=scored,
+        freq=config.freq,
+    )
+    typer.echo(f"{model} (served version {version})")
+    typer.echo(result.summary())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+    _publish(
+        result.numbers(), model, version, "drift", root=root,
+        tracking_uri=settings.mlflow_tracking_uri, **where,
+    )  # fmt: skip
+    if result.dataset_drift:
+        typer.secho(
+            f"alert: the data drifted ({', '.join(result.drifted_columns)}); look at "
+            f"drift.html (--out), then retrain on the new data (`tsops retrain {model}`) "
+            "if the change is real",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        return ALERT_EXIT
+    return 0
+
+
+def _trained_part(root: Path, series: pd.DataFrame, reference: str, settings: Settings):
+    """``series`` up to each series' training cutoff in the model ``reference`` (a model
+    directory such as the image's /mnt/models, or models:/<name>/<version>): the data it
+    was trained on, when ``series`` is a newer ingest of the same source (the CronJob's)."""
+    from tsops.core.schema import ID_COL, TIME_COL
+    from tsops.monitor.errors import MonitorError
+    from tsops.registry.loading import is_reference, load_model
+
+    client = None
+    if is_reference(reference):
+        from tsops.registry.client import connect
+
+        client = connect(root, settings.mlflow_tracking_uri)
+    cutoffs = load_model(reference, client).forecaster.cutoffs_
+    ends = series[ID_COL].map(cutoffs)
+    trained = series[ends.notna() & (series[TIME_COL] <= ends)].reset_index(drop=True)
+    if trained.empty:
+        raise MonitorError(
+            f"none of the ingested series is one {reference} was trained on: ingest the "
+            "model's own source, or drop --trained-model when data/ is the training snapshot"
+        )
+    typer.echo(
+        f"reference: {len(trained)} of {len(series)} ingested observations, up to the "
+        f"training cutoffs of {reference}",
+        err=True,
+    )
+    return trained
+
+
+def _staleness_check(
+    root: Path,
+    model: str,
+    log: Path | None,
+    actuals: Path | None,
+    now: str | None,
+    out: Path | None,
+    *,
+    where: dict[str, Any],
+) -> int:
     from tsops.core.config import load
     from tsops.core.io import write_json
     from tsops.core.schema import ID_COL, TIME_COL
@@ -475,9 +548,8 @@ def staleness(
         _write_csv(result.by_series, out / "staleness_by_series.csv")
         typer.echo(f"wrote {out}/staleness.json and staleness_by_series.csv")
     _publish(
-        result.numbers(), model, version, "staleness", root=root, to_mlflow=to_mlflow,
-        tracking_uri=settings.mlflow_tracking_uri, prometheus=prometheus,
-        pushgateway=pushgateway,
+        result.numbers(), model, version, "staleness", root=root,
+        tracking_uri=settings.mlflow_tracking_uri, **where,
     )  # fmt: skip
     if result.alert:
         alerts = [
@@ -489,4 +561,265 @@ def staleness(
             if fired
         ]
         typer.secho(f"alert: {' and '.join(alerts)} (see above)", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(ALERT_EXIT)
+        return ALERT_EXIT
+    return 0
+
+
+def _verdicts_check(
+    root: Path,
+    model: str,
+    env: str,
+    result: AccuracyResult,
+    options: Any,
+    apply: bool,
+    out: Path | None,
+    *,
+    prometheus: Path | None,
+    pushgateway: str | None,
+) -> int:
+    from tsops.core.io import write_json
+    from tsops.deploy.strategies import live_strategies
+    from tsops.monitor.errors import MonitorError
+    from tsops.monitor.publish import publish_samples
+    from tsops.monitor.verdicts import apply_changes, gauges, judge, plan_changes
+
+    strategies = [s for s in live_strategies(root, env) if s.model == model]
+    if not strategies:
+        raise MonitorError(
+            f"manifests/overlays/{env} serves no release of {model}: pass the --model its "
+            "overlay serves, or the --env that runs it"
+        )
+    found = judge(strategies, result.scored, result.by_version, options)
+    if apply:
+        found = apply_changes(root, plan_changes(root, found))
+    typer.echo(found.summary(), err=True)
+    if out is not None:
+        write_json(found.to_dict(), out / "verdicts.json")
+        _write_text(found.to_markdown(), out / "verdicts.md")
+        typer.echo(f"wrote {out}/verdicts.json and verdicts.md", err=True)
+    for line in publish_samples(
+        gauges(found), model, "verdicts", prometheus=prometheus, pushgateway=pushgateway
+    ):
+        typer.echo(line, err=True)
+    typer.echo(_json(found.to_dict()))
+    return ROLLBACK_EXIT if found.rollback else 0
+
+
+Env = Annotated[
+    str, typer.Option("--env", help="overlay whose strategies are judged (manifests/overlays/ENV)")
+]
+Alpha = Annotated[float, typer.Option("--alpha", help="significance level")]
+Margin = Annotated[
+    float,
+    typer.Option(
+        "--margin", help="non-inferiority margin: relative to the baseline's MASE (0.02 = 2%)"
+    ),
+]
+MinTargets = Annotated[
+    int, typer.Option("--min-targets", help="paired target times needed before any verdict")
+]
+Power = Annotated[
+    float, typer.Option("--power", help="power of the sample size reported with hold")
+]
+ApplyVerdicts = Annotated[
+    bool,
+    typer.Option(
+        "--apply",
+        help="commit the change each verdict asks for on its own branch (canary: "
+        "canary/<model>-<env>-<verdict>-v<N>; A/B rollback, bandit weights, blue/green "
+        "switch: <kind>/<model>-<env>-...), ready to open as a pull request; the working "
+        "copy stays where it is (refused while tracked files have uncommitted changes)",
+    ),
+]
+PrometheusSamples = Annotated[
+    Path | None,
+    typer.Option(
+        "--prometheus",
+        help="write the gauges (tsops_monitor_*) to this .prom file for the node-exporter "
+        "textfile collector (replaced atomically)",
+    ),
+]
+
+
+@monitor_app.command()
+@reports_errors
+def verdicts(
+    model: Model,
+    env: Env = "production",
+    alpha: Alpha = 0.05,
+    margin: Margin = 0.02,
+    min_targets: MinTargets = 12,
+    power: Power = 0.8,
+    apply: ApplyVerdicts = False,
+    log: LogDir = None,
+    actuals: Actuals = None,
+    now: Now = None,
+    since: Since = None,
+    until: Until = None,
+    out: Out = None,
+    prometheus: PrometheusSamples = None,
+    pushgateway: Pushgateway = None,
+    root: Root = Path("."),
+) -> None:
+    """A verdict for every strategy git runs in ENV for MODEL, from the realized error.
+
+    Canary, A/B and shadow: Diebold–Mariano of each candidate arm against the baseline
+    on the same series and targets (a shadow on its copies of the requests, role
+    shadow); blue/green: the newer release's colour against the older one's, the idle
+    colour scored on the copies it gets; bandit: the new Splitter weights
+    (tsops.monitor.bandit). Prints the verdicts as JSON on stdout (a summary on stderr);
+    exits 3 when users get answers from a release judged worse (canary, A/B step or
+    live colour: rollback), 0 otherwise, 1 on an error. With --out, writes
+    verdicts.json and verdicts.md.
+    """
+    from tsops.monitor.verdicts import Options
+
+    settings = load_settings()
+    result = _score(root, model, _log_dir(root, log, settings), actuals, now, since, until)
+    typer.echo(result.summary().splitlines()[0], err=True)
+    code = _verdicts_check(
+        root, model, env, result, Options(alpha, margin, min_targets, power), apply, out,
+        prometheus=prometheus, pushgateway=pushgateway,
+    )  # fmt: skip
+    if code:
+        raise typer.Exit(code)
+
+
+#: which exit code a run of several checks ends with: a rollback first (users get a worse
+#: release), then a check that could not run, then an alert
+_SEVERITY = (ROLLBACK_EXIT, 69, 1, ALERT_EXIT)
+
+
+def worst(codes: list[int]) -> int:
+    """The exit code of several checks: the most severe of ``_SEVERITY``, else the first
+    other non-zero code (a usage error), else 0."""
+    for code in _SEVERITY:
+        if code in codes:
+            return code
+    return next((c for c in codes if c), 0)
+
+
+@monitor_app.command("run")
+@reports_errors
+def run_checks(
+    model: Model,
+    env: Env = "production",
+    apply: ApplyVerdicts = False,
+    trained_model: Annotated[
+        str | None,
+        typer.Option(
+            "--trained-model",
+            help="the served model (a directory such as the image's /mnt/models, or "
+            "models:/<name>/<version>) whose training cutoffs end drift's reference: for "
+            "when data/ is a newer ingest of the source than the training data",
+        ),
+    ] = None,
+    log: LogDir = None,
+    actuals: Actuals = None,
+    now: Now = None,
+    out: Out = None,
+    to_mlflow: ToMlflow = False,
+    prometheus_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--prometheus-dir",
+            help="write each check's gauges to <dir>/<model>-<check>.prom (the node-exporter "
+            "textfile collector's folder)",
+        ),
+    ] = None,
+    pushgateway: Pushgateway = None,
+    root: Root = Path("."),
+) -> None:
+    """The scheduled checks of MODEL in one process: accuracy, verdicts, drift, staleness.
+
+    Each check runs whatever the others found (a drift error does not hide a rollback)
+    and publishes its gauges; the run adds tsops_monitor_check_exit_code per check and
+    tsops_monitor_last_run_timestamp_seconds. Exits with the most severe code: 3
+    (a rollback verdict), then 69 or 1 (a check could not run), then 4 (drift or
+    staleness alert), else 0. With --out, every check's reports and run.json.
+    """
+    import time
+
+    from tsops.core.errors import TsopsError
+    from tsops.core.io import write_json
+    from tsops.monitor.publish import publish_samples
+    from tsops.monitor.verdicts import Options
+
+    settings = load_settings()
+
+    def prom(check: str) -> Path | None:
+        return None if prometheus_dir is None else prometheus_dir / f"{model}-{check}.prom"
+
+    state: dict[str, Any] = {}
+
+    def accuracy_check() -> int:
+        result = _score(root, model, _log_dir(root, log, settings), actuals, now, None, None)
+        state["accuracy"] = result
+        typer.echo(result.summary())
+        if out is not None:
+            from tsops.core.io import write_json as write
+
+            write(result.to_dict(), out / "accuracy.json")
+            _write_csv(result.by_version, out / "by_version.csv")
+        for line in publish_samples(
+            result.samples(model), model, "accuracy", prometheus=prom("accuracy"),
+            pushgateway=pushgateway,
+        ):  # fmt: skip
+            typer.echo(line, err=True)
+        return 0
+
+    def verdicts_check() -> int:
+        if "accuracy" not in state:
+            typer.echo("not judged: realized accuracy could not be computed (above)", err=True)
+            return 1
+        return _verdicts_check(
+            root, model, env, state["accuracy"], Options(), apply, out,
+            prometheus=prom("verdicts"), pushgateway=pushgateway,
+        )  # fmt: skip
+
+    where = {"to_mlflow": to_mlflow, "pushgateway": pushgateway}
+    checks = {
+        "accuracy": accuracy_check,
+        "verdicts": verdicts_check,
+        "drift": lambda: _drift_check(
+            root,
+            model,
+            log,
+            actuals,
+            None,
+            out,
+            trained_model=trained_model,
+            where={**where, "prometheus": prom("drift")},
+        ),
+        "staleness": lambda: _staleness_check(
+            root, model, log, actuals, now, out, where={**where, "prometheus": prom("staleness")}
+        ),
+    }
+    codes: dict[str, int] = {}
+    for name, check in checks.items():
+        typer.echo(f"--- {name}", err=True)
+        try:
+            codes[name] = check()
+        except TsopsError as exc:
+            typer.secho(f"error: {exc.report()}", fg=typer.colors.RED, err=True)
+            codes[name] = exc.exit_code
+        except FileNotFoundError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            codes[name] = 1
+    code = worst(list(codes.values()))
+    summary = {"model": model, "env": env, "exit_code": code, "checks": codes}
+    samples = [({"model": model, "check": c}, {"check_exit_code": v}) for c, v in codes.items()]
+    samples.append(({"model": model, "check": "run"}, {"check_exit_code": code}))
+    stamp = [({"model": model}, {"last_run_timestamp_seconds": time.time()})]
+    for line in [
+        *publish_samples(samples, model, "run", prometheus=prom("run"), pushgateway=pushgateway),
+        *publish_samples(
+            stamp, model, "run_time", prometheus=prom("run-time"), pushgateway=pushgateway
+        ),
+    ]:
+        typer.echo(line, err=True)
+    if out is not None:
+        write_json(summary, out / "run.json")
+    typer.echo(_json(summary))
+    if code:
+        raise typer.Exit(code)

@@ -12,7 +12,12 @@ one check's numbers everywhere the command asked for.
   or the embedded SQLite store at the repo root).
 - Prometheus: gauges ``tsops_monitor_<name>{model, version}``, in the text format the
   node-exporter textfile collector reads (a CronJob writes ``*.prom`` into the
-  collector's directory) or pushed to a Pushgateway.
+  collector's directory) or pushed to a Pushgateway. Checks that report several label
+  sets at once (accuracy per version and role, verdicts per arm) go through
+  :func:`publish_samples`: one registry, one push, so none replaces another.
+
+Every name tsops publishes is in ``DESCRIPTIONS`` (``METRIC_NAMES`` with the prefix):
+the alert rules and the dashboard in manifests/base query only those (a test checks).
 """
 
 from __future__ import annotations
@@ -65,7 +70,29 @@ DESCRIPTIONS = {
     "actuals_overdue_periods": "age in periods above which a series' actuals are overdue",
     "actuals_overdue": "1 when some series' actuals are overdue",
     "actuals_overdue_series": "series whose newest actual is older than allowed",
+    # tsops monitor accuracy: per served name, version and role (live or shadow)
+    "accuracy_mase": "realized MASE of one version's forecasts of one role (live or shadow)",
+    "accuracy_smape": "realized sMAPE (0..200) of one version's forecasts of one role",
+    "accuracy_scored": "forecasts of one version and role scored against their actuals",
+    "accuracy_late": "forecasts whose target time passed without an actual yet",
+    "accuracy_pending": "forecasts whose target time is still in the future",
+    # tsops monitor verdicts: per arm of a strategy git runs
+    "traffic_share": "percent of user requests git sends to the arm (0: shadow, idle colour)",
+    "arm_realized_mase": "realized MASE of the arm's release on the forecasts of its role",
+    "arm_scored_forecasts": "scored forecasts of the arm's release and role",
+    "bandit_weight": "percent of user requests the bandit proposes for the arm",
+    # ... and per verdict
+    "verdict": "verdict of the candidate against the baseline: -1 rollback, 0 hold, 1 promote",
+    "verdict_rollback": "1 when users get answers from a release judged worse (exit 3)",
+    "verdict_p_value": "Diebold-Mariano p-value of the verdict",
+    "verdict_relative_difference": "candidate's mean loss minus the baseline's, relative",
+    "verdict_targets": "paired target times the verdict rests on",
+    # tsops monitor run: one per check and model
+    "check_exit_code": "exit code of the check: 0 fine, 3 rollback, 4 alert, 1 error",
+    "last_run_timestamp_seconds": "unix time the scheduled checks last finished",
 }
+#: every gauge name tsops monitor publishes
+METRIC_NAMES = tuple(f"{METRIC_PREFIX}{name}" for name in DESCRIPTIONS)
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -168,6 +195,77 @@ def prometheus_registry(
         )
         gauge.labels(**{k: str(v) for k, v in labels.items()}).set(value)
     return registry
+
+
+def samples_registry(
+    samples: list[tuple[Mapping[str, str], Mapping[str, float | int | bool | None]]],
+) -> CollectorRegistry:
+    """One registry with a gauge per name and one sample per (labels, numbers) pair.
+
+    Samples of one name must share their label names (Prometheus' rule for a metric
+    family); a name given twice for the same labels keeps the last value.
+    """
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
+    for labels, numbers in samples:
+        names = tuple(labels)
+        for name, value in checked_numbers(numbers).items():
+            if name not in gauges:
+                help_text = DESCRIPTIONS.get(name, f"tsops monitor: {name.replace('_', ' ')}")
+                gauge = Gauge(
+                    f"{METRIC_PREFIX}{name}", help_text, labelnames=names, registry=registry
+                )
+                gauges[name] = (gauge, names)
+            gauge, expected = gauges[name]
+            if names != expected:
+                raise MonitorError(
+                    f"gauge {name} is labelled {expected} and {names}: one name, one label set"
+                )
+            gauge.labels(**{k: str(v) for k, v in labels.items()}).set(value)
+    return registry
+
+
+def publish_samples(
+    samples: list[tuple[Mapping[str, str], Mapping[str, float | int | bool | None]]],
+    model: str,
+    check: str,
+    *,
+    prometheus: Path | None = None,
+    pushgateway: str | None = None,
+    timeout: float = 10,
+) -> list[str]:
+    """Send one check's samples (several label sets) to Prometheus, in one file or one
+    push (job ``tsops_monitor_<check>``, grouped by model, replacing only that group)."""
+    from prometheus_client import push_to_gateway, write_to_textfile
+
+    done = []
+    registry = samples_registry(samples)
+    if prometheus is not None:
+        path = Path(prometheus)
+        if path.suffix != ".prom":
+            raise MonitorError(
+                f"{path}: the node-exporter textfile collector only reads files ending in "
+                f".prom; name it e.g. {path.with_suffix('.prom').name}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry)
+        done.append(f"wrote {path}")
+    if pushgateway is not None:
+        job = f"tsops_monitor_{check}"
+        try:
+            push_to_gateway(
+                pushgateway, job=job, registry=registry, grouping_key={"model": model},
+                timeout=timeout,
+            )  # fmt: skip
+        except OSError as exc:
+            raise MonitorError(
+                f"could not push to the Pushgateway at {pushgateway} ({exc}); check the URL "
+                "(e.g. http://pushgateway.monitoring:9091) or leave out --pushgateway"
+            ) from exc
+        done.append(f"pushed to {pushgateway} (job {job})")
+    return done
 
 
 def write_prometheus(
