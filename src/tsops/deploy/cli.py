@@ -204,25 +204,137 @@ def sync_champion(
     """Point the registry's champion at the version production serves according to git.
 
     That is the release the production overlay pins, or, while it has a canary (also 0
-    after a rollback), the release it replaced, which takes the rest of the traffic.
-    CI runs it when an overlay change reaches main (.github/workflows/champion.yml).
+    after a rollback), the release it replaced, which takes the rest of the traffic; in
+    blue/green the live colour's release. CI runs it when an overlay change reaches main
+    (.github/workflows/champion.yml).
     """
     from tsops.core.settings import load_settings
     from tsops.deploy.served import serving
+    from tsops.deploy.strategies import traffic_strategy
     from tsops.registry.client import connect
     from tsops.registry.versions import follow_git
 
     production = serving(root, "production")
     if model is not None and model != production.model:
         fail(f"production serves {production.model!r}, not {model!r}")
-    where = f"git's production overlay serves {production.stable_release}"
+    traffic = traffic_strategy(root, "production")
+    if traffic.kind == "bluegreen":
+        live = traffic.arm(traffic.baseline)
+        release, version = live.release, live.model_version
+        describe = f"production runs blue/green, {live.name} live: {release} (version {version})"
+    else:
+        release, version = production.stable_release, production.stable_version
+        describe = production.describe()
+    where = f"git's production overlay serves {release}"
     client = connect(root, load_settings().mlflow_tracking_uri)
-    before = follow_git(client, production.model, "champion", production.stable_version, where)
-    moved = "stays on" if before == production.stable_version else "->"
-    typer.echo(
-        f"{production.model}: champion {moved} version {production.stable_version} "
-        f"({production.describe()})"
-    )
+    before = follow_git(client, production.model, "champion", version, where)
+    moved = "stays on" if before == version else "->"
+    typer.echo(f"{production.model}: champion {moved} version {version} ({describe})")
+
+
+def _from_registry(root: Path, model: str, release: str) -> tuple[str, str, str]:
+    """(release, registry version, image ref) of a release `tsops release` recorded."""
+    from tsops.core.settings import load_settings
+    from tsops.deploy.pins import parse_release
+    from tsops.registry.client import connect
+    from tsops.registry.releases import find_release
+
+    name, sep, semver = release.rpartition("/v")
+    if not sep or name != model:
+        from tsops.deploy.overlays import GitOpsError
+
+        raise GitOpsError(f"release {release!r} is not a release of {model}: <model>/vX.Y.Z")
+    parse_release(semver)  # a typo should not wait for the registry
+    client = connect(root, load_settings().mlflow_tracking_uri)
+    return (release, *find_release(client, model, release))
+
+
+def _write_or_branch(root: Path, edits: list, branch: str | None, message: str) -> None:
+    if branch is None:
+        _write(edits)
+        return
+    from tsops.core.git import commit_on_branch
+    from tsops.deploy.gitops import apply
+
+    created = commit_on_branch(root, branch, message, lambda: apply(edits), stay=False)
+    typer.echo(f"{branch}: {'prepared' if created else 'exists already, nothing new'}")
+
+
+@commands.command()
+@reports_errors
+def bluegreen(
+    model: ModelName,
+    release: Annotated[
+        str | None,
+        typer.Option(
+            "--release",
+            help="pin the idle colour to this release, <model>/vX.Y.Z (digest and registry "
+            "version from the registry); the first time, switch blue/green on with it as green",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="switch all users to this colour: blue or green")
+    ] = None,
+    env: Env = "production",
+    branch: Annotated[
+        bool,
+        typer.Option(
+            "--branch",
+            help="commit the change on a new branch bluegreen/<model>-<env>-<colour or "
+            "release> and go back to where HEAD was (what scripts/bluegreen.sh prepares)",
+        ),
+    ] = False,
+    root: Root = Path("."),
+) -> None:
+    """Blue/green: pin the idle colour (--release), or switch every user to one colour
+    (--to); the switch changes no InferenceService, so it is instant both ways."""
+    from tsops.deploy import bluegreen as bg
+
+    if (release is None) == (to is None):
+        fail("give one of --release <model>/vX.Y.Z (pin the idle colour) or --to blue|green")
+    if to is not None:
+        edits = bg.switch_edits(root, model, env, to)
+        name, message = (
+            f"bluegreen/{model}-{env}-{to}",
+            f"Blue/green of {model} in {env}: {to} live",
+        )
+    else:
+        assert release is not None
+        pinned = _from_registry(root, model, release)
+        edits = bg.release_edits(root, model, env, *pinned)
+        semver = release.rpartition("/")[2]
+        name = f"bluegreen/{model}-{env}-{semver}"
+        message = f"Blue/green of {model} in {env}: {release} on the idle colour"
+    _write_or_branch(root, edits, name if branch else None, message)
+
+
+@commands.command()
+@reports_errors
+def shadow(
+    model: ModelName,
+    release: Annotated[
+        str | None,
+        typer.Option(
+            "--release",
+            help="run this release, <model>/vX.Y.Z, as the shadow (digest and registry "
+            "version from the registry)",
+        ),
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="stop the shadow")] = False,
+    env: Env = "production",
+    root: Root = Path("."),
+) -> None:
+    """Run a release as the shadow of an environment: it gets a copy of every request the
+    main InferenceService answers, users only get the main one's answers."""
+    from tsops.deploy import shadow as sh
+
+    if (release is None) == (not off):
+        fail("give one of --release <model>/vX.Y.Z or --off")
+    if off:
+        _write(sh.off_edits(root, model, env))
+        return
+    assert release is not None
+    _write(sh.start_edits(root, model, env, *_from_registry(root, model, release)))
 
 
 @commands.command()

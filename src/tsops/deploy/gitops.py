@@ -55,6 +55,12 @@ from tsops.deploy.pins import (
 from tsops.deploy.served import CANARY_FIELD, Serving, canary_value, serving
 
 
+def _refuse_bluegreen(env_dir: Path, env: str, model: str, what: str) -> None:
+    from tsops.deploy.bluegreen import refuse
+
+    refuse(env_dir, env, model, what)
+
+
 @dataclass(frozen=True)
 class Edit:
     path: Path
@@ -132,6 +138,7 @@ def release_edits(
     env_dir = overlay(root, env)
     check_model(env_dir, model)
     pin = release_pin(root, model, version, env=env, image=image, digest=digest)
+    _refuse_bluegreen(env_dir, env, model, f"a release into {env}")
     if canary_value(env_dir) is not None:
         raise GitOpsError(
             f"{env} has a canary (canary.yaml): releases go to an environment without one; "
@@ -166,6 +173,7 @@ def promote_edits(
     src, dst = overlay(root, source), overlay(root, target)
     check_model(src, model)
     check_model(dst, model)
+    _refuse_bluegreen(dst, target, model, f"a promotion into {target}")
     pin = read_pin(src)
     require_digest(target, pin)
     doc = load(src / "model-version.yaml")
@@ -249,6 +257,7 @@ def canary_edits(root: Path, model: str, env: str, percent: int) -> list[Edit]:
     percent = check_percent(percent)
     env_dir = overlay(root, env)
     check_model(env_dir, model)
+    _refuse_bluegreen(env_dir, env, model, "a canary share")
     now = serving(root, env)
     if now.canary is None and percent != 100:
         what = (
@@ -334,6 +343,7 @@ def ab_edits(
     weights = parse_weights(weights_text)
     env_dir = overlay(root, env)
     check_model(env_dir, model)
+    _refuse_bluegreen(env_dir, env, model, "an A/B split")
     graph_file = Path(root) / "manifests" / "components" / "ab" / "inferencegraph.yaml"
     graph = load(graph_file)
     steps = graph["spec"]["nodes"]["root"]["steps"]
@@ -389,6 +399,7 @@ def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:
     recreated InferenceService, which starts with no revision history."""
     env_dir = overlay(root, env)
     check_model(env_dir, model)
+    _refuse_bluegreen(env_dir, env, model, "a rollback (switch back to the other colour instead)")
     now = serving(root, env)
     if now.canary:
         return canary_edits(root, model, env, 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,57 @@ from tsops.core.errors import TsopsError
 ENVIRONMENTS = ("local", "staging", "production")
 AB_COMPONENT = "../../components/ab"
 CANDIDATE_SUFFIX = "-candidate"  # InferenceService <name>-candidate is <name>'s A/B arm
+
+
+@dataclass(frozen=True)
+class SecondService:
+    """An InferenceService a strategy's component adds next to the environment's own
+    (``<model><suffix>``): it runs another release, pinned by the overlay's images: entry
+    ``image`` and the release annotations in ``patch``, which ``command`` writes."""
+
+    suffix: str
+    image: str
+    patch: str
+    what: str
+    command: str
+
+
+SECOND_SERVICES = (
+    SecondService(
+        CANDIDATE_SUFFIX,
+        "tsops-serving-candidate",
+        "ab-candidate.yaml",
+        "the A/B candidate",
+        "tsops ab MODEL --env ENV --candidate <model>/vX.Y.Z",
+    ),
+    SecondService(
+        "-green",
+        "tsops-serving-green",
+        "bluegreen-green.yaml",
+        "blue/green's green colour",
+        "tsops bluegreen MODEL --env ENV --release <model>/vX.Y.Z",
+    ),
+    SecondService(
+        "-shadow",
+        "tsops-serving-shadow",
+        "shadow.yaml",
+        "the shadow",
+        "tsops shadow MODEL --env ENV --release <model>/vX.Y.Z",
+    ),
+    SecondService(
+        "-third",
+        "tsops-serving-third",
+        "ab-third.yaml",
+        "the third arm of an A/B test or bandit",
+        "tsops ab MODEL --env ENV --third <model>/vX.Y.Z",
+    ),
+)
+
+
+def second_service(name: str) -> SecondService | None:
+    """The strategy's InferenceService ``name`` is (None: an environment's own)."""
+    return next((s for s in SECOND_SERVICES if str(name).endswith(s.suffix)), None)
+
 
 # model-version.yaml's annotations: the release an environment serves
 RELEASE = "tsops.io/release"

@@ -24,13 +24,28 @@ from tsops.deploy.manifests.resources import (
     pod_specs,
     resource_id,
 )
-from tsops.deploy.overlays import MODEL_VERSION, REGISTERED_MODEL, RELEASE
-from tsops.deploy.pins import BATCH_IMAGE, CANDIDATE_IMAGE, DIGEST, DIGEST_ENVS, SERVING_IMAGE, Pin
+from tsops.deploy.overlays import (
+    MODEL_VERSION,
+    REGISTERED_MODEL,
+    RELEASE,
+    SECOND_SERVICES,
+    SecondService,
+    second_service,
+)
+from tsops.deploy.pins import BATCH_IMAGE, DIGEST, DIGEST_ENVS, SERVING_IMAGE, Pin
 
 # Tags that float: what they point at changes without a git change.
 FLOATING_TAGS = {"latest", "stable", "main", "master", "edge", "nightly", "dev"}
 MLFLOW_ALIASES = {"champion", "challenger"}
 PLACEHOLDER_TAG = re.compile(r"^pin-in-")
+SECOND_IMAGES = tuple(s.image for s in SECOND_SERVICES)
+
+
+def _second(doc: dict) -> SecondService:
+    """What a strategy's InferenceService is (the A/B candidate when its name says nothing)."""
+    return second_service(str(dig(doc, "metadata", "name") or "")) or SECOND_SERVICES[0]
+
+
 VERSIONED_TAG = re.compile(r"(?:^|[-_.])v?\d+(?:\.\d+)*")
 RELEASE_TAG = re.compile(r"^(?P<model>[a-z0-9][a-z0-9-]*)/v(?P<version>\d+\.\d+\.\d+)$")
 
@@ -151,16 +166,16 @@ def check_release(doc: dict, where: str = "") -> list[Finding]:
     release = notes.get(RELEASE)
     candidate = is_candidate(doc)
     if candidate and PLACEHOLDER_TAG.match(str(release or "")):
+        second = _second(doc)
         return [
             Finding(
                 "release",
                 where,
-                f"the A/B candidate's {RELEASE} is still the placeholder {release!r}: nothing "
+                f"{second.what}'s {RELEASE} is still the placeholder {release!r}: nothing "
                 "says which release it runs",
-                "run `tsops ab MODEL --env ENV --candidate <model>/vX.Y.Z` (it writes the "
-                f"overlay's ab-candidate.yaml and images: entry {CANDIDATE_IMAGE}), or write "
-                f"ab-candidate.yaml with the annotations {RELEASE}, {REGISTERED_MODEL} and "
-                f"{MODEL_VERSION} yourself",
+                f"run `{second.command}` (it writes the overlay's {second.patch} and images: "
+                f"entry {second.image}), or write {second.patch} with the annotations "
+                f"{RELEASE}, {REGISTERED_MODEL} and {MODEL_VERSION} yourself",
             )
         ]
     if not release:
@@ -212,8 +227,9 @@ def check_release(doc: dict, where: str = "") -> list[Finding]:
         expected = f"{model}-v{version}"
         if tag != expected and not (tag is None and digest):
             fix = (
-                f"set the overlay's images: entry {CANDIDATE_IMAGE} (newTag, digest) and "
-                "ab-candidate.yaml to the same release (`tsops ab ... --candidate` writes both)"
+                f"set the overlay's images: entry {_second(doc).image} (newTag, digest) and "
+                f"{_second(doc).patch} to the same release (`{_second(doc).command}` writes "
+                "both)"
                 if candidate
                 else "set the overlay's images: newTag and model-version.yaml to the same "
                 "release (promotion copies both)"
@@ -233,7 +249,7 @@ def check_release(doc: dict, where: str = "") -> list[Finding]:
 def _image_role(doc: dict) -> str:
     """The images: entry that pins this resource's containers."""
     if doc.get("kind") == "InferenceService":
-        return CANDIDATE_IMAGE if is_candidate(doc) else SERVING_IMAGE
+        return _second(doc).image if is_candidate(doc) else SERVING_IMAGE
     return BATCH_IMAGE if doc.get("kind") == "CronJob" else "of that image"
 
 
@@ -298,7 +314,7 @@ def main_image_entry(kust: dict) -> dict | None:
     entries = image_entries(kust)
     if SERVING_IMAGE in entries:
         return entries[SERVING_IMAGE]
-    other = [e for n, e in entries.items() if n not in (BATCH_IMAGE, CANDIDATE_IMAGE)]
+    other = [e for n, e in entries.items() if n not in (BATCH_IMAGE, *SECOND_IMAGES)]
     return (other or [None])[0]
 
 
@@ -334,10 +350,11 @@ def image_bump_findings(
                         add(
                             doc,
                             f"{path} changed to {image!r} with the overlay's {SERVING_IMAGE}/"
-                            f"{BATCH_IMAGE} entries: the A/B candidate must keep its own release",
-                            f"give the candidate the placeholder image {CANDIDATE_IMAGE}:"
+                            f"{BATCH_IMAGE} entries: {_second(doc).what} must keep its own "
+                            "release",
+                            f"give it the placeholder image {_second(doc).image}:"
                             "pin-in-overlay (manifests/components/ab/"
-                            "inferenceservice-candidate.yaml)",
+                            "inferenceservice-candidate.yaml for the A/B candidate)",
                         )
                 elif kind == "InferenceService" and serving and pod_path == "spec.predictor":
                     if c_path != "containers[0]":

@@ -126,12 +126,27 @@ def variant_edit(overlay: Path, kust: dict, component: Path) -> Callable[[Any], 
     def edit(data: Any) -> None:
         served = _served_name(kust, overlay)
         as_written = []
+        # A --shadow_url (blue/green's or a shadow's mirror) is the tsops server's flag;
+        # MLServer has none, so the runtime variant of the served model goes without it.
+        data["patches"] = [
+            e
+            for e in data.get("patches") or []
+            if not (
+                isinstance(e, dict)
+                and e.get("path")
+                and "--shadow_url=" in read_text(overlay / e["path"])
+                and (e.get("target") or {}).get("name") == served
+            )
+        ]
         for entry in data.get("patches") or []:
             if not isinstance(entry, dict) or not entry.get("path"):
                 continue
             text = read_text(overlay / entry["path"])
             if CONTAINER_PATH not in text:
                 continue
+            named = (entry.get("target") or {}).get("name")
+            if named not in (None, served):
+                continue  # another InferenceService's (green's), which keeps its container
             entry["patch"] = yaml.safe_dump(retarget(yaml.safe_load(text)), sort_keys=False)
             path = entry.pop("path")
             target = entry.get("target")

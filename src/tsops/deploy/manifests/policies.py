@@ -30,7 +30,7 @@ from tsops.deploy.manifests.resources import (
     resource_id,
 )
 from tsops.deploy.manifests.security import check_pod_security
-from tsops.deploy.overlays import CANDIDATE_SUFFIX
+from tsops.deploy.overlays import CANDIDATE_SUFFIX, second_service
 
 MODEL_SERVER_CONTAINER = "kserve-container"
 KNATIVE_MODES = ("Serverless", "Knative")
@@ -338,7 +338,16 @@ def check_ab_candidate(docs: list[dict], label: str = "") -> list[Finding]:
     for name, candidate in services.items():
         if not is_candidate(candidate):
             continue
-        main = services.get(str(name).removesuffix(CANDIDATE_SUFFIX)) or next(
+        second = second_service(str(name))
+        suffix = second.suffix if second else CANDIDATE_SUFFIX
+        what = second.what if second else "the A/B candidate"
+        file = {
+            "-candidate": "manifests/components/ab/inferenceservice-candidate.yaml",
+            "-green": "manifests/components/bluegreen/inferenceservice-green.yaml",
+            "-shadow": "manifests/components/shadow/inferenceservice-shadow.yaml",
+            "-third": "manifests/components/third/inferenceservice-third.yaml",
+        }.get(suffix, "its component's InferenceService")
+        main = services.get(str(name).removesuffix(suffix)) or next(
             (d for d in services.values() if not is_candidate(d)), None
         )
         if main is None:
@@ -352,11 +361,11 @@ def check_ab_candidate(docs: list[dict], label: str = "") -> list[Finding]:
                 Finding(
                     "ab",
                     located(label, candidate),
-                    f"the A/B candidate {got}, while {resource_id(main)} mounts "
+                    f"{what} {got}, while {resource_id(main)} mounts "
                     f"{' '.join(backing)} at {path}: its root file system is read-only, so "
                     "the server cannot write there (settings.env points the forecast log at "
                     "/var/lib/tsops) and fails at start",
-                    "give the candidate (manifests/components/ab/inferenceservice-candidate.yaml) "
+                    f"give it ({file}) "
                     "the same spec.predictor.volumes and containers[0].volumeMounts as "
                     "manifests/base/inferenceservice.yaml",
                 )

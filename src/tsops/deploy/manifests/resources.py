@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from tsops.deploy.overlays import CANDIDATE_SUFFIX
+from tsops.deploy.overlays import second_service
 
 WORKLOAD_TEMPLATE = {
     "Deployment": ("spec", "template", "spec"),
@@ -64,10 +64,13 @@ def is_int(value: Any) -> bool:
 
 
 def is_candidate(doc: dict) -> bool:
-    """The A/B candidate InferenceService (components/ab), not an environment's release."""
+    """An InferenceService a strategy's component adds (the A/B candidate or third arm,
+    blue/green's green colour, the shadow: ``tsops.deploy.overlays.SECOND_SERVICES``), not
+    an environment's own release."""
     return doc.get("kind") == "InferenceService" and (
-        str(dig(doc, "metadata", "name") or "").endswith(CANDIDATE_SUFFIX)
-        or dig(doc, "metadata", "labels", "app.kubernetes.io/component") == "predictor-candidate"
+        second_service(str(dig(doc, "metadata", "name") or "")) is not None
+        or str(dig(doc, "metadata", "labels", "app.kubernetes.io/component") or "")
+        in ("predictor-candidate", "predictor-green", "predictor-shadow", "predictor-third")
     )
 
 

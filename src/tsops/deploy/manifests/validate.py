@@ -50,14 +50,15 @@ from tsops.deploy.manifests.schemas import (
 from tsops.deploy.manifests.signatures import check_signature_policy
 from tsops.deploy.manifests.sources import SourceIndex
 from tsops.deploy.overlays import (
-    CANDIDATE_SUFFIX,
     MODEL_VERSION,
     REGISTERED_MODEL,
     RELEASE,
+    SECOND_SERVICES,
     GitOpsError,
     candidate_patch,
+    second_service,
 )
-from tsops.deploy.pins import BATCH_IMAGE, CANDIDATE_IMAGE, SERVING_IMAGE, Pin, set_pins
+from tsops.deploy.pins import BATCH_IMAGE, SERVING_IMAGE, Pin, set_pins
 
 
 @dataclass
@@ -105,24 +106,25 @@ def _release_annotations(overlay: Path, kust: dict) -> tuple[str, dict] | None:
                 continue
             notes = annotations_of(patch)
             name = str(dig(patch, "metadata", "name") or "")
-            if notes.get(RELEASE) and name and not name.endswith(CANDIDATE_SUFFIX):
+            if notes.get(RELEASE) and name and second_service(name) is None:
                 keys = (RELEASE, REGISTERED_MODEL, MODEL_VERSION)
                 return name, {k: str(notes[k]) for k in keys if k in notes}
     return None
 
 
 def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any], None] | None:
-    """For an overlay that pins no A/B candidate, what its render with ``component``
-    switched on needs to be a release: the candidate pinned to the overlay's own release
-    (its tsops-serving entry and model-version.yaml's annotations), as `tsops ab` would
-    write for an A/B test of a release against itself. The component's own files are
-    then checked as they are; which release a real A/B test compares is only known in
-    the overlay that runs one, whose render is checked with its own pins."""
+    """For an overlay that does not run ``component``, what its render with it switched on
+    needs to be a release: each InferenceService the component adds (the A/B candidate,
+    the third arm, green, the shadow: ``SECOND_SERVICES``) pinned to the overlay's own
+    release (its tsops-serving entry and model-version.yaml's annotations), as `tsops ab`
+    (`tsops bluegreen`, `tsops shadow`) would write for a release against itself. The
+    component's own files are then checked as they are; which releases a real strategy
+    runs is only known in the overlay that runs one, whose render is checked with its own
+    pins."""
     entries = image_entries(kust)
-    uses_candidate = any(
-        f"{CANDIDATE_IMAGE}:" in read_text(path) for path in sorted(component.glob("*.y*ml"))
-    )
-    if not uses_candidate or CANDIDATE_IMAGE in entries or SERVING_IMAGE not in entries:
+    texts = "".join(read_text(path) for path in sorted(component.glob("*.y*ml")))
+    seconds = [s for s in SECOND_SERVICES if f"{s.image}:" in texts and s.image not in entries]
+    if not seconds or SERVING_IMAGE not in entries:
         return None
     path = kustomization_file(overlay)
     try:
@@ -134,10 +136,13 @@ def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any]
     # what `tsops ab --candidate` writes (tsops.deploy.gitops.candidate_edits), with the
     # patch inline instead of in ab-candidate.yaml
     def edit(data: Any) -> None:
-        set_pins(data, path, {CANDIDATE_IMAGE: pin}, add_missing=True)
-        if release:
-            patch = candidate_patch(*release)
-            data.setdefault("patches", []).append({"patch": yaml.safe_dump(patch)})
+        for second in seconds:
+            set_pins(data, path, {second.image: pin}, add_missing=True)
+            if release:
+                service, notes = release
+                patch = candidate_patch(service, notes)
+                patch["metadata"]["name"] = f"{service}{second.suffix}"
+                data.setdefault("patches", []).append({"patch": yaml.safe_dump(patch)})
 
     return edit
 
