@@ -26,6 +26,7 @@ def _mount_wings() -> None:
     work when it runs)."""
     from tsops.deploy.cli import commands as deploy_commands
     from tsops.deploy.manifests.cli import manifests_app
+    from tsops.monitor.bandit_cli import commands as bandit_commands
     from tsops.monitor.cli import monitor_app, retrain_command
     from tsops.pipeline.cli import commands as pipeline_commands
     from tsops.platform.cli import platform_app
@@ -35,6 +36,7 @@ def _mount_wings() -> None:
 
     for wing in (pipeline_commands, registry_commands, serving_commands, deploy_commands):
         app.add_typer(wing)
+    app.add_typer(bandit_commands)
     app.add_typer(manifests_app, name="manifests")
     app.add_typer(monitor_app, name="monitor")
     app.add_typer(platform_app, name="platform")
