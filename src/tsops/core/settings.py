@@ -31,6 +31,11 @@ explicit configuration, in tests and in other programs.
                                    another variable, read by ``environment_variable``)
 ``TSOPS_HTTP_HOST``                address the model server listens on (default 127.0.0.1)
 ``TSOPS_MODEL_VERSION``            version a baked model reports when its release.json has none
+``TSOPS_SHADOW_URL``               base URL of a shadow (challenger) release the model server
+                                   forwards a copy of each answered request to
+                                   (``--shadow_url``; unset: none)
+``TSOPS_SHADOW_TIMEOUT_SECONDS``   seconds a copy may wait for the shadow's answer before it
+                                   is abandoned (``--shadow_timeout_seconds``; default 2)
 ``TSOPS_CRDS_DIR``                 CRD schemas for ``tsops manifests validate``
 ``TSOPS_CHECKOV``                  command that runs checkov (default: the one on PATH)
 ``TERM``                           ``dumb``: plain progress lines even on a terminal
@@ -66,6 +71,9 @@ class Settings(BaseSettings):
     series_database_url: str | None = None
     http_host: str | None = None
     model_version: str | None = None
+    #: a string, so that an empty value (the server's '' = no shadow) stays empty
+    shadow_url: str | None = None
+    shadow_timeout_seconds: float | None = Field(default=None, gt=0)
     crds_dir: Path | None = None
     checkov: str | None = None
     term: str | None = Field(default=None, validation_alias="TERM")

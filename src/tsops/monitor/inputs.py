@@ -19,6 +19,7 @@ from tsops.core.config import ModelConfig
 from tsops.core.metrics import STEP_COL
 from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TARGET_COL, TIME_COL, hi_col, lo_col
 from tsops.monitor.errors import ActualsError, MonitorError
+from tsops.serving.forecast_log import ROLE_COL, ROLE_LIVE, ROLE_SHADOW
 
 MODEL_NAME_COL = "model_name"
 VERSION_COL = "model_version"
@@ -27,6 +28,10 @@ REGISTERED_MODEL_COL = "registered_model"
 VERSION_KEYS = [MODEL_NAME_COL, VERSION_COL]
 #: where the forecast log is looked for when neither --log nor the setting names it
 DEFAULT_LOG_DIR = "forecast-logs"
+#: ``role`` of a record: ``live`` (a user's request) or ``shadow`` (a copy a champion
+#: forwarded to a shadow release); a log without the column, or a record without a
+#: value, is live (logs written before shadows existed)
+ROLES = (ROLE_LIVE, ROLE_SHADOW)
 
 #: what every log record must carry for monitoring (the server writes more: request_id, ...)
 REQUIRED_LOG_COLUMNS = (
@@ -144,7 +149,8 @@ def coerce_forecast_log(log: pd.DataFrame, source: str = "forecast log") -> pd.D
     ``unique_id``, ``model_name`` and ``model_version`` become strings; ``cutoff`` and
     ``ds`` timestamps (tz-naive, UTC wall clock when the log carried an offset);
     ``served_at`` (unix seconds in the log) a tz-naive UTC timestamp; ``step`` an
-    integer; ``mean`` and the ``lo-*`` / ``hi-*`` columns floats. Other columns are kept.
+    integer; ``mean`` and the ``lo-*`` / ``hi-*`` columns floats; ``role`` ``live`` or
+    ``shadow`` (missing: ``live``). Other columns are kept.
     """
     missing = [c for c in REQUIRED_LOG_COLUMNS if c not in log.columns]
     if missing:
@@ -174,6 +180,7 @@ def coerce_forecast_log(log: pd.DataFrame, source: str = "forecast log") -> pd.D
             f"{int(bad.sum())} record(s) have e.g. {out.loc[bad, STEP_COL].iloc[0]!r}"
         )
     out[STEP_COL] = steps.astype("int64")
+    out[ROLE_COL] = _roles(out[ROLE_COL] if ROLE_COL in out.columns else None, source)
     for col in [MEAN_COL, *interval_columns(out.columns)]:
         values = pd.to_numeric(out[col], errors="coerce").astype("float64")
         if col == MEAN_COL and not np.isfinite(values).all():
@@ -200,6 +207,20 @@ def interval_levels(columns: Sequence[str]) -> list[float]:
 def interval_columns(columns: Sequence[str]) -> list[str]:
     """The ``lo-*`` and ``hi-*`` columns of :func:`interval_levels`, in pairs."""
     return [c for level in interval_levels(columns) for c in (lo_col(level), hi_col(level))]
+
+
+def _roles(values: pd.Series | None, source: str) -> pd.Series | str:
+    """Each record's role, ``live`` where the log has none."""
+    if values is None:
+        return ROLE_LIVE
+    roles = values.astype(object).where(values.notna(), ROLE_LIVE).astype(str)
+    bad = ~roles.isin(ROLES)
+    if bad.any():
+        raise MonitorError(
+            f"{source}: role must be {' or '.join(ROLES)}; {int(bad.sum())} record(s) have "
+            f"e.g. {roles[bad].iloc[0]!r}: drop or repair those records"
+        )
+    return roles
 
 
 def _timestamps(values: pd.Series, col: str, source: str) -> pd.Series:

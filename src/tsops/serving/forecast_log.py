@@ -56,6 +56,12 @@ SPILL_CHECK_SECONDS = 60.0
 SPILL_SEND_SHARE = 0.5
 #: where the lines a database refused go (outside the part files that are sent again)
 REJECTED_DIR = "rejected"
+#: every record's ``role``: ``live`` (a user's request) or ``shadow`` (a copy a champion
+#: forwarded, ``tsops.serving.shadow``); records logged before roles existed have none
+#: and are read as live (``tsops.monitor.inputs``)
+ROLE_COL = "role"
+ROLE_LIVE = "live"
+ROLE_SHADOW = "shadow"
 
 logger = logging.getLogger(__name__)
 

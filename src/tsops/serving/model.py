@@ -33,8 +33,9 @@ from prometheus_client import Counter
 from tsops.core.schema import CUTOFF_COL, ID_COL, MEAN_COL, TIME_COL, hi_col, lo_col
 from tsops.forecasters.base import ForecastError, SeriesForecast
 from tsops.registry.loading import LoadedModel, load_model
-from tsops.serving.forecast_log import ForecastLog
+from tsops.serving.forecast_log import ROLE_COL, ROLE_LIVE, ForecastLog
 from tsops.serving.requests import ForecastQuery, RequestError, parse_v1, parse_v2
+from tsops.serving.shadow import role_of
 
 FORECASTS = Counter(
     "tsops_forecasts_total",
@@ -186,7 +187,7 @@ class ForecastModel(Model):
         FORECASTS.labels(self.name, version, label).inc(len(results))
         if self.forecast_log is not None:
             # per-target records are built by the log's writer thread, off the request path
-            self.forecast_log.append(self._log_meta(query), results)
+            self.forecast_log.append(self._log_meta(query, role_of(headers)), results)
         if query.protocol == "grpc-v2":
             return self._grpc_response(query, results, served)
         if query.protocol == "v2":
@@ -355,7 +356,7 @@ class ForecastModel(Model):
             parameters=served.parameters() if served is not None else None,
         )
 
-    def _log_meta(self, query: ForecastQuery) -> dict[str, Any]:
+    def _log_meta(self, query: ForecastQuery, role: str = ROLE_LIVE) -> dict[str, Any]:
         return {
             "request_id": query.request_id,
             "model_name": self.name,
@@ -364,6 +365,8 @@ class ForecastModel(Model):
             "protocol": query.protocol,
             "with_history": query.history is not None,
             "served_at": time.time(),
+            # a copy forwarded by a champion (header tsops-shadow: 1) is the shadow's
+            ROLE_COL: role,
         }
 
 

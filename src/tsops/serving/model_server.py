@@ -17,6 +17,9 @@ With ``listen_socket``, the REST server serves on that socket (a worker's own,
 ``tsops.serving.workers``) instead of binding one. kserve's ``--workers N`` is not
 used: ``server.py`` forks tsops' workers itself (``workers.py`` says why). When kserve
 gains a host option, ``start`` can go.
+
+With a shadow (``--shadow_url``), ``GuardedServicer`` queues a copy of every answered
+``ModelInfer`` for it (``tsops.serving.shadow``), as ``ShadowMiddleware`` does over REST.
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ class TsopsModelServer(ModelServer):
         grpc_options: dict[str, int],
         grpc_request_logs: bool = False,
         listen_socket: socket.socket | None = None,
+        shadow: Any = None,
         **kwargs: Any,
     ):
         super().__init__(workers=1, **kwargs)
+        self.shadow = shadow
         self.host = host
         self.listen_socket = listen_socket
         self.versions = versions
@@ -88,6 +93,7 @@ class TsopsModelServer(ModelServer):
                 options=self.grpc_options,
                 request_logs=self.grpc_request_logs,
                 grace_period=self.grace_period,
+                shadow=self.shadow,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
@@ -125,6 +131,7 @@ class GuardedGRPCServer(GRPCServer):
         options: dict[str, int],
         request_logs: bool,
         grace_period: int,
+        shadow: Any = None,
     ):
         super().__init__(
             port, data_plane, model_repository_extension, kwargs=options, grace_period=grace_period
@@ -132,6 +139,7 @@ class GuardedGRPCServer(GRPCServer):
         self.host = host
         self.versions = versions
         self.request_logs = request_logs
+        self.shadow = shadow
 
     @property
     def address(self) -> str:
@@ -160,7 +168,7 @@ class GuardedGRPCServer(GRPCServer):
             options=list(self._kwargs.items()),
         )
         servicer = GuardedServicer(
-            self._data_plane, self._model_repository_extension, self.versions
+            self._data_plane, self._model_repository_extension, self.versions, self.shadow
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         self._server.add_insecure_port(self.address)
@@ -172,9 +180,12 @@ class GuardedGRPCServer(GRPCServer):
 class GuardedServicer(InferenceServicer):
     """kserve's V2 gRPC service, refusing what ``RequestGuard`` refuses over REST."""
 
-    def __init__(self, data_plane, model_repository_extension, versions: dict[str, str]):
+    def __init__(
+        self, data_plane, model_repository_extension, versions: dict[str, str], shadow: Any = None
+    ):
         super().__init__(data_plane, model_repository_extension)
         self.versions = versions
+        self.shadow = shadow
 
     def _check(self, name: str, version: str) -> None:
         from grpc_interceptor.exceptions import NotFound
@@ -186,7 +197,19 @@ class GuardedServicer(InferenceServicer):
 
     async def ModelInfer(self, request, context):
         self._check(request.model_name, request.model_version)
-        return await super().ModelInfer(request, context)
+        response = await super().ModelInfer(request, context)
+        if self.shadow is not None:
+            from kserve.utils.utils import to_headers
+
+            from tsops.serving.shadow import SHADOW_HEADER
+
+            metadata = to_headers(context)
+            if SHADOW_HEADER not in metadata:  # a copy is never forwarded again
+                # queued on the next turn of the loop, after gRPC has the answer to send
+                asyncio.get_running_loop().call_soon(
+                    self.shadow.submit_grpc, request.model_name, request, metadata
+                )
+        return response
 
     async def ModelReady(self, request, context):
         self._check(request.name, request.version)

@@ -21,6 +21,12 @@ The command line extends kserve's own argument parser. What tsops does with its 
                                                 series asked for without history start
                                                 from their latest actuals in its online
                                                 store (``tsops.platform.features``)
+``--shadow_url``,                               tsops' own: forward a copy of every
+``--shadow_timeout_seconds``                    answered V1/V2 request (gRPC as V2 REST)
+                                                to a shadow release, asynchronously,
+                                                after answering (``shadow.py``);
+                                                copies carry ``tsops-shadow: 1`` and
+                                                are logged there with role shadow
 ``--predictor_*``, ``--protocol``,              accepted, unused: they configure a kserve
 ``--enable_predictor_health_check``             transformer, and this is a predictor
 ==============================================  =========================================
@@ -60,11 +66,15 @@ def build_parser(
     http_host: str | None = None,
     forecast_log_dir: Path | None = None,
     feature_store: str | None = None,
+    shadow_url: str | None = None,
+    shadow_timeout_seconds: float | None = None,
 ) -> argparse.ArgumentParser:
     """kserve's flags plus tsops'; the arguments are the defaults the environment sets
-    (``TSOPS_HTTP_HOST``, ``TSOPS_FORECAST_LOG_DIR``, ``TSOPS_FEATURE_STORE``), ``None``
-    for tsops' own."""
+    (``TSOPS_HTTP_HOST``, ``TSOPS_FORECAST_LOG_DIR``, ``TSOPS_FEATURE_STORE``,
+    ``TSOPS_SHADOW_URL``, ``TSOPS_SHADOW_TIMEOUT_SECONDS``), ``None`` for tsops' own."""
     from kserve import model_server
+
+    from tsops.serving.shadow import DEFAULT_TIMEOUT_SECONDS
 
     parser = argparse.ArgumentParser(
         prog="tsops serve",
@@ -140,6 +150,26 @@ def build_parser(
         "are newer than the model's cutoff (`tsops features materialize MODEL` loads them); "
         "Redis and a SQL registry come from TSOPS_FEATURE_STORE_REDIS_URL and "
         "TSOPS_FEATURE_REGISTRY_URL. Default: TSOPS_FEATURE_STORE, or none",
+    )
+    parser.add_argument(
+        "--shadow_url",
+        default=str(shadow_url or ""),
+        metavar="URL",
+        help="a shadow (challenger) release's base URL, e.g. "
+        "http://m3-monthly-shadow.tsops-production.svc.cluster.local: after answering, "
+        "forward a copy of every answered V1/V2 request (same path and body; gRPC ones as "
+        "V2 REST) there, from a bounded queue, dropping (and counting in "
+        "tsops_shadow_requests_total) what a slow or down shadow cannot take; the user's "
+        "answer never waits for it. Copies carry the header tsops-shadow: 1, so the shadow "
+        "logs them with role shadow and forwards nothing. Default: TSOPS_SHADOW_URL, or none",
+    )
+    parser.add_argument(
+        "--shadow_timeout_seconds",
+        type=_positive_seconds,
+        default=shadow_timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
+        help="seconds a copy may take (connecting included) before it is abandoned and "
+        "counted as a timeout (default: TSOPS_SHADOW_TIMEOUT_SECONDS or "
+        f"{DEFAULT_TIMEOUT_SECONDS:g})",
     )
     parser.add_argument(
         "--tracking_root",
@@ -224,8 +254,15 @@ def main(argv: list[str] | None = None) -> None:
     from tsops.serving import workers as server_workers
 
     settings = load_settings()
-    parser = build_parser(settings.http_host, settings.forecast_log_dir, settings.feature_store)
+    parser = build_parser(
+        settings.http_host,
+        settings.forecast_log_dir,
+        settings.feature_store,
+        settings.shadow_url,
+        settings.shadow_timeout_seconds,
+    )
     args = parser.parse_args(argv)
+    forwarder = _shadow_forwarder(args)
     count = args.workers or server_workers.available_cpus()
     if args.enable_docs_url and kserve_model_server.app.docs_url is None:
         # kserve builds its app, /docs or not, when it is imported, from sys.argv
@@ -248,7 +285,12 @@ def main(argv: list[str] | None = None) -> None:
         versions = {m.name: m.loaded.version for m in models}
         app = kserve_model_server.app
         # kserve serves one module-level app; its middleware is ours to add before start
-        # (and before the fork: every worker has the guard)
+        # (and before the fork: every worker has the guard). The last added is the
+        # outermost: the shadow's copies are made inside the guard, of what it let through.
+        if forwarder is not None:
+            from tsops.serving.shadow import ShadowMiddleware
+
+            app.add_middleware(ShadowMiddleware, forwarder=forwarder)
         app.add_middleware(RequestGuard, max_bytes=args.max_body_bytes, versions=versions)
         if metrics_dir is not None:
             app.add_middleware(server_workers.MultiProcessMetrics, directory=metrics_dir)
@@ -261,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             if count > 1:
                 listen = server_workers.worker_socket(args.http_host, args.http_port)
             try:
-                _model_server(args, versions, listen).start(models)
+                _model_server(args, versions, listen, forwarder).start(models)
             finally:
                 for model in models:
                     model.stop()
@@ -370,6 +412,18 @@ def _feature_store(args: argparse.Namespace, settings):
     )
 
 
+def _shadow_forwarder(args: argparse.Namespace):
+    """The forwarder of copies to ``--shadow_url`` (its URL checked now), or ``None``."""
+    if not args.shadow_url:
+        return None
+    from tsops.serving.shadow import ShadowError, ShadowForwarder
+
+    try:
+        return ShadowForwarder(args.shadow_url, timeout=args.shadow_timeout_seconds)
+    except ShadowError as exc:
+        raise ServerError(f"--shadow_url / TSOPS_SHADOW_URL: {exc}") from exc
+
+
 def _grace_seconds() -> float:
     """How long kserve lets requests in flight finish after SIGTERM (its default: we
     pass none)."""
@@ -380,12 +434,13 @@ def _grace_seconds() -> float:
     return float(inspect.signature(ModelServer.__init__).parameters["grace_period"].default)
 
 
-def _model_server(args: argparse.Namespace, versions: dict[str, str], listen):
+def _model_server(args: argparse.Namespace, versions: dict[str, str], listen, forwarder=None):
     from tsops.serving.model_server import TsopsModelServer
 
     return TsopsModelServer(
         host=args.http_host,
         versions=versions,
+        shadow=forwarder,
         grpc_options={
             "grpc.max_send_message_length": args.grpc_max_send_message_length,
             "grpc.max_receive_message_length": min(
