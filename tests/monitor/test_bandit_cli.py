@@ -14,6 +14,7 @@ from tests.helpers.commands import tsops as tsops_here
 from tests.helpers.git_repo import git, init_repo
 from tests.monitor.test_accuracy import MODEL_YAML, rolling_forecasts, served_requests, write_log
 from tsops.deploy import gitops as g
+from tsops.deploy.overlays import dump, load
 from tsops.deploy.strategies import (
     AB_WEIGHTS,
     BANDIT_FLOOR,
@@ -33,13 +34,11 @@ def start_bandit(repo: Path, floor: str = "0.1", max_step: str = "0.2", min_scor
     1) and v1.1.0 (candidate, version 2) whose Splitter patch carries the bandit policy."""
     candidate = (f"{MODEL}/v1.1.0", "2", f"ghcr.io/acme/tsops-serving:{MODEL}-v1.1.0@{DIGEST}")
     g.apply(g.ab_edits(repo, MODEL, "production", "current=50,candidate=50", candidate=candidate))
-    yaml = YAML()
     path = repo / WEIGHTS
-    doc = yaml.load(path.read_text())
+    doc = load(path)
     notes = doc["metadata"].setdefault("annotations", {})
     notes.update({BANDIT_FLOOR: floor, BANDIT_MAX_STEP: max_step, BANDIT_MIN_SCORED: min_scored})
-    with path.open("w") as fh:
-        yaml.dump(doc, fh)
+    path.write_text(dump(doc))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "bandit: current 50, candidate 50")
 
@@ -110,6 +109,11 @@ def test_branch_commits_the_weights_and_leaves_head_where_it_was(repo):
     assert json.loads(done.stdout)["applied"] == {"branch": name, "created": True}
     assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
     assert tree(repo) == before
+    diff = git(repo, "diff", "--unified=0", "main", name, "--", str(WEIGHTS)).splitlines()
+    changed = [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    # exactly the two weights change: comments, policy annotations and layout are kept
+    assert changed == [f"{sign}          weight: {w}" for sign, w in
+                       (("-", 50), ("+", 30), ("-", 50), ("+", 70))]  # fmt: skip
     assert git(repo, "diff", "--name-only", "main", name) == str(WEIGHTS)
     steps = YAML(typ="safe").load(git(repo, "show", f"{name}:{WEIGHTS}"))["spec"]["nodes"]
     assert [(s["name"], s["weight"]) for s in steps["root"]["steps"]] == [

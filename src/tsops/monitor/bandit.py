@@ -180,8 +180,9 @@ class BanditDecision:
             "reason": self.reason,
             "n_targets": self.n_targets,
             "hac_lags": self.hac_lags,
-            "loss": "absolute scaled error (MASE summand); mean_loss: mean over the target "
-            "times every arm was scored at, of each arm's mean at that time",
+            "loss": "absolute scaled error (MASE summand). mase: its mean over the arm's "
+            "scored forecasts; mean_loss: over the target times every arm was scored at, the "
+            "mean of the arm's mean at each (what the posterior is centred on)",
             "policy": {k: json_value(v) for k, v in asdict(self.policy).items()},
             "evidence": records(self.evidence),
         }
