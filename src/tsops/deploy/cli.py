@@ -164,7 +164,9 @@ def canary_cmd(
 @reports_errors
 def ab(
     model: ModelName,
-    weights: Annotated[str, typer.Option("--weights", help="e.g. current=70,candidate=30")],
+    weights: Annotated[
+        str, typer.Option("--weights", help="e.g. current=70,candidate=30 (third=.. with --third)")
+    ],
     candidate: Annotated[
         str | None,
         typer.Option(
@@ -173,23 +175,40 @@ def ab(
             "version come from the registry, where `tsops release` recorded them)",
         ),
     ] = None,
+    third: Annotated[
+        str | None,
+        typer.Option("--third", help="a third release as the arm `third`, <model>/vX.Y.Z"),
+    ] = None,
+    bandit: Annotated[
+        bool,
+        typer.Option(
+            "--bandit",
+            help="run the split as a multi-armed bandit: `tsops bandit` moves its weights "
+            "within the policy below (kept in ab-weights.yaml)",
+        ),
+    ] = False,
+    floor: Annotated[
+        float, typer.Option("--floor", help="bandit: minimum share of every arm")
+    ] = 0.10,
+    max_step: Annotated[
+        float, typer.Option("--max-step", help="bandit: largest change of a share per update")
+    ] = 0.20,
+    min_scored: Annotated[
+        int,
+        typer.Option("--min-scored", help="bandit: scored forecasts every arm needs to move"),
+    ] = 60,
     env: Env = "production",
     root: Root = Path("."),
 ) -> None:
-    """Switch the A/B split on in an overlay: pin the candidate release, set the Splitter
-    weights (sum 100)."""
+    """Switch the A/B split on in an overlay: pin the candidate (and a third) release, set
+    the Splitter weights (sum 100); with --bandit, as a multi-armed bandit."""
     from tsops.deploy.gitops import ab_edits, parse_weights
 
-    pinned = None
-    if candidate is not None:
-        from tsops.core.settings import load_settings
-        from tsops.registry.client import connect
-        from tsops.registry.releases import find_release
-
-        parse_weights(weights)  # a typo should not wait for the registry
-        client = connect(root, load_settings().mlflow_tracking_uri)
-        pinned = (candidate, *find_release(client, model, candidate))
-    _write(ab_edits(root, model, env, weights, candidate=pinned))
+    parse_weights(weights)  # a typo should not wait for the registry
+    pinned = None if candidate is None else _from_registry(root, model, candidate)
+    pinned_third = None if third is None else _from_registry(root, model, third)
+    policy = {"floor": floor, "max_step": max_step, "min_scored": min_scored} if bandit else None
+    _write(ab_edits(root, model, env, weights, candidate=pinned, third=pinned_third, policy=policy))
 
 
 @commands.command("sync-champion")

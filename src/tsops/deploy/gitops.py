@@ -328,32 +328,76 @@ def parse_weights(text: str) -> dict[str, int]:
     return weights
 
 
+THIRD_COMPONENT = "../../components/third"
+
+
 def ab_edits(
     root: Path,
     model: str,
     env: str,
     weights_text: str,
     candidate: tuple[str, str, str] | None = None,
+    third: tuple[str, str, str] | None = None,
+    policy: dict[str, float | int] | None = None,
 ) -> list[Edit]:
     """Switch the A/B component on in ``env`` with the Splitter weights given, and pin its
-    candidate to ``candidate`` = (release, registry version, image ref) when given.
+    candidate to ``candidate`` = (release, registry version, image ref) when given; a
+    third arm (components/third) to ``third`` likewise. ``policy`` (floor, max_step,
+    min_scored) makes the split a multi-armed bandit: kept as annotations of
+    ab-weights.yaml, beside the weights `tsops bandit` moves; a split that has one keeps it.
 
     Without a candidate the overlay must already pin one (an earlier `tsops ab
     --candidate`): the component has no release of its own."""
+    from tsops.deploy import arms as arm_files
+    from tsops.deploy.strategies import BANDIT_KEYS
+
     weights = parse_weights(weights_text)
     env_dir = overlay(root, env)
     check_model(env_dir, model)
     _refuse_bluegreen(env_dir, env, model, "an A/B split")
+    now = serving(root, env)
+    if now.canary is not None and now.previous_version:
+        raise GitOpsError(
+            f"{env} runs a canary of {now.release} (canaryTrafficPercent {now.canary}): one "
+            f"strategy owns the traffic; finish it (`tsops canary {model} --env {env} --percent "
+            f"100`) or roll it back (`tsops rollback {model} --env {env}`) first"
+        )
     graph_file = Path(root) / "manifests" / "components" / "ab" / "inferencegraph.yaml"
     graph = load(graph_file)
-    steps = graph["spec"]["nodes"]["root"]["steps"]
+    steps = list(graph["spec"]["nodes"]["root"]["steps"])
+    third_service = f"{model}-third"
+    has_third = third is not None or (env_dir / arm_files.by_suffix("-third").patch).exists()
+    if has_third:
+        steps.append({"name": "third", "serviceName": third_service})
     arms = {s["name"] for s in steps} | {s["serviceName"] for s in steps}
     unknown = sorted(set(weights) - arms)
     if unknown:
         raise GitOpsError(
             f"unknown A/B arm {unknown}; arms: "
             + ", ".join(f"{s['name']} ({s['serviceName']})" for s in steps)
+            + ("" if has_third else "; a third arm needs --third <model>/vX.Y.Z")
         )
+    if policy is not None:
+        floor = float(policy["floor"])
+        if not 0 <= floor * len(steps) <= 1:
+            raise GitOpsError(
+                f"bandit floor {floor:g} for {len(steps)} arms: every arm's minimum share "
+                f"must fit in 100 % (floor <= {1 / len(steps):.3g})"
+            )
+        low = [
+            f"{s['name']}={weights.get(s['name'], weights.get(s['serviceName'], 0))}"
+            for s in steps
+            if weights.get(s["name"], weights.get(s["serviceName"], 0)) < int(floor * 100 + 1e-9)
+        ]
+        if low:
+            raise GitOpsError(
+                f"{', '.join(low)} below the bandit floor {floor:g}: start every arm at "
+                "the floor or above"
+            )
+        if not 0 < float(policy["max_step"]) <= 1 or int(policy["min_scored"]) < 1:
+            raise GitOpsError(
+                "bandit max_step must be a fraction in (0, 1] and min_scored at least 1"
+            )
     edits: list[Edit] = []
     if candidate is not None:
         edits = candidate_edits(root, model, env, *candidate)
@@ -362,6 +406,26 @@ def ab_edits(
             f"{env} has no A/B candidate yet; name the release to compare with "
             f"--candidate {model}/vX.Y.Z (a release `tsops release` recorded in the registry)"
         )
+    kpath = env_dir / "kustomization.yaml"
+    earlier = [e for e in edits if e.path == kpath]
+    kust = arm_files.Kustomization(env_dir, earlier[0].text if earlier else None)
+    if third is not None:
+        second = arm_files.by_suffix("-third")
+        release, model_version, image = third
+        pin = arm_files.check_release_pin(model, env, release, image)
+        kust.pin(second.image, pin)
+        kust.add_component(THIRD_COMPONENT)
+        kust.add_patch(second.patch)
+        comment = (
+            "# The third arm of the A/B test or bandit (tsops ab --third); its image pin is\n"
+            f"# the images: entry {second.image} in kustomization.yaml.\n"
+        )
+        edits.append(
+            Edit(
+                env_dir / second.patch,
+                arm_files.release_patch_text(model, second, release, model_version, comment),
+            )
+        )
 
     def weight(step: dict) -> int:
         return weights.get(step["name"], weights.get(step["serviceName"], 0))
@@ -369,24 +433,37 @@ def ab_edits(
     new_steps = [
         {"name": s["name"], "serviceName": s["serviceName"], "weight": weight(s)} for s in steps
     ]
+    metadata: dict = {"name": graph["metadata"]["name"]}
+    notes = {}
+    weights_file = env_dir / "ab-weights.yaml"
+    if weights_file.exists():  # a bandit's policy stays with its weights
+        old = (load(weights_file).get("metadata") or {}).get("annotations") or {}
+        notes = {k: v for k, v in old.items() if k in BANDIT_KEYS.values()}
+    if policy is not None:
+        notes = {
+            BANDIT_KEYS["floor"]: f"{float(policy['floor']):g}",
+            BANDIT_KEYS["max_step"]: f"{float(policy['max_step']):g}",
+            BANDIT_KEYS["min_scored"]: str(int(policy["min_scored"])),
+        }
+    if notes:
+        metadata["annotations"] = notes
     patch = {
         "apiVersion": graph["apiVersion"],
         "kind": "InferenceGraph",
-        "metadata": {"name": graph["metadata"]["name"]},
+        "metadata": metadata,
         "spec": {"nodes": {"root": {"routerType": "Splitter", "steps": new_steps}}},
     }
-    text = "# A/B weights of this environment (tsops ab); they sum to 100.\n" + dump(patch)
-    kpath = env_dir / "kustomization.yaml"
-    earlier = [e for e in edits if e.path == kpath]
-    kdoc = round_trip_yaml().load(earlier[0].text) if earlier else load(kpath)
-    components = kdoc.setdefault("components", [])
-    if AB_COMPONENT not in components:
-        components.append(AB_COMPONENT)
-    patches = kdoc.setdefault("patches", [])
-    if not any(p.get("path") == "ab-weights.yaml" for p in patches):
-        patches.append({"path": "ab-weights.yaml"})
+    head = (
+        "# Multi-armed bandit of this environment: its policy (tsops.io/bandit-*: exploration\n"
+        "# floor, largest step per update, scored forecasts every arm needs before a move) and\n"
+        "# the Splitter weights `tsops bandit` moves within it; they sum to 100.\n"
+        if notes
+        else "# A/B weights of this environment (tsops ab); they sum to 100.\n"
+    )
+    kust.add_component(AB_COMPONENT)
+    kust.add_patch("ab-weights.yaml")
     edits = [e for e in edits if e.path != kpath]
-    return [*edits, Edit(env_dir / "ab-weights.yaml", text), Edit(kpath, dump(kdoc))]
+    return [*edits, Edit(weights_file, head + dump(patch)), Edit(kpath, kust.text())]
 
 
 def rollback_edits(root: Path, model: str, env: str) -> list[Edit]:

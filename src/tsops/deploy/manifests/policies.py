@@ -30,6 +30,7 @@ from tsops.deploy.manifests.resources import (
     resource_id,
 )
 from tsops.deploy.manifests.security import check_pod_security
+from tsops.deploy.manifests.strategies import strategy_findings
 from tsops.deploy.overlays import CANDIDATE_SUFFIX, second_service
 
 MODEL_SERVER_CONTAINER = "kserve-container"
@@ -403,4 +404,5 @@ def policy_findings(
         + check_sync_waves(docs, label)
         + check_ab_candidate(docs, label)
         + check_tsops_variables(docs, label, sources)
+        + strategy_findings(docs, label)
     )

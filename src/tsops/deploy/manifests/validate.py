@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tsops.deploy.arms import ISVC_TARGET, SHADOW_FLAG, cluster_url
 from tsops.deploy.manifests.argocd import check_argocd
 from tsops.deploy.manifests.checkov import run_checkov
 from tsops.deploy.manifests.images import (
@@ -112,6 +113,9 @@ def _release_annotations(overlay: Path, kust: dict) -> tuple[str, dict] | None:
     return None
 
 
+ARGS_PATH = "/spec/predictor/containers/0/args/-"
+
+
 def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any], None] | None:
     """For an overlay that does not run ``component``, what its render with it switched on
     needs to be a release: each InferenceService the component adds (the A/B candidate,
@@ -143,6 +147,16 @@ def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any]
                 patch = candidate_patch(service, notes)
                 patch["metadata"]["name"] = f"{service}{second.suffix}"
                 data.setdefault("patches", []).append({"patch": yaml.safe_dump(patch)})
+                # the mirrors `tsops shadow` / `tsops bluegreen` write with the release
+                mirrors = {"-shadow": [(service, f"{service}-shadow")]}.get(second.suffix, [])
+                if second.suffix == "-green":
+                    mirrors = [(service, f"{service}-green"), (f"{service}-green", service)]
+                for source, target in mirrors:
+                    url = cluster_url(target, str(kust.get("namespace") or "default"))
+                    op = {"op": "add", "path": ARGS_PATH, "value": f"{SHADOW_FLAG}={url}"}
+                    data["patches"].append(
+                        {"patch": yaml.safe_dump([op]), "target": {**ISVC_TARGET, "name": source}}
+                    )
 
     return edit
 
