@@ -216,6 +216,7 @@ def test_long_run_covariance_is_newey_west_with_bartlett_weights():
         (ARMS, EVEN, BanditPolicy(floor=0.125), "whole percent"),
         (ARMS, EVEN, BanditPolicy(max_step=0), "max_step must be above 0"),
         (ARMS, EVEN, BanditPolicy(min_scored=0), "min_scored must be at least 1"),
+        (ARMS, EVEN, BanditPolicy(margin=-0.1), "margin is a share"),
     ],
 )
 def test_bad_input_says_what_to_fix(arms, current, policy, message):

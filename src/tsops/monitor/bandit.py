@@ -69,15 +69,13 @@ from tsops.core.metrics import STEP_COL
 from tsops.core.schema import CUTOFF_COL, ID_COL, TIME_COL
 from tsops.monitor.accuracy import json_value, records
 from tsops.monitor.errors import MonitorError
-from tsops.monitor.inputs import SERVED_AT_COL, VERSION_COL
+from tsops.monitor.inputs import ROLE_COL, ROLE_LIVE, SERVED_AT_COL, VERSION_COL
 
 LOSS_COL = "ase"
 #: common target times before any move: a year of months, the canary's min_targets. Under
 #: equal arms P(best) is about uniform whatever the sample, so the weights of an early
 #: move would be a coin toss; twelve target times also make the t posterior's tails sane.
 MIN_TARGETS = 12
-#: how the forecast log marks the forecasts users received (``tsops.monitor.inputs``)
-ROLE_COL, ROLE_LIVE = "role", "live"
 #: one forecast of a version (the same version may be served under several names)
 _FORECAST = [VERSION_COL, ID_COL, CUTOFF_COL, TIME_COL]
 _NEEDED_COLUMNS = (VERSION_COL, ID_COL, CUTOFF_COL, TIME_COL, STEP_COL, SERVED_AT_COL, LOSS_COL)
@@ -128,6 +126,11 @@ class BanditPolicy:
             raise MonitorError("bandit max_step must be above 0 (0.20 = 20 points per update)")
         if self.min_scored < 1:
             raise MonitorError(f"bandit min_scored must be at least 1, got {self.min_scored}")
+        if not 0 <= self.margin < 1:
+            raise MonitorError(
+                f"bandit margin is a share of the best arm's loss in [0, 1), e.g. 0.05; got "
+                f"{self.margin}"
+            )
         if self.draws < 100:
             raise MonitorError(f"bandit draws must be at least 100, got {self.draws}")
 

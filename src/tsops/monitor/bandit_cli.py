@@ -115,6 +115,14 @@ def bandit(
             help="scored forecasts every arm needs before the weights move (default: git's)",
         ),
     ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin",
+            help="arms within this share of the best arm's MASE count as equally good "
+            "(default 0.05)",
+        ),
+    ] = None,
     log: LogDir = None,
     actuals: Actuals = None,
     now: Now = None,
@@ -139,14 +147,15 @@ def bandit(
     from tsops.monitor.bandit import BanditPolicy, decide_weights
     from tsops.monitor.cli import _log_dir, _score, _write_csv
     from tsops.monitor.errors import MonitorError
+    from tsops.monitor.inputs import ROLE_LIVE
 
     if dry_run and branch:
         raise MonitorError("--dry-run writes nothing and --branch commits: pass one of them")
     strategy = bandit_strategy(root, model, env)
     policy = BanditPolicy.from_dict(
-        strategy.policy, floor=floor, max_step=max_step, min_scored=min_scored
+        strategy.policy, floor=floor, max_step=max_step, min_scored=min_scored, margin=margin
     )
-    arms = {a.name: a.model_version for a in strategy.arms if a.role == "live"}
+    arms = {a.name: a.model_version for a in strategy.arms if a.role == ROLE_LIVE}
     result = _score(root, model, _log_dir(root, log, load_settings()), actuals, now, since, until)
     typer.echo(result.summary().splitlines()[0], err=True)
     decision = decide_weights(result.scored, arms, strategy.weights, policy)
