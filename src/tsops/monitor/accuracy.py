@@ -135,10 +135,13 @@ class AccuracyResult:
             else {},
         }
 
-    def samples(self, model: str) -> list[tuple[dict[str, str], dict[str, float]]]:
+    def samples(
+        self, model: str, env: str | None = None
+    ) -> list[tuple[dict[str, str], dict[str, float]]]:
         """Per served name, version and role: the gauges ``tsops.monitor.publish``
         publishes (``accuracy_mase``, ``accuracy_smape``, ``accuracy_scored``,
-        ``accuracy_late``, ``accuracy_pending``), labelled model, model_name, version, role."""
+        ``accuracy_late``, ``accuracy_pending``), labelled model, model_name, version,
+        role (and env, when given)."""
         out = []
         for row in self.by_version.to_dict("records"):
             labels = {
@@ -146,7 +149,7 @@ class AccuracyResult:
                 "model_name": str(row[VERSION_KEYS[0]]),
                 "version": str(row[VERSION_KEYS[1]]),
                 "role": str(row[ROLE_COL]),
-            }
+            } | ({"env": env} if env else {})
             numbers = {
                 "accuracy_scored": row["n"],
                 "accuracy_late": row["n_late"],

@@ -598,7 +598,7 @@ def _verdicts_check(
         _write_text(found.to_markdown(), out / "verdicts.md")
         typer.echo(f"wrote {out}/verdicts.json and verdicts.md", err=True)
     for line in publish_samples(
-        gauges(found), model, "verdicts", prometheus=prometheus, pushgateway=pushgateway
+        gauges(found), model, "verdicts", prometheus=prometheus, pushgateway=pushgateway, env=env
     ):
         typer.echo(line, err=True)
     typer.echo(_json(found.to_dict()))
@@ -762,8 +762,8 @@ def run_checks(
             write(result.to_dict(), out / "accuracy.json")
             _write_csv(result.by_version, out / "by_version.csv")
         for line in publish_samples(
-            result.samples(model), model, "accuracy", prometheus=prom("accuracy"),
-            pushgateway=pushgateway,
+            result.samples(model, env), model, "accuracy", prometheus=prom("accuracy"),
+            pushgateway=pushgateway, env=env,
         ):  # fmt: skip
             typer.echo(line, err=True)
         return 0
@@ -777,7 +777,7 @@ def run_checks(
             prometheus=prom("verdicts"), pushgateway=pushgateway,
         )  # fmt: skip
 
-    where = {"to_mlflow": to_mlflow, "pushgateway": pushgateway}
+    where = {"to_mlflow": to_mlflow, "pushgateway": pushgateway, "env": env}
     checks = {
         "accuracy": accuracy_check,
         "verdicts": verdicts_check,
@@ -808,15 +808,13 @@ def run_checks(
             codes[name] = 1
     code = worst(list(codes.values()))
     summary = {"model": model, "env": env, "exit_code": code, "checks": codes}
-    samples = [({"model": model, "check": c}, {"check_exit_code": v}) for c, v in codes.items()]
-    samples.append(({"model": model, "check": "run"}, {"check_exit_code": code}))
-    stamp = [({"model": model}, {"last_run_timestamp_seconds": time.time()})]
-    for line in [
-        *publish_samples(samples, model, "run", prometheus=prom("run"), pushgateway=pushgateway),
-        *publish_samples(
-            stamp, model, "run_time", prometheus=prom("run-time"), pushgateway=pushgateway
-        ),
-    ]:
+    labels = {"model": model, "env": env}
+    samples = [(labels | {"check": c}, {"check_exit_code": v}) for c, v in codes.items()]
+    samples.append((labels | {"check": "run"}, {"check_exit_code": code}))
+    samples.append((labels, {"last_run_timestamp_seconds": time.time()}))
+    for line in publish_samples(
+        samples, model, "run", prometheus=prom("run"), pushgateway=pushgateway, env=env
+    ):
         typer.echo(line, err=True)
     if out is not None:
         write_json(summary, out / "run.json")

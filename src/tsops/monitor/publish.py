@@ -234,10 +234,12 @@ def publish_samples(
     *,
     prometheus: Path | None = None,
     pushgateway: str | None = None,
+    env: str | None = None,
     timeout: float = 10,
 ) -> list[str]:
     """Send one check's samples (several label sets) to Prometheus, in one file or one
-    push (job ``tsops_monitor_<check>``, grouped by model, replacing only that group)."""
+    push (job ``tsops_monitor_<check>``, grouped by model and ``env`` when given,
+    replacing only that group: staging's push never replaces production's)."""
     from prometheus_client import push_to_gateway, write_to_textfile
 
     done = []
@@ -256,7 +258,7 @@ def publish_samples(
         job = f"tsops_monitor_{check}"
         try:
             push_to_gateway(
-                pushgateway, job=job, registry=registry, grouping_key={"model": model},
+                pushgateway, job=job, registry=registry, grouping_key=_group(model, env),
                 timeout=timeout,
             )  # fmt: skip
         except OSError as exc:
@@ -318,6 +320,11 @@ def push_prometheus(
         ) from exc
 
 
+def _group(model: str, env: str | None) -> dict[str, str]:
+    """The Pushgateway group of a check's numbers: one per model and environment."""
+    return {"model": model} | ({"env": env} if env else {})
+
+
 def publish(
     numbers: Mapping[str, float | int | bool | None],
     model: str,
@@ -329,6 +336,7 @@ def publish(
     tracking_uri: str | None = None,
     prometheus: Path | None = None,
     pushgateway: str | None = None,
+    env: str | None = None,
 ) -> list[str]:
     """Send one check's ``numbers`` (``check``: ``drift``, ``staleness``) to each place
     asked for, labelled with the model and the served version; returns a line per
@@ -336,19 +344,19 @@ def publish(
 
     MLflow is the store at ``tracking_uri`` (None: the embedded one at ``root``); one
     that does not answer is an error of this check (exit 1), not its alert (4). The
-    Pushgateway job is ``tsops_monitor_<check>``, grouped by model, so each check
-    replaces only its own numbers there.
+    Pushgateway job is ``tsops_monitor_<check>``, grouped by model (and ``env``, which
+    also labels the numbers, when given), so each check replaces only its own numbers.
     """
     from tsops.registry.client import RegistryError, RegistryUnavailable, connect
 
     done = []
-    labels = {"model": model, "version": version}
+    labels = {"model": model, "version": version} | ({"env": env} if env else {})
     if prometheus is not None:
         write_prometheus(numbers, labels, prometheus)
         done.append(f"wrote {prometheus}")
     if pushgateway is not None:
         job = f"tsops_monitor_{check}"
-        push_prometheus(numbers, labels, pushgateway, job=job, grouping_key={"model": model})
+        push_prometheus(numbers, labels, pushgateway, job=job, grouping_key=_group(model, env))
         done.append(f"pushed to {pushgateway} (job {job})")
     if to_mlflow:
         try:
