@@ -29,6 +29,25 @@ inference_service_status.go, PropagateStatus):
   becomes the last rolled-out one again: canary 0 after a full promotion goes back.
 - Tag routing (``serving.kserve.io/enable-tag-routing: "true"``) names the two targets
   ``latest`` and ``prev``, so the canary can be called alone.
+
+KServe InferenceGraph (the router: cmd/router/main.go; the webhook:
+pkg/apis/serving/v1alpha1/inference_graph_validation.go):
+- A ``Splitter`` node sends each request to one step, drawn with the steps' weights
+  (``pickupRoute``: a number below 100 against the running sum of the weights). The
+  webhook requires every weight set and the sum 100 (``validateInferenceGraphSplitterWeight``);
+  a weight of 0 is accepted and never drawn. Releases before kserve/kserve#5489 drew from
+  [0, 100], so 1 request in 101 matched no step and the router failed it
+  (kserve/kserve#5408): the model counts shares, not that defect.
+- A ``Sequence`` node calls its steps in order and answers with the last one's response:
+  with one step, every request goes to it (blue/green's switch).
+- A step names an InferenceService (``serviceName``); the router calls its URL, and the
+  InferenceService serves the request as its own traffic split says (canary above).
+
+The tsops model server (tsops.serving.shadow, the shadow forwarding of issue 16): a server
+with ``--shadow_url=http://<name>.<namespace>.svc.cluster.local`` answers the user, then
+sends a copy of the request, with the header ``tsops-shadow: 1``, to that URL; a copy is
+never forwarded again. Knative routes by Host, and ``<name>.<namespace>.svc.cluster.local``
+is a Service's cluster-local host (https://knative.dev/docs/serving/services/private-services/).
 """
 
 from __future__ import annotations
@@ -171,6 +190,66 @@ class Cluster:
 
     def served(self, name: str) -> dict[str, int]:
         return self.predictors[name].served()
+
+    def graph_served(self, graph: str) -> dict[str, float]:
+        """Release -> percent of the requests to InferenceGraph ``graph`` it answers: the
+        root's steps (Splitter: by weight; Sequence: the last step) through each
+        InferenceService's own split."""
+        root = self.live[("InferenceGraph", graph)]["spec"]["nodes"]["root"]
+        steps = root["steps"]
+        if root["routerType"] == "Splitter":
+            routed = [(s["serviceName"], s["weight"]) for s in steps]
+        elif root["routerType"] == "Sequence":
+            routed = [(steps[-1]["serviceName"], 100)]
+        else:
+            raise NotImplementedError(root["routerType"])
+        shares: dict[str, float] = {}
+        for service, weight in routed:
+            for release, percent in self.served(service).items():
+                share = weight * percent / 100
+                if share:
+                    shares[release] = shares.get(release, 0) + share
+        return shares
+
+    def mirrors(self, service: str) -> list[str]:
+        """The InferenceServices ``service``'s model server sends copies to."""
+        from tsops.deploy.manifests.strategies import _URL, shadow_urls
+
+        isvc = self.live[("InferenceService", service)]
+        found = []
+        for url in shadow_urls(isvc):
+            match = _URL.match(url)
+            namespace = isvc["metadata"].get("namespace")
+            if (
+                match
+                and match["ns"] == namespace
+                and ("InferenceService", match["name"]) in self.live
+            ):
+                found.append(match["name"])
+        return found[-1:]  # one flag wins: the last (argparse)
+
+    def copies(self, graph: str) -> dict[str, float]:
+        """Release -> percent of the requests to ``graph`` it gets a copy of (and answers
+        to nobody): the mirror targets of the services that answer, by their share."""
+        root = self.live[("InferenceGraph", graph)]["spec"]["nodes"]["root"]
+        steps = root["steps"]
+        routed = (
+            [(s["serviceName"], s["weight"]) for s in steps]
+            if root["routerType"] == "Splitter"
+            else [(steps[-1]["serviceName"], 100)]
+        )
+        shares: dict[str, float] = {}
+        for service, weight in routed:
+            for target in self.mirrors(service):
+                for release, percent in self.served(target).items():
+                    share = weight * percent / 100
+                    if share:
+                        shares[release] = shares.get(release, 0) + share
+        return shares
+
+    def revisions(self, service: str) -> int:
+        """How many Knative revisions ``service`` has made (a new one = a new rollout)."""
+        return len(self.predictors[service].revisions)
 
     def batch_images(self) -> set[str]:
         """The images the CronJobs run."""

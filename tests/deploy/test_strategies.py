@@ -7,18 +7,44 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
+from tests.deploy.cluster_model import Cluster, application
+from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
+from tsops.deploy import bluegreen, shadow
 from tsops.deploy import gitops as g
+from tsops.deploy.manifests.checkov import run_checkov
+from tsops.deploy.manifests.render import render
+from tsops.deploy.manifests.validate import validate_all
 from tsops.deploy.overlays import GitOpsError
-from tsops.deploy.strategies import ROLE_LIVE, Arm, live_strategies, weights_edits
+from tsops.deploy.strategies import ROLE_LIVE, ROLE_SHADOW, Arm, live_strategies, weights_edits
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "m3-monthly"
-REPO = "ghcr.io/acme/tsops-serving"
+REPO = "ghcr.io/tsops/tsops-serving"
 
 
 def digest(version: str) -> str:
-    return "sha256:" + version.replace(".", "")[-1] * 64
+    return "sha256:" + version.split(".")[1] * 64
+
+
+def pins_of(repo: Path, env: str) -> dict[str, str]:
+    """images: entry name -> the image it renders."""
+    kust = YAML(typ="safe").load(
+        (repo / "manifests/overlays" / env / "kustomization.yaml").read_text()
+    )
+    return {
+        i["name"]: f"{i['newName']}:{i['newTag']}" + (f"@{i['digest']}" if "digest" in i else "")
+        for i in kust["images"]
+    }
+
+
+def validate_renders(repo: Path) -> dict[str, list[dict]]:
+    """Each overlay's own render."""
+    return {
+        f"manifests/overlays/{env}": render(repo / "manifests/overlays" / env)
+        for env in ("local", "staging", "production")
+    }
 
 
 def ref(version: str) -> str:
@@ -88,3 +114,61 @@ def test_ab_weights_move_and_bad_weights_change_nothing(repo):
     with pytest.raises(GitOpsError, match="unknown environment"):
         weights_edits(repo, MODEL, "prod", {"current": 100})
     assert snapshot(repo) == before
+
+
+def test_every_strategy_renders_validates_and_serves_what_git_says(repo, crds):  # noqa: F811
+    """Blue/green (production, green live), a three-armed bandit with a shadow (staging)
+    and an A/B test (local): strict validation (CRDs, policies; checkov over the three
+    renders), and what a cluster serves and copies from each, by cluster_model.py."""
+    shutil.copytree(ROOT / "argocd", repo / "argocd")
+    g.apply(
+        bluegreen.release_edits(repo, MODEL, "production", f"{MODEL}/v1.1.0", "2", ref("1.1.0"))
+    )
+    g.apply(bluegreen.switch_edits(repo, MODEL, "production", "green"))
+    candidate = (f"{MODEL}/v1.1.0", "2", ref("1.1.0"))
+    third = (f"{MODEL}/v1.2.0", "3", ref("1.2.0"))
+    policy = {"floor": 0.1, "max_step": 0.2, "min_scored": 60}
+    weights = "current=50,candidate=30,third=20"
+    g.apply(g.ab_edits(repo, MODEL, "staging", weights, candidate, third, policy))
+    g.apply(shadow.start_edits(repo, MODEL, "staging", f"{MODEL}/v1.3.0", "4", ref("1.3.0")))
+    local = (f"{MODEL}/v1.1.0", "2", f"{REPO}:{MODEL}-v1.1.0")
+    g.apply(g.ab_edits(repo, MODEL, "local", "current=90,candidate=10", candidate=local))
+
+    report = validate_all(repo, crds, checkov=False)
+    assert report.ok, str(report)
+    own = {label: docs for label, docs in validate_renders(repo).items()}
+    assert run_checkov(own) == []
+
+    (bandit, shadowed) = live_strategies(repo, "staging")
+    assert bandit.kind == "bandit" and bandit.policy == policy
+    assert bandit.weights == {"current": 50, "candidate": 30, "third": 20}
+    assert shadowed.kind == "shadow" and shadowed.baseline == "champion"
+    assert [(a.name, a.release, a.share, a.role) for a in shadowed.arms] == [
+        ("champion", f"{MODEL}/v1.0.0", 50, ROLE_LIVE),
+        ("shadow", f"{MODEL}/v1.3.0", 0, ROLE_SHADOW),
+    ]
+    staging = Cluster(application(repo, "tsops-staging"))
+    staging.sync(repo / "manifests/overlays/staging")
+    assert staging.graph_served(f"{MODEL}-ab") == {
+        f"{MODEL}/v1.0.0": 50,
+        f"{MODEL}/v1.1.0": 30,
+        f"{MODEL}/v1.2.0": 20,
+    }
+    assert staging.copies(f"{MODEL}-ab") == {f"{MODEL}/v1.3.0": 50}, "copies of current's"
+    assert staging.batch_images() == {pins_of(repo, "staging")["tsops-batch"]}
+
+    production = Cluster(application(repo, "tsops-production"))
+    production.sync(repo / "manifests/overlays/production")
+    assert production.graph_served(f"{MODEL}-bluegreen") == {f"{MODEL}/v1.1.0": 100}
+    assert production.copies(f"{MODEL}-bluegreen") == {f"{MODEL}/v1.0.0": 100}
+    assert production.batch_images() == {ref("1.1.0")}
+
+    # the bandit's weights move within its floor; below it nothing is written
+    before = snapshot(repo)
+    with pytest.raises(GitOpsError, match="below the bandit's exploration floor"):
+        weights_edits(repo, MODEL, "staging", {"current": 85, "candidate": 10, "third": 5})
+    assert snapshot(repo) == before
+    g.apply(weights_edits(repo, MODEL, "staging", {"current": 30, "candidate": 60, "third": 10}))
+    staging.sync(repo / "manifests/overlays/staging")
+    assert staging.graph_served(f"{MODEL}-ab")[f"{MODEL}/v1.1.0"] == 60
+    assert live_strategies(repo, "staging")[0].policy == policy, "the policy stays"
