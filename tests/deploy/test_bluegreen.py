@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import difflib
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.cluster_model import Cluster, application
 from tsops.deploy import bluegreen as bg
 from tsops.deploy import gitops as g
+from tsops.deploy.manifests.render import render
 from tsops.deploy.overlays import GitOpsError
 from tsops.deploy.strategies import ROLE_LIVE, ROLE_SHADOW, live_strategies
 
@@ -65,6 +68,23 @@ def diff(before: dict[str, str], after: dict[str, str]) -> str:
     return "".join(out)
 
 
+def graph(repo: Path) -> dict:
+    return next(d for d in render(repo / PROD) if d["kind"] == "InferenceGraph")
+
+
+def kubectl_switch(repo: Path, colour: str) -> dict:
+    """scripts/bluegreen.sh's cluster half on the live graph (the rendered one)."""
+    live = repo / "graph.yaml"
+    live.write_text(yaml.safe_dump(graph(repo)))
+    out = subprocess.run(
+        [str(ROOT / "scripts/bluegreen.sh"), MODEL, colour, "--local", "-f", str(live)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return yaml.safe_load(out)
+
+
 SWITCH_TO_GREEN = f"""\
 --- a/{PROD}/bluegreen-live.yaml
 +++ b/{PROD}/bluegreen-live.yaml
@@ -103,8 +123,10 @@ def test_switch_and_switch_back_are_one_step_and_no_new_revision(repo):
     revisions = {s: cluster.revisions(s) for s in (MODEL, f"{MODEL}-green")}
     started = files(repo)
 
+    by_kubectl = kubectl_switch(repo, "green")
     g.apply(bg.switch_edits(repo, MODEL, "production", "green"))
     assert diff(started, files(repo)) == SWITCH_TO_GREEN
+    assert by_kubectl == graph(repo), "scripts/bluegreen.sh patches what git switches"
     cluster.sync(repo / PROD)
     assert cluster.graph_served(GRAPH) == {V2: 100}
     assert cluster.copies(GRAPH) == {V1: 100}, "blue, now idle, stays warm on copies"
@@ -161,6 +183,12 @@ def test_bad_input_and_commands_that_would_break_blue_green_change_nothing(repo)
         (lambda: g.rollback_edits(repo, MODEL, "production"), "switch back"),
         (lambda: g.ab_edits(repo, MODEL, "production", "current=50,candidate=50"), "A/B"),
     ]
+    bad = subprocess.run(
+        [str(ROOT / "scripts/bluegreen.sh"), MODEL, "purple", "--local", "-f", "x.yaml"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown colour purple" in bad.stderr
     for call, message in cases:
         with pytest.raises(GitOpsError, match=message):
             call()
