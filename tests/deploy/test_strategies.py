@@ -172,3 +172,20 @@ def test_every_strategy_renders_validates_and_serves_what_git_says(repo, crds): 
     staging.sync(repo / "manifests/overlays/staging")
     assert staging.graph_served(f"{MODEL}-ab")[f"{MODEL}/v1.1.0"] == 60
     assert live_strategies(repo, "staging")[0].policy == policy, "the policy stays"
+
+
+def test_an_application_ignoring_the_graph_routing_fails():
+    from tsops.deploy.manifests.argocd import check_argocd
+
+    app = {
+        "kind": "Application",
+        "metadata": {"name": "tsops-staging"},
+        "spec": {
+            "source": {"path": "manifests/overlays/staging", "targetRevision": "main"},
+            "ignoreDifferences": [
+                {"group": "serving.kserve.io", "kind": "InferenceGraph", "jsonPointers": ["/spec"]}
+            ],
+        },
+    }
+    problems = [f.problem for f in check_argocd([app]) if "InferenceGraphs" in f.problem]
+    assert problems and "live colour" in problems[0]

@@ -54,6 +54,32 @@ def _ignores_canary(entry: Any) -> str | None:
     return None
 
 
+GRAPH_POINTER = "/spec/nodes"
+
+
+def _ignores_graph(entry: Any) -> str | None:
+    """How an ``ignoreDifferences`` entry hides an InferenceGraph's routing (blue/green's
+    live colour, the A/B or bandit weights) from Argo CD, if it does."""
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("group", "") not in ("serving.kserve.io", "*") or entry.get("kind") not in (
+        "InferenceGraph",
+        "*",
+    ):
+        return None
+    for pointer in entry.get("jsonPointers") or []:
+        if str(pointer).startswith(GRAPH_POINTER) or GRAPH_POINTER.startswith(
+            str(pointer).rstrip("/") + "/"
+        ):
+            return f"jsonPointers {pointer}"
+    for expr in entry.get("jqPathExpressions") or []:
+        if ".spec.nodes".startswith(str(expr).strip().rstrip(".")) or ".spec.nodes" in str(expr):
+            return f"jqPathExpressions {expr}"
+    if entry.get("managedFieldsManagers"):
+        return f"managedFieldsManagers {entry['managedFieldsManagers']}"
+    return None
+
+
 def check_argocd(
     argo_docs: list[dict],
     rendered_kinds: dict[str, set[tuple[str, str, str]]] | None = None,
@@ -98,6 +124,18 @@ def check_argocd(
         auto_on = isinstance(automated, dict) and automated.get("enabled", True) is not False
         revisions[path.rsplit("/", 1)[-1]] = (app, str(source.get("targetRevision") or "HEAD"))
         for entry in spec.get("ignoreDifferences") or []:
+            routing = _ignores_graph(entry)
+            if routing:
+                add(
+                    app,
+                    f"ignoreDifferences hides {GRAPH_POINTER} of InferenceGraphs ({routing}): "
+                    "blue/green's live colour and the A/B or bandit weights would have two "
+                    "owners, git and the live object, and a switch or new weights merged in "
+                    "git might never reach the cluster",
+                    "remove that ignoreDifferences entry: git owns the graph's routing and "
+                    "Argo CD applies it on every sync; after a kubectl switch, merge the "
+                    "change scripts/bluegreen.sh prepares",
+                )
             how = _ignores_canary(entry)
             if how:
                 add(
