@@ -183,6 +183,10 @@ kubectl wait --for=condition=Available deployment --all -n argocd --timeout=300s
 # argocd/ holds a ClusterImagePolicy: its CRD (vendored) lets it apply. policy-controller
 # itself is not installed: the local namespace is not enforced and its images are unsigned.
 kubectl apply -f manifests/crds/policy.sigstore.dev_clusterimagepolicies.yaml
+# The overlays render a PrometheusRule (the monitor job's alerts): its CRD (vendored;
+# server-side, it is larger than the client-side annotation limit) lets them apply on a
+# cluster without prometheus-operator, where the rule is simply not evaluated.
+kubectl apply --server-side -f manifests/crds/monitoring.coreos.com_prometheusrules.yaml
 
 log "MLflow ($MLFLOW_IMAGE)"
 kubectl apply -f - <<EOF
