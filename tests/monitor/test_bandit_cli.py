@@ -12,35 +12,37 @@ from ruamel.yaml import YAML
 from tests.helpers.commands import BIN, ROOT, run
 from tests.helpers.commands import tsops as tsops_here
 from tests.helpers.git_repo import git, init_repo
-from tests.monitor.test_accuracy import MODEL_YAML, rolling_forecasts, served_requests, write_log
-from tsops.deploy import gitops as g
-from tsops.deploy.overlays import dump, load
-from tsops.deploy.strategies import (
-    AB_WEIGHTS,
-    BANDIT_FLOOR,
-    BANDIT_MAX_STEP,
-    BANDIT_MIN_SCORED,
-    live_strategies,
+from tests.monitor.test_accuracy import (
+    MODEL_YAML,
+    VALUE_COLS,
+    rolling_forecasts,
+    served_requests,
+    write_log,
 )
+from tsops.deploy import gitops as g
+from tsops.deploy.strategies import AB_WEIGHTS, live_strategies
 from tsops.monitor.bandit_cli import branch_name
 
 MODEL = "m3-monthly"
 WEIGHTS = Path("manifests/overlays/production") / AB_WEIGHTS
-DIGEST = "sha256:" + "2" * 64
+REPO = "ghcr.io/acme/tsops-serving"
 
 
-def start_bandit(repo: Path, floor: str = "0.1", max_step: str = "0.2", min_scored: str = "60"):
-    """The production overlay runs an A/B split between v1.0.0 (current, registry version
-    1) and v1.1.0 (candidate, version 2) whose Splitter patch carries the bandit policy."""
-    candidate = (f"{MODEL}/v1.1.0", "2", f"ghcr.io/acme/tsops-serving:{MODEL}-v1.1.0@{DIGEST}")
-    g.apply(g.ab_edits(repo, MODEL, "production", "current=50,candidate=50", candidate=candidate))
-    path = repo / WEIGHTS
-    doc = load(path)
-    notes = doc["metadata"].setdefault("annotations", {})
-    notes.update({BANDIT_FLOOR: floor, BANDIT_MAX_STEP: max_step, BANDIT_MIN_SCORED: min_scored})
-    path.write_text(dump(doc))
+def release(version: str, model_version: str) -> tuple[str, str, str]:
+    """(release, registry version, image ref) as ``tsops ab`` pins it from the registry."""
+    digest = "sha256:" + model_version * 64
+    return f"{MODEL}/v{version}", model_version, f"{REPO}:{MODEL}-v{version}@{digest}"
+
+
+def start_bandit(repo: Path, weights: str = "current=50,candidate=50", third=None) -> None:
+    """``tsops ab --bandit`` in production: v1.0.0 (current, registry version 1) against
+    v1.1.0 (candidate, version 2), the default policy beside the Splitter weights."""
+    policy = {"floor": 0.1, "max_step": 0.2, "min_scored": 60}
+    edits = g.ab_edits(repo, MODEL, "production", weights, candidate=release("1.1.0", "2"),
+                       third=third, policy=policy)  # fmt: skip
+    g.apply(edits)
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "bandit: current 50, candidate 50")
+    git(repo, "commit", "-q", "-m", f"bandit: {weights}")
 
 
 @pytest.fixture
@@ -156,7 +158,36 @@ def test_an_environment_without_a_bandit_says_what_runs(repo):
     )  # fmt: skip
     assert ran.returncode == 1
     assert "staging runs no bandit for m3-monthly (it runs: single)" in ran.stderr
+    assert "--bandit" in ran.stderr
     both = tsops_here(
         "bandit", MODEL, "--dry-run", "--branch", "--root", str(repo), cwd=repo, check=False
     )
     assert both.returncode == 1 and "pass one of them" in both.stderr
+
+
+def test_three_arms_walk_toward_the_thompson_target(repo):
+    # a third release (registry version 3): Theta's forecasts 30% too high, the worst arm
+    git(repo, "checkout", "-q", "--", ".")
+    theta = rolling_forecasts("theta")
+    biased = theta.assign(**{c: theta[c] * 1.3 for c in VALUE_COLS})
+    write_log(repo.parent / "logs" / f"{MODEL}-third",
+              served_requests(biased, f"{MODEL}-third", "3", registered_model=MODEL))  # fmt: skip
+    g.apply(g.ab_edits(repo, MODEL, "production", "current=40,candidate=30,third=30",
+                       third=release("1.2.0", "3")))  # fmt: skip
+    git(repo, "commit", "-q", "-am", "third arm")
+    document = json.loads(bandit(repo).stdout)
+    assert document["previous"] == {"current": 40, "candidate": 30, "third": 30}
+    # the target is about 10/80/10 (floor 10%, the rest by P(best), Theta's ~1): the
+    # candidate, the farthest from it, moves the full 20 points, the others in proportion
+    targets = [e["target"] for e in document["evidence"]]
+    assert targets == pytest.approx([10, 80, 10], abs=1.5)
+    assert document["weights"] == {"current": 28, "candidate": 50, "third": 22}
+    (now,) = live_strategies(repo, "production")
+    assert now.weights == document["weights"]
+    assert document["evidence"][2]["model_version"] == "3"
+    git(repo, "commit", "-q", "-am", "bandit weights")
+    assert json.loads(bandit(repo).stdout)["weights"] == {
+        "current": 16,
+        "candidate": 70,
+        "third": 14,
+    }

@@ -46,10 +46,9 @@ def bandit_strategy(root: Path, model: str, env: str) -> Strategy:
             return strategy
     running = ", ".join(s.kind for s in strategies)
     raise MonitorError(
-        f"{env} runs no bandit for {model} (it runs: {running}); a bandit is an A/B "
-        "Splitter whose ab-weights.yaml carries the policy annotations "
-        "tsops.io/bandit-floor, tsops.io/bandit-max-step and tsops.io/bandit-min-scored: "
-        "start one with the deploy command for bandits, then run this again"
+        f"{env} runs no bandit for {model} (it runs: {running}); start one with `tsops ab "
+        f"{model} --env {env} --candidate {model}/vX.Y.Z --weights current=50,candidate=50 "
+        "--bandit` (a Splitter whose policy is kept beside its weights), then run this again"
     )
 
 
