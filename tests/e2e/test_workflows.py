@@ -11,7 +11,8 @@ each from PyPI through ``uv tool run``, apart from the project's lock.
 Behaviour the workflows promise is checked here too: a release ships the version the pull
 request registered (no training at release), pull requests and pushes that must start
 workflows use the GitHub App's token, production follows deploy/production, the PR's
-metrics diff has main's committed metrics to compare with, and the e2e workflow plays the
+metrics diff has main's committed metrics to compare with, monitoring judges every live
+strategy and opens the verdict's pull request, and the e2e workflow plays the
 canary story on a cluster (it cannot run here: no cluster, no image pulls).
 """
 
@@ -439,6 +440,38 @@ def test_pull_requests_and_branch_pushes_use_the_github_app_token():
                 assert step["env"]["GH_TOKEN"] == f"${{{{ steps.{token['id']}.outputs.token }}}}", (
                     f"{where}: push and open the pull request with the App's token"
                 )
+
+
+JUDGE_STEP = "Accuracy, the verdict of every live strategy, drift and staleness"
+RETRAIN_STEP = "Retrain decision, and the retraining change when it fires"
+HAND_OVER_STEP = "Hand the verdict's overlay change to the verdict pull request job"
+
+
+def test_monitor_judges_every_live_strategy_and_opens_the_verdicts_pull_request():
+    # The same command as the monitor CronJob, with the branches its verdicts ask for.
+    judge = _step("monitor", "monitor", JUDGE_STEP)
+    words = shlex.split(judge["run"])
+    assert words[:3] == ["tsops", "monitor", "run"] and "--apply" in words
+    assert words[words.index("--env") + 1] == "production"
+    assert judge.get("continue-on-error") is True, "a verdict or an alert must not stop retrain"
+    # the verdicts' branches start from the checked-out commit: before `tsops retrain
+    # --apply`, which leaves the checkout on its own branch
+    names = _names("monitor", "monitor")
+    assert names.index(JUDGE_STEP) < names.index(RETRAIN_STEP)
+    switch = _step("monitor", "monitor", "Check out the verdict's branch")
+    assert switch["run"].strip() == 'git switch "$BRANCH"'
+    upload = _step("monitor", "monitor", HAND_OVER_STEP)
+    assert upload["if"] == switch["if"] == "steps.verdict.outputs.branch != ''"
+    assert "manifests/overlays/" in upload["with"]["path"].split()
+    # the pull request job takes that artifact and commits nothing but the overlays
+    job = workflows()["monitor"]["jobs"]["verdict-pull-request"]
+    assert job["needs"] == "monitor"
+    (download,) = [s for s in job["steps"] if "download-artifact" in s.get("uses", "")]
+    assert download["with"]["name"] == upload["with"]["name"] == "verdict-${{ matrix.model }}"
+    adds = [w for _, w in commands(job) if w[:2] == ["git", "add"]]
+    commits = [w for _, w in commands(job) if "commit" in w]
+    assert adds == [["git", "add", "manifests/overlays"]]
+    assert all(w[-2:] == ["--", "manifests/overlays"] for w in commits) and commits
 
 
 def test_train_registers_the_reviewed_model_from_the_pull_requests_head():

@@ -579,16 +579,24 @@ def _verdicts_check(
 ) -> int:
     from tsops.core.io import write_json
     from tsops.deploy.strategies import live_strategies
-    from tsops.monitor.errors import MonitorError
     from tsops.monitor.publish import publish_samples
     from tsops.monitor.verdicts import apply_changes, gauges, judge, plan_changes
 
-    strategies = [s for s in live_strategies(root, env) if s.model == model]
+    running = live_strategies(root, env)
+    strategies = [s for s in running if s.model == model]
     if not strategies:
-        raise MonitorError(
-            f"manifests/overlays/{env} serves no release of {model}: pass the --model its "
-            "overlay serves, or the --env that runs it"
+        # a model of the repository that this environment does not serve: nothing to
+        # judge (the scheduled workflow runs every model against production)
+        served = ", ".join(sorted({s.model for s in running})) or "none"
+        typer.echo(
+            f"note: manifests/overlays/{env} serves no release of {model} (it serves: "
+            f"{served}); no verdict",
+            err=True,
         )
+        if out is not None:
+            write_json({"model": model, "env": env, "rollback": False, "verdicts": []},
+                       out / "verdicts.json")  # fmt: skip
+        return 0
     found = judge(strategies, result.scored, result.by_version, options)
     if apply:
         found = apply_changes(root, plan_changes(root, found))

@@ -388,8 +388,7 @@ def _bandit(strategy: Strategy, scored: pd.DataFrame, common: dict[str, Any]) ->
     )
     command = None
     if decision.moved:
-        weights = ",".join(f"{arm}={pct}" for arm, pct in decision.weights.items())
-        command = f"tsops bandit {strategy.model} --env {strategy.env}  # weights {weights}"
+        command = f"tsops bandit {strategy.model} --env {strategy.env}"
     return Verdict(
         **common, baseline=strategy.baseline, candidate=None,
         verdict="move" if decision.moved else "stay", reason=decision.reason, command=command,
