@@ -193,7 +193,8 @@ class BanditDecision:
     def summary(self) -> str:
         """A few lines for people: the weights, the move and why."""
         change = ", ".join(
-            f"{arm} {self.previous.get(arm, 0)}% -> {pct}%" for arm, pct in self.weights.items()
+            f"{arm} {self.previous.get(arm, 0)}% -> {pct}%" if self.moved else f"{arm} {pct}%"
+            for arm, pct in self.weights.items()
         )
         table = self.evidence.drop(columns=["target"]).to_string(
             index=False, float_format=lambda v: f"{v:.4g}"
@@ -252,9 +253,9 @@ def decide_weights(
             )
         else:
             reason = (
-                f"no move: {n} target time(s) have scored forecasts of every arm; the "
-                f"posterior needs {needed_targets} ({k} arms, {lags} HAC lag(s) for steps "
-                f"up to {h}, and one degree of freedom)"
+                f"no move: {n} target time(s) have scored forecasts of every arm; a move "
+                f"needs {needed_targets} (at least {MIN_TARGETS}, and more than the {k} arms "
+                f"plus {lags} HAC lag(s) for steps up to {h})"
             )
         evidence = evidence.assign(p_best=np.nan, target=np.nan, weight=evidence["share"])
         return BanditDecision(
