@@ -34,9 +34,10 @@ from tsops.core.metrics import (
     pointwise_errors,
 )
 from tsops.core.schema import CUTOFF_COL, ID_COL, TARGET_COL, TIME_COL, hi_col, lo_col
-from tsops.monitor import inputs
 from tsops.monitor.errors import MonitorError
 from tsops.monitor.inputs import (
+    ROLE_COL,
+    ROLE_LIVE,
     SERVED_AT_COL,
     VERSION_KEYS,
     as_utc_naive,
@@ -46,11 +47,6 @@ from tsops.monitor.inputs import (
     utc_now,
 )
 
-# the forecast log's role column (tsops.monitor.inputs defines it with the shadow
-# forwarding; these defaults keep this module working on a checkout from before it)
-ROLE_COL: str = getattr(inputs, "ROLE_COL", "role")
-ROLE_LIVE: str = getattr(inputs, "ROLE_LIVE", "live")
-ROLE_SHADOW: str = getattr(inputs, "ROLE_SHADOW", "shadow")
 STATUS_COL = "status"
 REASON_COL = "reason"
 #: what realized accuracy is reported per: the served name, the version and the role

@@ -269,7 +269,8 @@ def _check_options(alpha: float, margin: float, min_targets: int, power: float) 
 
 def _of_role(scored: pd.DataFrame, role: str | None) -> pd.DataFrame:
     """The rows logged with ``role`` (None: all); a log without roles is all live."""
-    from tsops.monitor.accuracy import ROLE_COL, with_role
+    from tsops.monitor.accuracy import with_role
+    from tsops.monitor.inputs import ROLE_COL
 
     if role is None:
         return scored

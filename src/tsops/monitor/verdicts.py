@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tsops.monitor.accuracy import ROLE_COL, ROLE_LIVE, json_value, with_role
+from tsops.monitor.accuracy import json_value, with_role
 from tsops.monitor.canary import LOSS_COL, CanaryResult, compare_versions
 from tsops.monitor.canary_change import CanaryChange, CanaryChangeError
 from tsops.monitor.errors import MonitorError
-from tsops.monitor.inputs import VERSION_COL
+from tsops.monitor.inputs import ROLE_COL, ROLE_LIVE, VERSION_COL
 
 if TYPE_CHECKING:
     from tsops.deploy.strategies import Arm, Strategy
