@@ -111,25 +111,27 @@ def replay(
     arms: dict[str, str],
     policy: BanditPolicy = BanditPolicy(),
     seed: int = 0,
-    fixed: dict[str, int] | None = None,
+    fixed: dict[str, int] | list[dict[str, int]] | None = None,
 ) -> Replay:
     """Serve ``table``'s forecasts month by month, the weights decided by the bandit
-    (or ``fixed``); the Splitter's draws are seeded by ``seed``."""
+    (or ``fixed``: the same weights every month, or one per month); the Splitter's draws
+    are seeded by ``seed``."""
     rng = np.random.default_rng(seed)
     names = list(arms)
-    weights = fixed or {a: 100 // len(names) + (i < 100 % len(names)) for i, a in enumerate(names)}
+    weights = {a: 100 // len(names) + (i < 100 % len(names)) for i, a in enumerate(names)}
     cutoffs = sorted(table[CUTOFF_COL].unique())
     series = np.array(sorted(table[ID_COL].unique()))
     by_cutoff = {c: part for c, part in table.groupby(CUTOFF_COL)}
     served: list[pd.DataFrame] = []
     history, moved = [], []
-    for cutoff in cutoffs:
-        if served and fixed is None:
+    for month, cutoff in enumerate(cutoffs):
+        did = False
+        if fixed is not None:
+            weights = fixed[month] if isinstance(fixed, list) else fixed
+        elif served:
             log = pd.concat(served, ignore_index=True)
             decision = decide_weights(log[log[TIME_COL] <= cutoff - DELAY], arms, weights, policy)
             weights, did = decision.weights, decision.moved
-        else:
-            did = False
         history.append(dict(weights))
         moved.append(did)
         shares = np.array([weights[a] for a in names]) / 100
