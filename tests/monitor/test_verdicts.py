@@ -215,27 +215,26 @@ def test_gauges_are_published_names_with_one_label_set_each():
 # ------------------------------------------------------- the command, on a real overlay in git
 
 
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    """manifests/ and the model's folder in a git repository, production on a canary of
-    v1.1.0 (registry version 2) over v1.0.0 (version 1), and the inputs beside it."""
+def image(version: str) -> str:
+    return f"{IMAGE}:{MODEL}-v{version}@sha256:" + version.split(".")[1] * 64
+
+
+def git_repo(tmp_path: Path, setup, **served: tuple[str, str, str]) -> Path:
+    """manifests/ and the model's folder in a git repository, the overlays changed by
+    ``setup(repo)`` and committed; beside it the forecast log of ``served`` and the
+    M3 actuals, and data/ holding the training data (up to 2017-12)."""
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "manifests", repo / "manifests", ignore=shutil.ignore_patterns("crds"))
     (repo / "models" / MODEL).mkdir(parents=True)
     (repo / "models" / MODEL / "model.yaml").write_text(MODEL_YAML.replace("tiny", MODEL))
-    g.apply(
-        g.release_edits(repo, MODEL, "1.1.0", "2", {}, image=IMAGE, digest="sha256:" + "2" * 64)
-    )
-    g.apply(g.promote_edits(repo, MODEL, "staging", "production", canary=10))
+    setup(repo)
     git(tmp_path, "init", "-q", "-b", "main", str(repo))
     git(repo, "config", "user.email", "t@example.com")
     git(repo, "config", "user.name", "t")
     git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "canary of v1.1.0")
+    git(repo, "commit", "-q", "-m", "the strategy to judge")
     inputs = tmp_path / "inputs"
-    log_of(
-        inputs / "log", stable=("theta", "1", ROLE_LIVE), canary=("seasonal_naive", "2", ROLE_LIVE)
-    )
+    log_of(inputs / "log", **served)
     m3_actuals().to_parquet(inputs / "actuals.parquet")
     trained = m3_actuals()[m3_actuals()["ds"] <= "2017-12-01"]
     (repo / "data" / MODEL).mkdir(parents=True)
@@ -243,16 +242,36 @@ def repo(tmp_path) -> Path:
     return repo
 
 
-def test_cli_verdicts_apply_prepares_the_rollback_branch_and_exits_3(repo):
-    (canary,) = live_strategies(repo, "production")
-    assert canary.kind == "canary"
+def verdicts_cli(repo: Path, *extra: str):
     inputs = repo.parent / "inputs"
     args = [
         "verdicts", "--model", MODEL, "--env", "production", "--log", str(inputs / "log"),
-        "--actuals", str(inputs / "actuals.parquet"), "--now", NOW, "--apply",
-        "--out", str(repo.parent / "out"), "--root", str(repo),
+        "--actuals", str(inputs / "actuals.parquet"), "--now", NOW, "--root", str(repo), *extra,
     ]  # fmt: skip
-    result = CliRunner().invoke(monitor_app, args)
+    return CliRunner().invoke(monitor_app, args)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """production on a canary of v1.1.0 (registry version 2, seasonal naive) over v1.0.0
+    (version 1, Theta)."""
+
+    def canary(repo: Path) -> None:
+        g.apply(
+            g.release_edits(
+                repo, MODEL, "1.1.0", "2", {}, image=IMAGE, digest=image("1.1.0").split("@")[1]
+            )
+        )
+        g.apply(g.promote_edits(repo, MODEL, "staging", "production", canary=10))
+
+    served = {"stable": ("theta", "1", ROLE_LIVE), "canary": ("seasonal_naive", "2", ROLE_LIVE)}
+    return git_repo(tmp_path, canary, **served)
+
+
+def test_cli_verdicts_apply_prepares_the_rollback_branch_and_exits_3(repo):
+    (canary,) = live_strategies(repo, "production")
+    assert canary.kind == "canary"
+    result = verdicts_cli(repo, "--apply", "--out", str(repo.parent / "out"))
     assert result.exit_code == ROLLBACK_EXIT, result.output
     document = json.loads(result.stdout)
     (verdict,) = document["verdicts"]
@@ -298,3 +317,42 @@ def test_cli_run_does_every_check_publishes_and_exits_with_the_worst(repo):
         "tsops_monitor_last_run_timestamp_seconds",
     } <= published  # fmt: skip
     assert published <= set(METRIC_NAMES)
+
+
+def test_cli_verdicts_of_a_blue_green_pair_and_a_shadow_from_their_overlays(tmp_path):
+    from tsops.deploy import bluegreen, shadow
+
+    def blue_green(repo: Path) -> None:
+        g.apply(bluegreen.release_edits(repo, MODEL, "production", f"{MODEL}/v1.1.0", "2",
+                                        image("1.1.0")))  # fmt: skip
+
+    # blue (v1, live) answers users with seasonal naive; green (v2, idle) gets the copies
+    # and forecasts them with Theta: switching to green is what the verdict asks for
+    served = {"blue": ("seasonal_naive", "1", ROLE_LIVE), "green": ("theta", "2", ROLE_SHADOW)}
+    repo = git_repo(tmp_path / "bg", blue_green, **served)
+    result = verdicts_cli(repo, "--apply")
+    assert result.exit_code == 0, result.output
+    (verdict,) = json.loads(result.stdout)["verdicts"]
+    assert (verdict["kind"], verdict["candidate"], verdict["verdict"]) == (
+        "bluegreen", "green", "promote",
+    )  # fmt: skip
+    branch = verdict["applied"]["branch"]
+    assert branch == f"bluegreen/{MODEL}-production-to-green-v1-v2"
+    # the branch holds exactly what `tsops bluegreen --to green` writes
+    edits = bluegreen.switch_edits(repo, MODEL, "production", "green")
+    for edit in edits:
+        path = edit.path.relative_to(repo)
+        assert git(repo, "show", f"{branch}:{path}") == edit.text.rstrip("\n"), path
+
+    def shadowed(repo: Path) -> None:
+        g.apply(shadow.start_edits(repo, MODEL, "production", f"{MODEL}/v1.1.0", "2",
+                                   image("1.1.0")))  # fmt: skip
+
+    served = {"champion": ("theta", "1", ROLE_LIVE), "shadow": ("seasonal_naive", "2", ROLE_SHADOW)}
+    repo = git_repo(tmp_path / "shadow", shadowed, **served)
+    result = verdicts_cli(repo, "--apply")
+    assert result.exit_code == 0, result.output  # a worse shadow served nobody
+    single, judged = json.loads(result.stdout)["verdicts"]
+    assert single["kind"] == "single" and single["verdict"] == "none"
+    assert (judged["kind"], judged["verdict"], judged["applied"]) == ("shadow", "rollback", None)
+    assert judged["comparison"]["candidate"]["role"] == "shadow"
