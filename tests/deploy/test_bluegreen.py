@@ -57,6 +57,8 @@ def files(repo: Path) -> dict[str, str]:
 
 
 def diff(before: dict[str, str], after: dict[str, str]) -> str:
+    """The unified diff of every changed file; hunk headers without line numbers, so that
+    an edit elsewhere in an overlay file (a comment above) does not change it."""
     out = []
     for name in sorted(set(before) | set(after)):
         out += difflib.unified_diff(
@@ -65,7 +67,7 @@ def diff(before: dict[str, str], after: dict[str, str]) -> str:
             f"a/{name}",
             f"b/{name}",
         )
-    return "".join(out)
+    return "".join("@@\n" if line.startswith("@@ ") else line for line in out)
 
 
 def graph(repo: Path) -> dict:
@@ -88,7 +90,7 @@ def kubectl_switch(repo: Path, colour: str) -> dict:
 SWITCH_TO_GREEN = f"""\
 --- a/{PROD}/bluegreen-live.yaml
 +++ b/{PROD}/bluegreen-live.yaml
-@@ -9,5 +9,5 @@
+@@
      root:
        routerType: Sequence
        steps:
@@ -98,7 +100,7 @@ SWITCH_TO_GREEN = f"""\
 +          serviceName: m3-monthly-green
 --- a/{PROD}/kustomization.yaml
 +++ b/{PROD}/kustomization.yaml
-@@ -27,8 +27,8 @@
+@@
      digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
    - name: tsops-batch
      newName: ghcr.io/tsops/tsops-serving

@@ -343,13 +343,15 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
     expected = [
         "[digest] manifests/overlays/production, manifests/overlays/production+ab, "
         "manifests/overlays/production+bluegreen, manifests/overlays/production+mlflow-runtime, "
-        "manifests/overlays/production+shadow: CronJob/m3-monthly-monitor",
+        "manifests/overlays/production+shadow, manifests/overlays/production+third: "
+        "CronJob/m3-monthly-monitor",
         "is pinned by a tag only",
         "add digest: sha256:<64 hex> to the images: entry tsops-batch in "
         "manifests/overlays/production/kustomization.yaml",
         "follows the overlay's tsops-serving entry",
         "manifests/overlays/staging, manifests/overlays/staging+bluegreen, "
-        "manifests/overlays/staging+shadow: InferenceService/m3-monthly-candidate",
+        "manifests/overlays/staging+shadow, manifests/overlays/staging+third: "
+        "InferenceService/m3-monthly-candidate",
         "the A/B candidate mounts nothing there, while InferenceService/m3-monthly mounts "
         "persistentVolumeClaim tsops-monitoring at /var/lib/tsops",
         "[signature] argocd/kustomization.yaml: no ClusterImagePolicy",

@@ -19,8 +19,9 @@ def _write(edits: list) -> None:
     """Write the computed edits all at once and say which files changed."""
     from tsops.deploy.gitops import apply
 
+    removed = {e.path for e in edits if e.text is None}
     for path in apply(edits):
-        typer.echo(f"wrote {path}")
+        typer.echo(f"{'removed' if path in removed else 'wrote'} {path}")
 
 
 @commands.command()

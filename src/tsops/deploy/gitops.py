@@ -304,13 +304,12 @@ def candidate_edits(
         },
     )
     text = "# The A/B candidate (tsops ab --candidate); its image pin is in kustomization.yaml.\n"
-    kpath = env_dir / "kustomization.yaml"
-    kdoc = load(kpath)
-    set_pins(kdoc, kpath, {CANDIDATE_IMAGE: pin}, add_missing=True)
-    patches = kdoc.setdefault("patches", [])
-    if not any(p.get("path") == "ab-candidate.yaml" for p in patches):
-        patches.append({"path": "ab-candidate.yaml"})
-    return [Edit(env_dir / "ab-candidate.yaml", text + dump(patch)), Edit(kpath, dump(kdoc))]
+    from tsops.deploy.arms import Kustomization
+
+    kust = Kustomization(env_dir)
+    kust.pin(CANDIDATE_IMAGE, pin)
+    kust.add_patch("ab-candidate.yaml")
+    return [Edit(env_dir / "ab-candidate.yaml", text + dump(patch)), Edit(kust.path, kust.text())]
 
 
 def parse_weights(text: str) -> dict[str, int]:
@@ -447,6 +446,14 @@ def ab_edits(
         }
     if notes:
         metadata["annotations"] = notes
+        floor = float(notes[BANDIT_KEYS["floor"]])
+        low = [f"{s['name']}={weight(s)}" for s in steps if weight(s) < int(floor * 100 + 1e-9)]
+        if low:
+            raise GitOpsError(
+                f"{', '.join(low)} below the bandit's exploration floor of {floor * 100:g} % "
+                f"(tsops.io/bandit-floor in {env}'s ab-weights.yaml): every arm keeps at least "
+                "that share"
+            )
     patch = {
         "apiVersion": graph["apiVersion"],
         "kind": "InferenceGraph",
