@@ -356,3 +356,25 @@ def test_cli_verdicts_of_a_blue_green_pair_and_a_shadow_from_their_overlays(tmp_
     assert single["kind"] == "single" and single["verdict"] == "none"
     assert (judged["kind"], judged["verdict"], judged["applied"]) == ("shadow", "rollback", None)
     assert judged["comparison"]["candidate"]["role"] == "shadow"
+
+
+def test_cli_verdicts_of_a_bandit_commit_its_new_weights_on_tsops_bandits_branch(tmp_path):
+    def bandit(repo: Path) -> None:
+        candidate = (f"{MODEL}/v1.1.0", "2", image("1.1.0"))
+        policy = {"floor": 0.1, "max_step": 0.2, "min_scored": 60}
+        g.apply(g.ab_edits(repo, MODEL, "production", "current=50,candidate=50",
+                           candidate=candidate, policy=policy))  # fmt: skip
+
+    served = {"current": ("theta", "1", ROLE_LIVE), "candidate": ("seasonal_naive", "2", ROLE_LIVE)}
+    repo = git_repo(tmp_path, bandit, **served)
+    result = verdicts_cli(repo, "--apply")
+    assert result.exit_code == 0, result.output  # moving weights is routine, not a rollback
+    (verdict,) = json.loads(result.stdout)["verdicts"]
+    assert verdict["verdict"] == "move"
+    assert verdict["bandit"]["weights"] == {"current": 70, "candidate": 30}
+    branch = f"bandit/{MODEL}-production-current70-candidate30"
+    assert verdict["applied"]["branch"] == branch
+    changed = git(repo, "diff", "--name-only", "main", branch)
+    assert changed == "manifests/overlays/production/ab-weights.yaml"
+    weights = git(repo, "show", f"{branch}:manifests/overlays/production/ab-weights.yaml")
+    assert "weight: 70" in weights and "weight: 30" in weights

@@ -101,8 +101,9 @@ class Verdict:
 
     @property
     def title(self) -> str:
-        against = f"{self.candidate} against {self.baseline}" if self.candidate else self.baseline
-        return f"{self.kind}: {against}"
+        if self.candidate:
+            return f"{self.kind}: {self.candidate} against {self.baseline}"
+        return f"{self.kind}: {', '.join(a['arm'] for a in self.arms)}"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -424,10 +425,13 @@ def _plan(root: Path, verdict: Verdict) -> CanaryChange | None:
             return _change(verdict, "ab", "rollback", weights_edits(root, model, env, weights))
         if verdict.kind == "bandit" and verdict.decision is not None and verdict.decision.moved:
             from tsops.deploy.strategies import weights_edits
+            from tsops.monitor.bandit_cli import branch_name
 
             weights = verdict.decision.weights
-            name = "-".join(f"{arm}{pct}" for arm, pct in weights.items())
-            return _change(verdict, "bandit", name, weights_edits(root, model, env, weights))
+            change = _change(verdict, "bandit", "", weights_edits(root, model, env, weights))
+            # `tsops bandit --branch`'s name: the same weights are one branch, whoever
+            # prepared them first
+            return replace(change, branch=branch_name(model, env, weights))
         if verdict.kind == "bluegreen" and verdict.command:
             colour = verdict.command.rsplit(" ", 1)[1]
             edits = _bluegreen_edits(root, model, env, colour)
