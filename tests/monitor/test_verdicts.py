@@ -378,3 +378,18 @@ def test_cli_verdicts_of_a_bandit_commit_its_new_weights_on_tsops_bandits_branch
     assert changed == "manifests/overlays/production/ab-weights.yaml"
     weights = git(repo, "show", f"{branch}:manifests/overlays/production/ab-weights.yaml")
     assert "weight: 70" in weights and "weight: 30" in weights
+
+
+def test_drift_reference_ends_at_the_served_models_training_cutoffs(tiny_model_dir, tmp_path):
+    # the monitor CronJob ingests the source as it is today: the months after training
+    # (here three made-up ones) must not count as what the model was trained on
+    from tsops.core.settings import load_settings
+    from tsops.monitor.cli import _trained_part
+
+    trained = m3_actuals()
+    later = (
+        trained.groupby("unique_id").tail(3).assign(ds=lambda f: f["ds"] + pd.DateOffset(years=1))
+    )
+    today = pd.concat([trained, later], ignore_index=True)
+    cut = _trained_part(tmp_path, today, str(tiny_model_dir), load_settings())
+    pd.testing.assert_frame_equal(cut, trained.reset_index(drop=True), check_dtype=False)
