@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
@@ -101,6 +102,9 @@ def test_dry_run_prints_the_move_and_writes_nothing(repo):
     assert tree(repo) == before and git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "status", "--porcelain") == ""
     assert json.loads((repo.parent / "out" / "bandit.json").read_text()) == document
+    table = pd.read_csv(repo.parent / "out" / "bandit_evidence.csv")
+    assert table["arm"].tolist() == ["current", "candidate"]
+    assert table["weight"].tolist() == [30, 70]
 
 
 def test_branch_commits_the_weights_and_leaves_head_where_it_was(repo):
