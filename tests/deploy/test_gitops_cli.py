@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 
 from tests.conftest import run
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
+from tests.helpers.commands import tsops
 from tests.helpers.once import empty_mlflow_store
 from tsops.deploy import gitops as g
 from tsops.deploy.manifests.render import render
@@ -116,6 +117,27 @@ def test_ab_candidate_from_the_registry_renders_with_its_volumes(
 
     features = {"/home/tsops/features", "/home/tsops/features/feature_store.yaml"}
     assert mounts(candidate) == mounts(main) == {"/tmp", "/var/lib/tsops", *features}
+    # the same release as staging's shadow and as local's green colour, pinned from the
+    # registry (in this process: the CLI's parsing and registry lookup, not its start-up)
+    for args in (
+        ["shadow", "m3-monthly", "--env", "staging", "--release", "m3-monthly/v1.1.0"],
+        ["bluegreen", "m3-monthly", "--env", "local", "--release", "m3-monthly/v1.1.0"],
+        ["bluegreen", "m3-monthly", "--env", "local", "--to", "green"],
+    ):
+        tsops(*args, "--root", str(repo), cwd=repo, env=registry)
+    staging = render(repo / "manifests/overlays/staging")
+    shadow = isvc(staging, "m3-monthly-shadow")
+    assert shadow["spec"]["predictor"]["containers"][0]["image"].endswith(digest)
+    assert shadow["metadata"]["annotations"]["tsops.io/model-version"] == "1"
+    assert (
+        "--shadow_url=http://m3-monthly-shadow.tsops-staging.svc.cluster.local"
+        in (isvc(staging)["spec"]["predictor"]["containers"][0]["args"])
+    )
+    local = render(repo / "manifests/overlays/local")
+    graph = next(d for d in local if d["kind"] == "InferenceGraph")
+    assert graph["spec"]["nodes"]["root"]["steps"] == [
+        {"name": "green", "serviceName": "m3-monthly-green"}
+    ]
     assert validate_all(repo, crds, checkov=False).ok
     # an unknown release is refused before any file changes
     before = {p: p.read_text() for p in (repo / "manifests").rglob("*.yaml")}
@@ -129,6 +151,14 @@ def test_ab_candidate_from_the_registry_renders_with_its_volumes(
     ]
     result = run(["tsops", *bad, "--root", str(repo)], repo, check=False, env=registry)
     assert result.returncode == 1 and "no release 'm3-monthly/v9.9.9'" in result.stderr
+    for args in (
+        ["shadow", "m3-monthly", "--env", "production", "--release", "m3-monthly/v9.9.9"],
+        ["bluegreen", "m3-monthly", "--env", "staging", "--release", "m3-monthly/v9.9.9"],
+        ["bluegreen", "m3-monthly", "--env", "local", "--to", "purple"],
+        ["shadow", "m3-monthly", "--env", "production", "--off"],
+    ):
+        ran = tsops(*args, "--root", str(repo), cwd=repo, env=registry, check=False)
+        assert ran.returncode == 1 and "error:" in ran.stderr, ran
     assert {p: p.read_text() for p in (repo / "manifests").rglob("*.yaml")} == before
 
 
