@@ -44,7 +44,7 @@ def test_the_served_version_takes_most_of_the_recent_traffic():
     tie = log(("2", "2021-05-01 10:00", "a"), ("3", "2021-05-01 10:01", "a"))
     assert served_version(tie) == "3"
     assert served_version(tie, wanted="2") == "2"
-    with pytest.raises(MonitorError, match="no forecasts of this model"):
+    with pytest.raises(MonitorError, match="no live forecasts of this model"):
         served_version(tie.iloc[:0])
 
 

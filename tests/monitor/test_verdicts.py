@@ -28,6 +28,7 @@ from tsops.deploy import gitops as g
 from tsops.deploy.strategies import ROLE_LIVE, ROLE_SHADOW, Arm, Strategy, live_strategies
 from tsops.monitor.accuracy import realized_accuracy
 from tsops.monitor.cli import monitor_app, worst
+from tsops.monitor.errors import MonitorError
 from tsops.monitor.inputs import load_forecast_log
 from tsops.monitor.publish import METRIC_NAMES, samples_registry
 from tsops.monitor.verdicts import gauges, judge
@@ -393,3 +394,19 @@ def test_drift_reference_ends_at_the_served_models_training_cutoffs(tiny_model_d
     today = pd.concat([trained, later], ignore_index=True)
     cut = _trained_part(tmp_path, today, str(tiny_model_dir), load_settings())
     pd.testing.assert_frame_equal(cut, trained.reset_index(drop=True), check_dtype=False)
+
+
+def test_the_served_version_and_its_cutoffs_are_what_users_got_not_the_shadows(tmp_path):
+    from tsops.monitor.served import of_version, realized_mase, served_version
+
+    # the shadow (v2) answered the copies last: the live version is still v1
+    log = load_forecast_log(
+        log_of(tmp_path, a=("theta", "1", ROLE_LIVE), b=("seasonal_naive", "2", ROLE_SHADOW))
+    )
+    log.loc[log["model_version"] == "2", "served_at"] += pd.Timedelta(hours=1)
+    assert served_version(log) == "1"
+    assert of_version(log, "2").empty and len(of_version(log, "1")) == len(log) // 2
+    _, by_version = scored(a=("theta", "1", ROLE_LIVE), b=("seasonal_naive", "2", ROLE_SHADOW))
+    assert realized_mase(by_version, "2") == (None, 0)
+    with pytest.raises(MonitorError, match="no live forecasts"):
+        served_version(log[log["role"] == "shadow"])

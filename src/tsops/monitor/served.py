@@ -4,6 +4,9 @@ Every monitoring command judges one model version: ``tsops retrain`` its realize
 error, ``tsops monitor drift`` and ``staleness`` label their numbers with it (the
 MLflow run ``monitor-<model>`` of that version, the gauges' ``version``) and
 staleness reads its cutoffs. :func:`served_version` is the one rule for all of them.
+
+Only live records count: a shadow's forecasts (role shadow: copies of requests, the
+answers of a shadow release or of a blue/green pair's idle colour) reached no user.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import pandas as pd
 
 from tsops.core.schema import CUTOFF_COL, ID_COL
 from tsops.monitor.errors import MonitorError
-from tsops.monitor.inputs import REGISTERED_MODEL_COL, SERVED_AT_COL, VERSION_COL
+from tsops.monitor.inputs import (
+    REGISTERED_MODEL_COL,
+    ROLE_COL,
+    ROLE_LIVE,
+    SERVED_AT_COL,
+    VERSION_COL,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -86,10 +95,12 @@ def served_version(records: pd.DataFrame, wanted: str | None = None) -> str:
     """
     if wanted is not None:
         return str(wanted)
+    records = live(records)
     if records.empty:
         raise MonitorError(
-            "the forecast log holds no forecasts of this model, so no version is being "
-            "served; point --log at the directory its server writes to"
+            "the forecast log holds no live forecasts of this model (none, or only a "
+            "shadow's), so no version is being served; point --log at the directory its "
+            "server writes to"
         )
     versions = records[VERSION_COL].astype(str)
     recent = records[SERVED_AT_COL] > records[SERVED_AT_COL].max() - SERVING_WINDOW
@@ -102,8 +113,16 @@ def served_version(records: pd.DataFrame, wanted: str | None = None) -> str:
     return str(traffic.sort_values(["n", "last"], ascending=False).index[0])
 
 
+def live(records: pd.DataFrame) -> pd.DataFrame:
+    """The records users got (role live; a log without roles is all live)."""
+    if ROLE_COL not in records.columns:
+        return records
+    return records[records[ROLE_COL].fillna(ROLE_LIVE) == ROLE_LIVE]
+
+
 def of_version(records: pd.DataFrame, version: str) -> pd.DataFrame:
-    """The records of one model version."""
+    """The live records of one model version (what users got from it)."""
+    records = live(records)
     return records[records[VERSION_COL].astype(str) == str(version)].reset_index(drop=True)
 
 
@@ -121,12 +140,13 @@ def served_cutoffs(records: pd.DataFrame) -> pd.Series:
 
 def realized_mase(by_version: pd.DataFrame, version: str) -> tuple[float | None, int]:
     """``version``'s realized MASE and the pairs it averages, from
-    ``AccuracyResult.by_version`` (None and 0 when none of its forecasts was scored).
+    ``AccuracyResult.by_version`` (None and 0 when none of its live forecasts was scored).
 
     A version served under two names (champion, then stable) has a row per name:
     the one with more pairs counts.
     """
-    rows = by_version[by_version[VERSION_COL].astype(str) == str(version)]
+    rows = live(by_version)
+    rows = rows[rows[VERSION_COL].astype(str) == str(version)]
     if rows.empty:
         return None, 0
     best = rows.sort_values("n", ascending=False).iloc[0]
