@@ -252,6 +252,8 @@ class ShadowForwarder:
         self._closing = False
         self._flush_due = False
         self._counters: dict[tuple[str, str], Any] = {}
+        self._tally: dict[tuple[str, str], int] = {}
+        self._heads: dict[tuple[str, bytes], bytes] = {}
         self._ssl = None
         if self.scheme == "https":
             import ssl
@@ -269,10 +271,17 @@ class ShadowForwarder:
         return b"%032x" % self._random.getrandbits(128)
 
     def count(self, model: str, outcome: str, n: int = 1) -> None:
+        """Count copies now (the rare outcomes; ``_release`` tallies and the sweeper
+        adds the tally to the counter, a fraction of a second later)."""
         child = self._counters.get((model, outcome))
         if child is None:
             child = self._counters[model, outcome] = SHADOW_REQUESTS.labels(model, outcome)
         child.inc(n)
+
+    def _count_tallied(self) -> None:
+        tally, self._tally = self._tally, {}
+        for (model, outcome), n in tally.items():
+            self.count(model, outcome, n)
 
     # -- the request path --------------------------------------------------------------------
 
@@ -313,7 +322,8 @@ class ShadowForwarder:
                 return False
             self._down_until = 0.0
         if self._pending >= self.queue_size or self._pending_bytes + size > self.queue_bytes:
-            self.count(model, "dropped")
+            # full: the shadow is slow, or no connection could be made yet
+            self.count(model, "dropped" if self._open else "unreachable")
             return False
         return True
 
@@ -329,18 +339,24 @@ class ShadowForwarder:
         """A copy's end: counted once, its room in the bounds given back."""
         self._pending -= 1
         self._pending_bytes -= copy.size
-        self.count(copy.model, outcome)
+        key = (copy.model, outcome)
+        self._tally[key] = self._tally.get(key, 0) + 1
 
     def _head(
         self, path: str, query: bytes, headers: list[tuple[bytes, bytes]], size: int
     ) -> bytes:
         """The copy's request line and headers: the request's content type (and binary
         tensor header) and id, the shadow's host, the shadow mark."""
-        target = self.prefix + path + ("?" + query.decode("latin-1") if query else "")
-        lines = [
-            f"POST {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"
-            f"Content-Length: {size}\r\n{SHADOW_HEADER}: {SHADOW_VALUE}\r\n".encode("latin-1")
-        ]
+        start = self._heads.get((path, query))
+        if start is None:
+            target = self.prefix + path + ("?" + query.decode("latin-1") if query else "")
+            start = (
+                f"POST {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+                f"{SHADOW_HEADER}: {SHADOW_VALUE}\r\nContent-Length: "
+            ).encode("latin-1")
+            if len(self._heads) < 1000:  # the paths of the served models, as a rule
+                self._heads[path, query] = start
+        lines = [start, b"%d\r\n" % size]
         for key, value in headers:
             if key in _COPIED:
                 lines.append(key + b": " + value + b"\r\n")
@@ -459,6 +475,7 @@ class ShadowForwarder:
         every = min(0.25, self.timeout / 4)
         while not self._closing:
             await asyncio.sleep(every)
+            self._count_tallied()
             now = self._loop.time()
             while self._queue and self._queue[0].deadline <= now:
                 self._release(self._queue.popleft(), "timeout")
@@ -484,6 +501,7 @@ class ShadowForwarder:
             self._release(self._queue.popleft(), "dropped")
         for connection in list(self._open):
             connection.fail("dropped")
+        self._count_tallied()
 
 
 def _in_flight(connection: _Connection) -> int:
@@ -552,7 +570,7 @@ class _Connection(asyncio.Protocol):
             parts.append(copy.head)
             parts.extend(copy.body)
         self.in_flight.extend(batch)
-        self.transport.writelines(parts)
+        self.transport.write(b"".join(parts))
 
     def fail(self, outcome: str) -> None:
         """End the connection; the copies in flight on it get ``outcome``."""
