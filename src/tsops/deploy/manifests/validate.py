@@ -114,6 +114,11 @@ def _release_annotations(overlay: Path, kust: dict) -> tuple[str, dict] | None:
 
 
 ARGS_PATH = "/spec/predictor/containers/0/args/-"
+# Components switched on together in one render of an overlay that runs neither: a third
+# arm needs the A/B graph, and the shadow's files are checked beside blue/green's (the
+# double mirror on the main server is no finding in such a render). Each render is a
+# kubectl process and a share of checkov's run.
+TOGETHER = {"third": "ab", "shadow": "bluegreen"}
 
 
 def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any], None] | None:
@@ -171,25 +176,38 @@ def _overlay_jobs(
     main = _Render(rel, functools.partial(render, overlay), f"{rel}/kustomization.yaml")
     used = {(overlay / c).resolve() for c in kust.get("components") or []}
     variants = []
-    for component in components:
-        if component.resolve() in used:
-            continue
-        relpath = os.path.relpath(component, overlay)
-        pin = _candidate_pin(overlay, kust, component)
-        runtime = variant_edit(overlay, kust, component)
+    unused = [c for c in components if c.resolve() not in used]
+    names = {c.name for c in unused}
+    for component in unused:
+        if TOGETHER.get(component.name) in names:
+            continue  # in its leader's render
+        group = [component, *(c for c in unused if TOGETHER.get(c.name) == component.name)]
+        edits = []
+        for member in group:
+            relpath = os.path.relpath(member, overlay)
+            edits.append(
+                (
+                    relpath,
+                    _candidate_pin(overlay, kust, member),
+                    variant_edit(overlay, kust, member),
+                )
+            )
 
-        def switch_on(data: Any, relpath: str = relpath, pin: Any = pin, rt: Any = runtime) -> None:
-            data.setdefault("components", []).append(relpath)
-            for edit in (pin, rt):
-                if edit:
-                    edit(data)
+        def switch_on(data: Any, edits: list = edits) -> None:
+            for relpath, pin, runtime in edits:
+                data.setdefault("components", []).append(relpath)
+                for edit in (pin, runtime):
+                    if edit:
+                        edit(data)
 
-        crel = component.relative_to(repo_root).as_posix()
+        crels = " and ".join(
+            f"{m.relative_to(repo_root).as_posix()}/kustomization.yaml" for m in group
+        )
         variants.append(
             _Render(
-                f"{rel}+{component.name}",
+                f"{rel}+" + "+".join(m.name for m in group),
                 functools.partial(render_variant, repo_root, rel, switch_on, workdir),
-                f"{crel}/kustomization.yaml (switched on in {rel})",
+                f"{crels} (switched on in {rel})",
             )
         )
     entry = main_image_entry(kust)
@@ -304,7 +322,11 @@ def validate_all(
         crel = component.relative_to(repo_root).as_posix()
         kust = kustomization(component)
         report.findings += check_unused_files(component, kust, crel)
-        switched_on = [d for label, d in renders.items() if label.endswith(f"+{component.name}")]
+        switched_on = [
+            d
+            for label, d in renders.items()
+            if component.name in label.split(" ")[0].split("+")[1:]
+        ]
         if switched_on:
             report.findings += check_patch_targets(component, kust, switched_on[0], crel)
 
