@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from tsops.deploy.strategies import Arm, Strategy
     from tsops.monitor.bandit import BanditDecision
 
-#: strategies whose arms answer users: their rollback is the exit condition
-USER_FACING = ("canary", "ab", "bluegreen")
+#: strategies whose arms answer users (a shadow's never do)
+USER_FACING = ("canary", "ab", "bluegreen", "bandit")
 #: verdict -> the number published for it (tsops_monitor_verdict)
 VERDICT_VALUES = {"rollback": -1, "hold": 0, "none": 0, "promote": 1, "move": 0, "stay": 0}
 
