@@ -433,20 +433,14 @@ def _plan(root: Path, verdict: Verdict) -> CanaryChange | None:
             # prepared them first
             return replace(change, branch=branch_name(model, env, weights))
         if verdict.kind == "bluegreen" and verdict.command:
+            from tsops.deploy.bluegreen import switch_edits
+
             colour = verdict.command.rsplit(" ", 1)[1]
-            edits = _bluegreen_edits(root, model, env, colour)
-            return None if edits is None else _change(verdict, "bluegreen", f"to-{colour}", edits)
+            edits = switch_edits(root, model, env, colour)
+            return _change(verdict, "bluegreen", f"to-{colour}", edits)
     except GitOpsError as exc:
         raise CanaryChangeError(str(exc)) from exc
     return None
-
-
-def _bluegreen_edits(root: Path, model: str, env: str, colour: str) -> list | None:
-    """The switch's edits through the deploy wing (None where it offers none yet)."""
-    from tsops.deploy import bluegreen
-
-    switch = getattr(bluegreen, "switch_edits", None)
-    return None if switch is None else switch(root, model, env, colour)
 
 
 def _change(verdict: Verdict, kind: str, what: str, edits: list) -> CanaryChange:
