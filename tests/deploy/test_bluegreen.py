@@ -115,6 +115,7 @@ SWITCH_TO_GREEN = f"""\
 
 
 def test_switch_and_switch_back_are_one_step_and_no_new_revision(repo):
+    shipped = files(repo)
     cluster = Cluster(application(repo, "tsops-production"))
     cluster.sync(repo / PROD)
     g.apply(bg.release_edits(repo, MODEL, "production", V2, "2", image("1.1.0")))
@@ -158,6 +159,16 @@ def test_switch_and_switch_back_are_one_step_and_no_new_revision(repo):
     assert cluster.revisions(f"{MODEL}-green") == revisions[f"{MODEL}-green"] + 1
     assert cluster.batch_images() == {image("1.0.0")}
 
+    # ended on blue: the shipped files again, but for the dormant canary share it removed
+    g.apply(bg.off_edits(repo, MODEL, "production"))
+    changed = {
+        k for k in shipped.keys() | files(repo).keys() if shipped.get(k) != files(repo).get(k)
+    }
+    assert changed == {f"{PROD}/canary.yaml"}
+    cluster.sync(repo / PROD)
+    assert cluster.served(MODEL) == {V1: 100}
+    assert ("InferenceService", f"{MODEL}-green") not in cluster.live, "pruned"
+
 
 def test_bad_input_and_commands_that_would_break_blue_green_change_nothing(repo):
     with pytest.raises(GitOpsError, match="runs no blue/green"):
@@ -185,6 +196,7 @@ def test_bad_input_and_commands_that_would_break_blue_green_change_nothing(repo)
         (lambda: g.rollback_edits(repo, MODEL, "production"), "switch back"),
         (lambda: g.ab_edits(repo, MODEL, "production", "current=50,candidate=50"), "A/B"),
     ]
+
     bad = subprocess.run(
         [str(ROOT / "scripts/bluegreen.sh"), MODEL, "purple", "--local", "-f", "x.yaml"],
         capture_output=True,
@@ -194,4 +206,9 @@ def test_bad_input_and_commands_that_would_break_blue_green_change_nothing(repo)
     for call, message in cases:
         with pytest.raises(GitOpsError, match=message):
             call()
+    assert files(repo) == before
+    g.apply(bg.switch_edits(repo, MODEL, "production", "green"))
+    before = files(repo)
+    with pytest.raises(GitOpsError, match="green is live in production: blue/green ends on blue"):
+        bg.off_edits(repo, MODEL, "production")
     assert files(repo) == before

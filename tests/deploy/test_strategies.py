@@ -189,3 +189,34 @@ def test_an_application_ignoring_the_graph_routing_fails():
     }
     problems = [f.problem for f in check_argocd([app]) if "InferenceGraphs" in f.problem]
     assert problems and "live colour" in problems[0]
+
+
+def test_shadow_off_restores_the_overlay_and_bad_input_changes_nothing(repo):
+    before = snapshot(repo)
+    release = (f"{MODEL}/v1.3.0", "4", ref("1.3.0"))
+    g.apply(shadow.start_edits(repo, MODEL, "staging", *release))
+    (single, found) = live_strategies(repo, "staging")
+    assert single.kind == "single" and found.arm("shadow").release == f"{MODEL}/v1.3.0"
+    started = snapshot(repo)
+    for call, message in [
+        (
+            lambda: shadow.start_edits(
+                repo, MODEL, "staging", f"{MODEL}/v1.3.0", "4", ref("1.2.0")
+            ),
+            "disagree",
+        ),
+        (lambda: shadow.start_edits(repo, MODEL, "qa", *release), "unknown environment"),
+        (lambda: shadow.off_edits(repo, MODEL, "production"), "runs no shadow"),
+        (
+            lambda: shadow.start_edits(
+                repo, MODEL, "production", *release[:2], f"{REPO}:{MODEL}-v1.3.0"
+            ),
+            "pins images by digest",
+        ),
+    ]:
+        with pytest.raises(GitOpsError, match=message):
+            call()
+    assert snapshot(repo) == started
+    g.apply(shadow.off_edits(repo, MODEL, "staging"))
+    assert snapshot(repo) == before
+    assert [s.kind for s in live_strategies(repo, "staging")] == ["single"]

@@ -205,7 +205,13 @@ class Kustomization:
     def unpin(self, name: str) -> None:
         images = self.doc.get("images") or []
         for entry in [e for e in images if e.get("name") == name]:
+            last = entry is images[-1]
             images.remove(entry)
+            if last and images and isinstance(entry, CommentedMap) and entry:
+                # what followed the list (a blank line, a comment) stays after it
+                token = entry.ca.items.pop(list(entry.keys())[-1], None)
+                if token is not None and isinstance(images[-1], CommentedMap):
+                    images[-1].ca.items[list(images[-1].keys())[-1]] = token
 
     def entry_pin(self, name: str) -> Pin:
         for entry in self.doc.get("images") or []:

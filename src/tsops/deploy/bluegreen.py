@@ -280,3 +280,38 @@ def refuse(env_dir: Path, env: str, model: str, what: str) -> None:
         f"{model}/vX.Y.Z`, then switch with `tsops bluegreen {model} --env {env} --to "
         f"{idle(live)}`; switch back the same way"
     )
+
+
+def off_edits(root: Path, model: str, env: str) -> list:
+    """End blue/green in ``env`` while blue is live: the component, green's pin and every
+    blue/green file go; blue (the environment's own InferenceService) serves on alone.
+    Blue's mirror goes too, a change of its args: one new revision of the release it
+    already runs. Clients call ``<model>`` again instead of ``<model>-bluegreen``."""
+    from tsops.deploy.gitops import Edit
+
+    env_dir = overlay(root, env)
+    check_model(env_dir, model)
+    if not running(env_dir):
+        raise GitOpsError(f"{env} runs no blue/green; nothing to switch off")
+    live = live_colour(env_dir)
+    if live != "blue":
+        green = read_release(env_dir, GREEN)
+        raise GitOpsError(
+            f"green is live in {env}: blue/green ends on blue, the environment's own "
+            f"InferenceService. Pin green's release into blue (`tsops bluegreen {model} --env "
+            f"{env} --release {green[0] if green else '<green release>'}`), switch to it "
+            f"(`--to blue`), then --off"
+        )
+    kust = Kustomization(env_dir)
+    kust.remove_component(COMPONENT)
+    kust.unpin(GREEN.image)
+    kust.remove_patches(FILES)
+    patches = kust.doc.get("patches") or []
+    for entry in [
+        e
+        for e in patches
+        if e.get("path") == "scale.yaml"
+        and (e.get("target") or {}).get("name") == service(model, "green")
+    ]:
+        patches.remove(entry)
+    return [*(Edit(env_dir / name, None) for name in sorted(FILES)), Edit(kust.path, kust.text())]

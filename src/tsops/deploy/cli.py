@@ -295,6 +295,9 @@ def bluegreen(
     to: Annotated[
         str | None, typer.Option("--to", help="switch all users to this colour: blue or green")
     ] = None,
+    off: Annotated[
+        bool, typer.Option("--off", help="end blue/green (blue live): blue serves on alone")
+    ] = False,
     env: Env = "production",
     branch: Annotated[
         bool,
@@ -310,8 +313,14 @@ def bluegreen(
     (--to); the switch changes no InferenceService, so it is instant both ways."""
     from tsops.deploy import bluegreen as bg
 
-    if (release is None) == (to is None):
-        fail("give one of --release <model>/vX.Y.Z (pin the idle colour) or --to blue|green")
+    if [release is not None, to is not None, off].count(True) != 1:
+        fail(
+            "give one of --release <model>/vX.Y.Z (pin the idle colour), --to blue|green "
+            "(switch) or --off (end blue/green on blue)"
+        )
+    if off:
+        _write(bg.off_edits(root, model, env))
+        return
     if to is not None:
         edits = bg.switch_edits(root, model, env, to)
         name, message = (
