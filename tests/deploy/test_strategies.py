@@ -85,6 +85,8 @@ def test_a_canary_is_two_arms_of_one_service(repo):
         ("stable", MODEL, f"{MODEL}/v1.0.0", "1", 90),
         ("canary", MODEL, f"{MODEL}/v1.1.0", "2", 10),
     ]
+    with pytest.raises(GitOpsError, match="copies of the canary's share only"):
+        shadow.start_edits(repo, MODEL, "production", f"{MODEL}/v1.3.0", "4", ref("1.3.0"))
     g.apply(g.canary_edits(repo, MODEL, "production", 100))
     (done,) = live_strategies(repo, "production")
     assert done.kind == "single" and done.arms[0].release == f"{MODEL}/v1.1.0"

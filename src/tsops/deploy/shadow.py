@@ -31,6 +31,7 @@ from tsops.deploy.arms import (
     release_patch_text,
 )
 from tsops.deploy.overlays import GitOpsError, check_model, load, overlay
+from tsops.deploy.served import serving
 
 COMPONENT = "../../components/shadow"
 SHADOW = by_suffix("-shadow")
@@ -79,6 +80,16 @@ def start_edits(
             f"{env} runs blue/green: its idle colour already gets a copy of every request (it "
             f"is the live colour's shadow); pin the release to compare there with `tsops "
             f"bluegreen {model} --env {env} --release {release}`"
+        )
+    now = serving(root, env)
+    if now.canary is not None and now.previous_version and not running(env_dir):
+        raise GitOpsError(
+            f"{env} runs a canary of {now.release} ({now.canary} %): the --shadow_url makes a "
+            f"new revision of {model}, while the rest of the traffic stays on the revision "
+            "rolled out before it, which has no mirror, so the shadow would get copies of "
+            f"the canary's share only. Finish the canary (`tsops canary {model} --env {env} "
+            "--percent 100`) or roll it back first; a shadow already running stays through "
+            "a later canary"
         )
     kust = Kustomization(env_dir)
     kust.add_component(COMPONENT)
