@@ -69,6 +69,7 @@ class Revision:
     release: str
     version: str
     image: str
+    shadow_urls: list[str] = field(default_factory=list)  # its model server's --shadow_url
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Predictor:
                     release=notes.get("tsops.io/release", "?"),
                     version=str(notes.get("tsops.io/model-version", "?")),
                     image=predictor["containers"][0]["image"],
+                    shadow_urls=_shadow_urls(isvc),
                 )
             )
         canary = isvc["spec"]["predictor"].get(CANARY)
@@ -211,13 +213,16 @@ class Cluster:
                     shares[release] = shares.get(release, 0) + share
         return shares
 
-    def mirrors(self, service: str) -> list[str]:
-        """The InferenceServices ``service``'s model server sends copies to."""
-        from tsops.deploy.manifests.strategies import _URL, shadow_urls
+    def mirrors(self, service: str, revision: Revision | None = None) -> list[str]:
+        """The InferenceServices ``service``'s model server (the ``revision`` that runs,
+        default the latest) sends copies to: the flag is part of the revision's template,
+        so a revision made before a mirror was set has none."""
+        from tsops.deploy.manifests.strategies import _URL
 
         isvc = self.live[("InferenceService", service)]
+        revision = revision or self.predictors[service].revisions[-1]
         found = []
-        for url in shadow_urls(isvc):
+        for url in revision.shadow_urls:
             match = _URL.match(url)
             namespace = isvc["metadata"].get("namespace")
             if (
@@ -229,22 +234,28 @@ class Cluster:
         return found[-1:]  # one flag wins: the last (argparse)
 
     def copies(self, graph: str) -> dict[str, float]:
-        """Release -> percent of the requests to ``graph`` it gets a copy of (and answers
-        to nobody): the mirror targets of the services that answer, by their share."""
-        root = self.live[("InferenceGraph", graph)]["spec"]["nodes"]["root"]
-        steps = root["steps"]
-        routed = (
-            [(s["serviceName"], s["weight"]) for s in steps]
-            if root["routerType"] == "Splitter"
-            else [(steps[-1]["serviceName"], 100)]
-        )
+        """Release -> percent of the requests to ``graph`` (an InferenceGraph, or an
+        InferenceService clients call directly) it gets a copy of (and answers
+        to nobody): for each service that answers, each of its revisions by its share of
+        the traffic, the targets of that revision's mirror."""
+        if ("InferenceGraph", graph) not in self.live:  # clients call an InferenceService
+            routed = [(graph, 100)]
+        else:
+            root = self.live[("InferenceGraph", graph)]["spec"]["nodes"]["root"]
+            steps = root["steps"]
+            routed = (
+                [(s["serviceName"], s["weight"]) for s in steps]
+                if root["routerType"] == "Splitter"
+                else [(steps[-1]["serviceName"], 100)]
+            )
         shares: dict[str, float] = {}
         for service, weight in routed:
-            for target in self.mirrors(service):
-                for release, percent in self.served(target).items():
-                    share = weight * percent / 100
-                    if share:
-                        shares[release] = shares.get(release, 0) + share
+            for revision, revision_share, _ in self.predictors[service].traffic:
+                for target in self.mirrors(service, revision):
+                    for release, percent in self.served(target).items():
+                        share = weight * revision_share * percent / 10000
+                        if share:
+                            shares[release] = shares.get(release, 0) + share
         return shares
 
     def revisions(self, service: str) -> int:
@@ -259,6 +270,12 @@ class Cluster:
             if kind == "CronJob"
             for c in obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
         }
+
+
+def _shadow_urls(isvc: dict) -> list[str]:
+    from tsops.deploy.manifests.strategies import shadow_urls
+
+    return shadow_urls(isvc)
 
 
 def _copy_pointer(source: dict, target: dict, pointer: str) -> None:

@@ -222,3 +222,22 @@ def test_shadow_off_restores_the_overlay_and_bad_input_changes_nothing(repo):
     g.apply(shadow.off_edits(repo, MODEL, "staging"))
     assert snapshot(repo) == before
     assert [s.kind for s in live_strategies(repo, "staging")] == ["single"]
+
+
+def test_a_shadow_gets_a_copy_of_every_request_also_through_a_later_canary(repo):
+    """cluster_model.py: the mirror flag is part of a revision's template, so the shadow
+    gets copies of the traffic of the revisions that carry it."""
+    shutil.copytree(ROOT / "argocd", repo / "argocd")
+    production = Cluster(application(repo, "tsops-production"))
+    production.sync(repo / "manifests/overlays/production")
+    g.apply(shadow.start_edits(repo, MODEL, "production", f"{MODEL}/v1.3.0", "4", ref("1.3.0")))
+    production.sync(repo / "manifests/overlays/production")
+    assert production.served(MODEL) == {f"{MODEL}/v1.0.0": 100}
+    assert production.copies(MODEL) == {f"{MODEL}/v1.3.0": 100}
+    stage(repo, "1.1.0", "2")
+    g.apply(g.promote_edits(repo, MODEL, "staging", "production", canary=20))
+    production.sync(repo / "manifests/overlays/production")
+    assert production.served(MODEL) == {f"{MODEL}/v1.0.0": 80, f"{MODEL}/v1.1.0": 20}
+    assert production.copies(MODEL) == {f"{MODEL}/v1.3.0": 100}, "both revisions mirror"
+    (canary, found) = live_strategies(repo, "production")
+    assert canary.kind == "canary" and found.arm("champion").release == f"{MODEL}/v1.0.0"

@@ -39,6 +39,7 @@ from tsops.deploy.arms import (
 )
 from tsops.deploy.overlays import (
     AB_COMPONENT,
+    PREVIOUS_MODEL_VERSION,
     GitOpsError,
     check_model,
     dump,
@@ -156,15 +157,19 @@ def _check_exclusive(root: Path, env: str, env_dir: Path, model: str) -> None:
         )
 
 
-def _drop_dormant_canary(env_dir: Path) -> list:
-    """canary.yaml without its field: with no release before it a canary share splits
-    nothing today, but the next template change of blue would split blue between two
-    revisions of its own while blue/green means one release per colour."""
+def drop_dormant_canary(env_dir: Path) -> list:
+    """canary.yaml without its field when no canary runs (no release before the pinned
+    one, as shipped): such a share splits nothing today, but the next template change
+    would split the users between two revisions of the same release. Blue/green means one
+    revision per colour; a mirror must be on the revision that answers."""
     from tsops.deploy.gitops import Edit
 
     path = env_dir / "canary.yaml"
     if not path.exists():
         return []
+    notes = load(env_dir / "model-version.yaml")["metadata"].get("annotations") or {}
+    if notes.get(PREVIOUS_MODEL_VERSION):
+        return []  # a canary with a release before it: a real split, not ours to end
     doc = load(path)
     if doc["spec"]["predictor"].pop(CANARY_FIELD, None) is None:
         return []
@@ -234,7 +239,7 @@ def release_edits(
                 env_dir / MIRROR_FILES[colour], mirror_patch_text(service(model, colour), url, why)
             )
         )
-    return [*edits, *_drop_dormant_canary(env_dir), Edit(kust.path, kust.text())]
+    return [*edits, *drop_dormant_canary(env_dir), Edit(kust.path, kust.text())]
 
 
 def _green_comment() -> str:

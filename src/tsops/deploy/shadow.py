@@ -105,12 +105,18 @@ def start_edits(
         f"{model}'s model server sends a copy of every request it answers to the shadow "
         "(tsops shadow; --off removes this file)."
     )
+    from tsops.deploy.bluegreen import drop_dormant_canary
+
     return [
         Edit(
             env_dir / SHADOW.patch,
             release_patch_text(model, SHADOW, release, model_version, comment),
         ),
         Edit(env_dir / MIRROR_FILE, mirror_patch_text(model, url, why)),
+        # the mirror is a new revision: with a canary share left from a canary that has no
+        # release before it, KServe would split the users between the new revision and the
+        # last rolled-out one, which has no mirror (the same release; copies of a part only)
+        *drop_dormant_canary(env_dir),
         Edit(kust.path, kust.text()),
     ]
 
