@@ -198,6 +198,14 @@ def ab(
         int,
         typer.Option("--min-scored", help="bandit: scored forecasts every arm needs to move"),
     ] = 60,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin",
+            help="bandit: arms within this fraction of the best mean loss share the win "
+            "(default: tsops bandit's)",
+        ),
+    ] = None,
     env: Env = "production",
     root: Root = Path("."),
 ) -> None:
@@ -208,7 +216,11 @@ def ab(
     parse_weights(weights)  # a typo should not wait for the registry
     pinned = None if candidate is None else _from_registry(root, model, candidate)
     pinned_third = None if third is None else _from_registry(root, model, third)
-    policy = {"floor": floor, "max_step": max_step, "min_scored": min_scored} if bandit else None
+    policy = (
+        {"floor": floor, "max_step": max_step, "min_scored": min_scored, "margin": margin}
+        if bandit
+        else None
+    )
     _write(ab_edits(root, model, env, weights, candidate=pinned, third=pinned_third, policy=policy))
 
 

@@ -444,6 +444,8 @@ def ab_edits(
             BANDIT_KEYS["max_step"]: f"{float(policy['max_step']):g}",
             BANDIT_KEYS["min_scored"]: str(int(policy["min_scored"])),
         }
+        if policy.get("margin") is not None:
+            notes[BANDIT_KEYS["margin"]] = f"{float(policy['margin']):g}"
     if notes:
         metadata["annotations"] = notes
         floor = float(notes[BANDIT_KEYS["floor"]])

@@ -48,7 +48,15 @@ AB_CANDIDATE = "ab-candidate.yaml"
 BANDIT_FLOOR = "tsops.io/bandit-floor"
 BANDIT_MAX_STEP = "tsops.io/bandit-max-step"
 BANDIT_MIN_SCORED = "tsops.io/bandit-min-scored"
-BANDIT_KEYS = {"floor": BANDIT_FLOOR, "max_step": BANDIT_MAX_STEP, "min_scored": BANDIT_MIN_SCORED}
+# optional: arms within this fraction of the best mean loss share the win (the bandit's
+# BanditPolicy.margin; its default when absent)
+BANDIT_MARGIN = "tsops.io/bandit-margin"
+BANDIT_KEYS = {
+    "floor": BANDIT_FLOOR,
+    "max_step": BANDIT_MAX_STEP,
+    "min_scored": BANDIT_MIN_SCORED,
+    "margin": BANDIT_MARGIN,
+}
 
 
 @dataclass(frozen=True)
@@ -122,11 +130,14 @@ def _policy(doc: Any, path: Path) -> dict:
     if not any(key in notes for key in BANDIT_KEYS.values()):
         return {}
     try:
-        return {
+        policy = {
             "floor": float(notes[BANDIT_FLOOR]),
             "max_step": float(notes[BANDIT_MAX_STEP]),
             "min_scored": int(notes[BANDIT_MIN_SCORED]),
         }
+        if BANDIT_MARGIN in notes:
+            policy["margin"] = float(notes[BANDIT_MARGIN])
+        return policy
     except (KeyError, ValueError) as e:
         raise GitOpsError(
             f"{path}: the bandit policy needs the annotations {', '.join(BANDIT_KEYS.values())} "

@@ -97,7 +97,9 @@ def check_bandit(doc: dict, where: str) -> list[Finding]:
     if doc.get("kind") != "InferenceGraph":
         return []
     notes = annotations_of(doc)
-    if not any(k in notes for k in (BANDIT_FLOOR, BANDIT_MAX_STEP, BANDIT_MIN_SCORED)):
+    if not any(
+        k in notes for k in (BANDIT_FLOOR, BANDIT_MAX_STEP, BANDIT_MIN_SCORED)
+    ):  # margin: optional
         return []
     fix = (
         f"write the policy with `tsops ab ... --bandit --floor F --max-step S --min-scored N` "
