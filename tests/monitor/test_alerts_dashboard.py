@@ -159,7 +159,7 @@ def test_the_rules_validate_strictly_against_the_vendored_crd():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
-def test_the_dashboard_ships_in_a_configmap_grafanas_sidecar_loads():
+def test_the_dashboard_and_the_rules_ship_in_base_where_grafana_and_prometheus_load_them():
     rendered = subprocess.run(
         ["kubectl", "kustomize", str(BASE)], capture_output=True, text=True, check=True
     ).stdout
@@ -168,6 +168,10 @@ def test_the_dashboard_ships_in_a_configmap_grafanas_sidecar_loads():
         d for d in docs if d["kind"] == "ConfigMap" and "tsops-dashboards" in d["metadata"]["name"]
     ]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # the alert rules ship beside it, in every overlay (each validates them strictly)
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "PrometheusRule"] == [
+        "tsops-monitoring"
+    ]
     shipped = json.loads(configmap["data"]["tsops-monitoring.json"])
     assert shipped == dashboard() and shipped["uid"] == "tsops-monitoring"
     variables = {v["name"] for v in shipped["templating"]["list"]}
