@@ -14,6 +14,7 @@ from tests.conftest import run
 from tests.deploy.test_manifests import crds  # noqa: F401 - the CRD directory fixture
 from tests.helpers.commands import tsops
 from tests.helpers.once import empty_mlflow_store
+from tsops.deploy import bluegreen
 from tsops.deploy import gitops as g
 from tsops.deploy.manifests.render import render
 from tsops.deploy.manifests.validate import validate_all
@@ -242,3 +243,26 @@ def test_canary_branch_prepares_the_git_change_and_keeps_the_working_copy(repo):
         repo,
     ).stdout
     assert YAML(typ="safe").load(shown)["spec"]["predictor"]["canaryTrafficPercent"] == 40
+
+
+def test_sync_champion_follows_the_live_colour(repo, tmp_path, tmp_path_factory):
+    """Blue/green: champion is the live colour's version, before and after a switch."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{empty_mlflow_store(tmp_path_factory, tmp_path / 'mlflow.db')}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m3-monthly")
+    (tmp_path / "model").mkdir()
+    for _ in range(2):
+        client.create_model_version("m3-monthly", str(tmp_path / "model"))
+    image = "ghcr.io/tsops/tsops-serving:m3-monthly-v1.1.0@sha256:" + "b" * 64
+    g.apply(
+        bluegreen.release_edits(repo, "m3-monthly", "production", "m3-monthly/v1.1.0", "2", image)
+    )
+    registry = {"MLFLOW_TRACKING_URI": uri}
+    for colour, version in (("blue", "1"), ("green", "2"), ("blue", "1")):
+        if bluegreen.live_colour(repo / "manifests/overlays/production") != colour:
+            g.apply(bluegreen.switch_edits(repo, "m3-monthly", "production", colour))
+        out = tsops("sync-champion", "--root", str(repo), cwd=repo, env=registry).stdout
+        assert f"version {version} (production runs blue/green, {colour} live" in out, out
+        assert str(client.get_model_version_by_alias("m3-monthly", "champion").version) == version
