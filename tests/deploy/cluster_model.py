@@ -35,9 +35,9 @@ pkg/apis/serving/v1alpha1/inference_graph_validation.go):
 - A ``Splitter`` node sends each request to one step, drawn with the steps' weights
   (``pickupRoute``: a number below 100 against the running sum of the weights). The
   webhook requires every weight set and the sum 100 (``validateInferenceGraphSplitterWeight``);
-  a weight of 0 is accepted and never drawn. Releases before kserve/kserve#5489 drew from
-  [0, 100], so 1 request in 101 matched no step and the router failed it
-  (kserve/kserve#5408): the model counts shares, not that defect.
+  a weight of 0 is accepted and never drawn. Routers whose pickupRoute drew from [0, 100]
+  (crypto/rand, ``big.NewInt(101)``) matched no step for 1 request in 101 and failed it
+  (kserve/kserve#5408, fixed by #5489): the model counts shares, not that defect.
 - A ``Sequence`` node calls its steps in order and answers with the last one's response:
   with one step, every request goes to it (blue/green's switch).
 - A step names an InferenceService (``serviceName``); the router calls its URL, and the
