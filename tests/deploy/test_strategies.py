@@ -232,3 +232,71 @@ def test_a_shadow_gets_a_copy_of_every_request_also_through_a_later_canary(repo)
     assert production.copies(MODEL) == {f"{MODEL}/v1.3.0": 100}, "both revisions mirror"
     (canary, found) = live_strategies(repo, "production")
     assert canary.kind == "canary" and found.arm("champion").release == f"{MODEL}/v1.0.0"
+
+
+def test_strategy_checks_fail_naming_what_breaks_each_strategy(repo):
+    """tsops manifests validate's strategy checks on renders broken in one place each."""
+    import copy
+
+    from tsops.deploy.manifests.render import render
+    from tsops.deploy.manifests.strategies import strategy_findings
+
+    g.apply(
+        bluegreen.release_edits(repo, MODEL, "production", f"{MODEL}/v1.1.0", "2", ref("1.1.0"))
+    )
+    candidate = (f"{MODEL}/v1.1.0", "2", ref("1.1.0"))
+    policy = {"floor": 0.1, "max_step": 0.2, "min_scored": 60}
+    g.apply(g.ab_edits(repo, MODEL, "staging", "current=50,candidate=50", candidate, None, policy))
+    g.apply(shadow.start_edits(repo, MODEL, "staging", f"{MODEL}/v1.3.0", "4", ref("1.3.0")))
+    renders = {env: render(repo / "manifests/overlays" / env) for env in ("staging", "production")}
+    for env, docs in renders.items():
+        assert strategy_findings(docs, f"manifests/overlays/{env}") == [], env
+
+    def broken(env: str, kind: str, name: str, change) -> str:
+        docs = copy.deepcopy(renders[env])
+        change(next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name))
+        found = strategy_findings(docs, f"manifests/overlays/{env}")
+        assert found, f"nothing found after breaking {kind}/{name}"
+        return "\n".join(f"{f.problem} | {f.fix}" for f in found)
+
+    def container(isvc: dict) -> dict:
+        return isvc["spec"]["predictor"]["containers"][0]
+
+    def args_without_mirror(isvc: dict) -> None:
+        container(isvc)["args"] = [a for a in container(isvc)["args"] if "shadow_url" not in a]
+
+    def split(graph: dict) -> None:
+        graph["spec"]["nodes"]["root"]["routerType"] = "Splitter"
+
+    def canary(isvc: dict) -> None:
+        isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+        isvc["metadata"]["annotations"]["tsops.io/previous-model-version"] = "1"
+
+    def other_namespace(isvc: dict) -> None:
+        container(isvc)["args"] = [
+            a.replace("tsops-staging", "tsops-production") for a in container(isvc)["args"]
+        ]
+
+    def below_floor(graph: dict) -> None:
+        steps = graph["spec"]["nodes"]["root"]["steps"]
+        steps[0]["weight"], steps[1]["weight"] = 95, 5
+
+    def batch_on_blue(job: dict) -> None:
+        spec = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        spec["containers"][0]["image"] = ref("1.1.0").replace("1.1.0", "1.0.0")
+
+    g.apply(bluegreen.switch_edits(repo, MODEL, "production", "green"))
+    renders["production"] = render(repo / "manifests/overlays/production")
+    cases = [
+        ("production", "InferenceGraph", f"{MODEL}-bluegreen", split, "must be a Sequence"),
+        ("production", "InferenceService", f"{MODEL}-green", args_without_mirror, "go cold"),
+        ("production", "InferenceService", MODEL, canary, "canaryTrafficPercent 10 on a colour"),
+        ("production", "CronJob", f"{MODEL}-forecast", batch_on_blue, "not the live colour's"),
+        ("staging", "InferenceGraph", f"{MODEL}-ab", below_floor, "exploration floor of 10 %"),
+        ("staging", "InferenceService", MODEL, canary, "2 strategies own the user traffic"),
+        ("staging", "InferenceService", MODEL, other_namespace, "not 'tsops-staging'"),
+        ("staging", "InferenceService", MODEL, args_without_mirror, "never scored"),
+    ]
+    for env, kind, name, change, words in cases:
+        message = broken(env, kind, name, change)
+        assert words in message, f"{words!r} not in:\n{message}"
