@@ -410,3 +410,19 @@ def test_the_served_version_and_its_cutoffs_are_what_users_got_not_the_shadows(t
     assert realized_mase(by_version, "2") == (None, 0)
     with pytest.raises(MonitorError, match="no live forecasts"):
         served_version(log[log["role"] == "shadow"])
+
+
+def test_cli_run_without_a_forecast_log_still_leaves_the_verdicts_file_the_workflow_reads(repo):
+    out = repo.parent / "nolog"
+    args = [
+        "run", "--model", MODEL, "--actuals", str(repo.parent / "inputs" / "actuals.parquet"),
+        "--now", NOW, "--out", str(out), "--root", str(repo),
+    ]  # fmt: skip
+    # as in the workflow without a readable log: the default folder does not exist
+    env = {"TSOPS_FORECAST_LOG_DIR": str(repo.parent / "missing"), "TSOPS_FORECAST_LOG_URL": ""}
+    result = CliRunner().invoke(monitor_app, args, env=env)
+    summary = json.loads((out / "run.json").read_text())
+    assert result.exit_code == 1 == summary["exit_code"], result.output
+    assert summary["checks"]["accuracy"] == summary["checks"]["verdicts"] == 1
+    assert summary["checks"]["drift"] == 0, "drift needs no forecasts"
+    assert json.loads((out / "verdicts.json").read_text())["verdicts"] == []

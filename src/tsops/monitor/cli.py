@@ -803,6 +803,11 @@ def run_checks(
             root, model, log, actuals, now, out, where={**where, "prometheus": prom("staleness")}
         ),
     }
+    if out is not None:
+        # what the workflow reads for a verdict branch exists even when no verdict could
+        # be made (no forecast log yet): the judging check replaces it
+        nothing = {"model": model, "env": env, "rollback": False, "verdicts": [], "judged": False}
+        write_json(nothing, out / "verdicts.json")
     codes: dict[str, int] = {}
     for name, check in checks.items():
         typer.echo(f"--- {name}", err=True)
