@@ -93,7 +93,7 @@ def test_repository_manifests_pass_every_check_including_checkov(crds: Path):
     assert not [f for f in report.findings if f.where.startswith("Dockerfile")]
     for env in OVERLAYS:
         assert report.renders[f"manifests/overlays/{env}"] > 0
-        for switched_on in ("+ab+third", "+bluegreen+shadow", "+mlflow-runtime"):
+        for switched_on in ("+ab+bluegreen+shadow+third", "+mlflow-runtime"):
             assert report.renders[f"manifests/overlays/{env}{switched_on}"] > 0
     assert report.renders["argocd"] == 5  # AppProject, 3 Applications, ClusterImagePolicy
     assert "checkov" in report.timings
@@ -342,15 +342,15 @@ def test_unpinned_unsigned_and_two_owner_setups_fail_naming_the_fix(tmp_path: Pa
     )
     out = _failing_validation(repo, crds)
     expected = [
-        "[digest] manifests/overlays/production, manifests/overlays/production+ab+third, "
-        "manifests/overlays/production+bluegreen+shadow, "
+        "[digest] manifests/overlays/production, "
+        "manifests/overlays/production+ab+bluegreen+shadow+third, "
         "manifests/overlays/production+mlflow-runtime: CronJob/m3-monthly-monitor",
         "is pinned by a tag only",
         "add digest: sha256:<64 hex> to the images: entry tsops-batch in "
         "manifests/overlays/production/kustomization.yaml",
         "follows the overlay's tsops-serving entry",
-        "manifests/overlays/staging, manifests/overlays/staging+bluegreen+shadow, "
-        "manifests/overlays/staging+third: InferenceService/m3-monthly-candidate",
+        "manifests/overlays/staging, manifests/overlays/staging+bluegreen+shadow+third: "
+        "InferenceService/m3-monthly-candidate",
         "the A/B candidate mounts nothing there, while InferenceService/m3-monthly mounts "
         "persistentVolumeClaim tsops-monitoring at /var/lib/tsops",
         "[signature] argocd/kustomization.yaml: no ClusterImagePolicy",

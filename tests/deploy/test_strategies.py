@@ -128,7 +128,7 @@ def test_every_strategy_renders_validates_and_serves_what_git_says(repo, crds): 
 
     # CRDs and policies here; checkov reads the same resources in the shipped tree's
     # renders with these components switched on, pinned and mirrored as the commands do
-    # (test_manifests.py: +ab+third, +bluegreen+shadow), which spares a second run here
+    # (test_manifests.py: +ab+bluegreen+shadow+third), which spares a second run here
     report = validate_all(repo, crds, checkov=False)
     assert report.ok, str(report)
 

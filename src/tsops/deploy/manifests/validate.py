@@ -114,11 +114,12 @@ def _release_annotations(overlay: Path, kust: dict) -> tuple[str, dict] | None:
 
 
 ARGS_PATH = "/spec/predictor/containers/0/args/-"
-# Components switched on together in one render of an overlay that runs neither: a third
-# arm needs the A/B graph, and the shadow's files are checked beside blue/green's (the
-# double mirror on the main server is no finding in such a render). Each render is a
-# kubectl process and a share of checkov's run.
-TOGETHER = {"third": "ab", "shadow": "bluegreen"}
+# The strategies' components an overlay does not run are switched on together, in one
+# render: each adds its own resources (a third arm needs the A/B graph anyway), and what
+# they would clash on (two traffic owners, two mirrors on the main server) is checked
+# only in an overlay's own render. Each render is a kubectl process and a share of
+# checkov's run; components that replace something (mlflow-runtime) render alone.
+TOGETHER = {"ab", "third", "bluegreen", "shadow"}
 
 
 def _candidate_pin(overlay: Path, kust: dict, component: Path) -> Callable[[Any], None] | None:
@@ -177,11 +178,10 @@ def _overlay_jobs(
     used = {(overlay / c).resolve() for c in kust.get("components") or []}
     variants = []
     unused = [c for c in components if c.resolve() not in used]
-    names = {c.name for c in unused}
-    for component in unused:
-        if TOGETHER.get(component.name) in names:
-            continue  # in its leader's render
-        group = [component, *(c for c in unused if TOGETHER.get(c.name) == component.name)]
+    together = [c for c in unused if c.name in TOGETHER]
+    groups = [together] if together else []
+    groups += [[c] for c in unused if c.name not in TOGETHER]
+    for group in groups:
         edits = []
         for member in group:
             relpath = os.path.relpath(member, overlay)
