@@ -34,7 +34,7 @@ explicit configuration, in tests and in other programs.
 ``TSOPS_SHADOW_URL``               base URL of a shadow (challenger) release the model server
                                    forwards a copy of each answered request to
                                    (``--shadow_url``; unset: none)
-``TSOPS_SHADOW_TIMEOUT_SECONDS``   seconds a copy may wait for the shadow's answer before it
+``TSOPS_SHADOW_TIMEOUT_SECONDS``   seconds within which the shadow must answer a copy, or it
                                    is abandoned (``--shadow_timeout_seconds``; default 2)
 ``TSOPS_CRDS_DIR``                 CRD schemas for ``tsops manifests validate``
 ``TSOPS_CHECKOV``                  command that runs checkov (default: the one on PATH)

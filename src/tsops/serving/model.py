@@ -13,6 +13,9 @@ model's cutoff: the same path as history sent in a request, which still wins. Ev
 answer then says per series where its cutoff came from (``cutoff_source``: ``model``,
 ``request`` or ``feature_store``); a store that cannot be read leaves the forecasts at
 the model's cutoff and says why (``feature_store_error``), never failing the request.
+
+Every logged forecast has a ``role``: ``shadow`` when the request is a copy another
+server forwarded (header ``tsops-shadow: 1``, ``tsops.serving.shadow``), else ``live``.
 """
 
 from __future__ import annotations

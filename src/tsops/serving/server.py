@@ -167,7 +167,8 @@ def build_parser(
         "--shadow_timeout_seconds",
         type=_positive_seconds,
         default=shadow_timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
-        help="seconds a copy may take (connecting included) before it is abandoned and "
+        help="seconds from a user's answer within which the shadow must answer its copy "
+        "(waiting to be sent and connecting included); later, the copy is abandoned and "
         "counted as a timeout (default: TSOPS_SHADOW_TIMEOUT_SECONDS or "
         f"{DEFAULT_TIMEOUT_SECONDS:g})",
     )
