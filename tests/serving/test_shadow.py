@@ -8,9 +8,10 @@ to a shadow model server (``--shadow_url``), next to the same champion without o
 - a slow shadow (a real HTTP server answering after 2 s) and then a down one (nobody
   listening) cost users no error and no wait: the bound stated in
   ``tsops.serving.shadow`` is that the request path does constant work for a copy and
-  never waits for the shadow, checked here as the median latency within 25 ms of the
-  server without a shadow and no request over 0.5 s (the slow shadow takes 2 s, the
-  copies' timeout is 0.3 s), the copies counted ``timeout`` and ``unreachable``.
+  never waits for the shadow, checked here as the median latency within 50 ms of the
+  server without a shadow (waiting for the copies' timeout would add 300 ms) and no
+  request over 1 s (the slow shadow takes 2 s), the copies counted ``timeout`` and
+  ``unreachable``; margins for a test machine busy with other tests.
 """
 
 from __future__ import annotations
@@ -279,11 +280,11 @@ def test_a_slow_then_down_shadow_costs_users_no_error_and_no_wait(servers):
         return out
 
     def within_bound(measured: list[float], reference: list[float]) -> None:
-        assert statistics.median(measured) < statistics.median(reference) + 0.025, (
+        assert statistics.median(measured) < statistics.median(reference) + 0.05, (
             measured,
             reference,
         )
-        assert max(measured) < 0.5, measured
+        assert max(measured) < 1.0, measured
 
     reference = latencies(plain)
     # slow: every copy waits 2 s for its answer; users do not
