@@ -358,3 +358,39 @@ def test_roles_in_the_logs_and_the_shadow_flags(tmp_path, postgres_url):
     for bad in ("s.ns.svc:80", "ftp://s", "http://s/?a=1"):
         with pytest.raises(ServerError, match="--shadow_url / TSOPS_SHADOW_URL"):
             _shadow_forwarder(build_parser().parse_args(["--shadow_url", bad]))
+
+
+def test_a_full_queue_drops_copies_and_stopping_counts_the_rest():
+    import asyncio
+
+    from tsops.serving.shadow import SHADOW_REQUESTS, ShadowForwarder
+
+    slow = SlowShadow()
+
+    def counted(outcome: str) -> float:
+        return SHADOW_REQUESTS.labels("bounded", outcome)._value.get()
+
+    before = {o: counted(o) for o in ("dropped", "timeout")}
+
+    async def forward() -> tuple[int, int]:
+        forwarder = ShadowForwarder(
+            f"http://127.0.0.1:{slow.port}", timeout=0.4, queue_size=3, connections=1
+        )
+        body = b'{"instances": [{"unique_id": "N1402"}]}'
+        headers = [(b"content-type", b"application/json")]
+        for _ in range(10):  # three fit; seven are dropped at once
+            forwarder.submit("bounded", V1, b"", headers, [body])
+        queued = forwarder._pending
+        await asyncio.sleep(0.8)  # the slow shadow has not answered: timed out
+        timed_out = forwarder._pending
+        forwarder.submit("bounded", V1, b"", headers, [body])
+        await forwarder.aclose(grace=0.05)  # one in flight at the stop: dropped
+        return queued, timed_out
+
+    try:
+        queued, timed_out = asyncio.run(forward())
+    finally:
+        slow.stop()
+    assert (queued, timed_out) == (3, 0)
+    assert counted("dropped") - before["dropped"] == 7 + 1
+    assert counted("timeout") - before["timeout"] == 3

@@ -326,8 +326,9 @@ class ShadowForwarder:
                 return False
             self._down_until = 0.0
         if self._pending >= self.queue_size or self._pending_bytes + size > self.queue_bytes:
-            # full: the shadow is slow, or no connection could be made yet
-            self.count(model, "dropped" if self._open else "unreachable")
+            # full: the shadow is slow, or down (the last connection failed, none is open)
+            down = self._failures and not self._open
+            self.count(model, "unreachable" if down else "dropped")
             return False
         return True
 
