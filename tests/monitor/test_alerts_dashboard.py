@@ -1,7 +1,7 @@
 """The alert rules, the Grafana dashboard and the monitor CronJob in manifests/base, held
 to what tsops publishes and runs: every metric an alert or a panel queries is one tsops
-publishes (each expression parsed by promql-parser, a PromQL parser from PyPI, run
-through ``uv`` apart from the project's lock), the rule file validates strictly against
+publishes (each expression parsed by promql-parser, the Prometheus parser's Rust port,
+from the dev dependencies), the rule file validates strictly against
 the vendored prometheus-operator CRD, the dashboard ships in a ConfigMap Grafana's
 sidecar loads, and the CronJob's command exists with every option it passes."""
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,30 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "manifests" / "base"
 RULES = BASE / "prometheusrule-tsops.yaml"
 DASHBOARD = BASE / "dashboards" / "tsops-monitoring.json"
-PROMQL_PARSER = "promql-parser==0.11.0"
 #: metrics of other exporters an alert may read, and why
 EXTERNAL = {
     "kube_job_status_failed": "kube-state-metrics: a monitor job that died before it pushed",
 }
-
-# Reads expressions (JSON list on stdin), prints per expression the metric names of its
-# selectors (None for a selector without one) or the parse error.
-_NAMES = """
-import json, sys
-import promql_parser as p
-out = []
-for expr in json.load(sys.stdin):
-    names = []
-    def pre(node):
-        if isinstance(node, p.VectorSelector):
-            names.append(node.name)
-    try:
-        p.walk(p.parse(expr), pre)
-        out.append({"names": names})
-    except Exception as exc:
-        out.append({"error": str(exc)})
-print(json.dumps(out))
-"""
 
 
 def server_metric_names() -> set[str]:
@@ -84,25 +62,29 @@ def panel_exprs() -> list[tuple[str, str]]:
     ]
 
 
-@cache
-def parsed(expressions: tuple[str, ...]) -> tuple[dict, ...]:
-    uv = Path(sys.executable).parent / "uv"
-    if not uv.exists():
-        pytest.fail(f"{uv} not found: `make install` puts uv in the virtualenv", pytrace=False)
-    result = subprocess.run(
-        [str(uv), "run", "--no-project", "--quiet", "--with", PROMQL_PARSER, "python", "-c",
-         _NAMES],
-        input=json.dumps(list(expressions)), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return tuple(json.loads(result.stdout))
+def selected_names(expr: str) -> dict:
+    """The metric names of an expression's selectors (None for a selector without one),
+    or the parse error."""
+    import promql_parser
+
+    names: list[str | None] = []
+
+    def visit(node) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.append(node.name)
+
+    try:
+        promql_parser.walk(promql_parser.parse(expr), visit)
+    except Exception as exc:  # the parser's own error types: report any as "not PromQL"
+        return {"error": str(exc)}
+    return {"names": names}
 
 
 def test_every_queried_metric_is_one_tsops_publishes():
     queries = [(f"alert {r['alert']}", r["expr"]) for r in rules()]
     queries += [(f"panel {title!r}", expr) for title, expr in panel_exprs()]
     # Grafana's template variables interpolate into strings only; parse what Prometheus gets
-    answers = parsed(tuple(expr.replace("$", "") for _, expr in queries))
+    answers = [selected_names(expr.replace("$", "")) for _, expr in queries]
     published = set(METRIC_NAMES) | server_metric_names()
     for (where, expr), answer in zip(queries, answers, strict=True):
         assert "error" not in answer, f"{where}: {expr!r} is not PromQL: {answer.get('error')}"
@@ -136,10 +118,10 @@ def test_every_queried_metric_is_one_tsops_publishes():
 
 
 def test_a_metric_tsops_does_not_publish_is_caught():
-    (answer,) = parsed(("max(tsops_monitor_verdict_rolback) == 1",))
+    answer = selected_names("max(tsops_monitor_verdict_rolback) == 1")
     assert answer["names"] == ["tsops_monitor_verdict_rolback"]
     assert "tsops_monitor_verdict_rolback" not in METRIC_NAMES
-    (broken,) = parsed(("max(tsops_monitor_verdict_rollback == 1",))
+    broken = selected_names("max(tsops_monitor_verdict_rollback == 1")
     assert "error" in broken
 
 
