@@ -394,3 +394,55 @@ def test_a_full_queue_drops_copies_and_stopping_counts_the_rest():
     assert (queued, timed_out) == (3, 0)
     assert counted("dropped") - before["dropped"] == 7 + 1
     assert counted("timeout") - before["timeout"] == 3
+
+
+def test_a_shadow_without_pipelining_gets_one_copy_per_connection():
+    import asyncio
+
+    from tsops.serving.shadow import PIPELINE_STRIKES, SHADOW_REQUESTS, ShadowForwarder
+
+    class OneAnswerPerConnection(SlowShadow):
+        """HTTP/1.0: one request per connection, the rest of what was sent ignored."""
+
+        def __init__(self):
+            super().__init__()
+            self.RequestHandlerClass.protocol_version = "HTTP/1.0"
+            self.RequestHandlerClass.do_POST = _answer_at_once
+
+    server = OneAnswerPerConnection()
+
+    def counted(outcome: str) -> float:
+        return SHADOW_REQUESTS.labels("serial", outcome)._value.get()
+
+    before = {o: counted(o) for o in ("ok", "error")}
+
+    async def forward(forwarder: ShadowForwarder, n: int) -> None:
+        body = b'{"instances": [{"unique_id": "N1402"}]}'
+        for _ in range(n):
+            forwarder.submit("serial", V1, b"", [], [body])
+        while forwarder._pending:
+            await asyncio.sleep(0.01)
+
+    async def run() -> int:
+        forwarder = ShadowForwarder(f"http://127.0.0.1:{server.port}", connections=1)
+        for _ in range(PIPELINE_STRIKES):  # 3 copies pipelined: 1 answered, 2 lost
+            await forward(forwarder, 3)
+        pipeline = forwarder.pipeline
+        await forward(forwarder, 6)  # one per connection: all answered
+        await forwarder.aclose()
+        return pipeline
+
+    try:
+        assert asyncio.run(run()) == 1
+    finally:
+        server.stop()
+    assert counted("ok") - before["ok"] == PIPELINE_STRIKES + 6
+    assert counted("error") - before["error"] == 2 * PIPELINE_STRIKES
+
+
+def _answer_at_once(handler) -> None:
+    handler.rfile.read(int(handler.headers["Content-Length"]))
+    handler.send_response(200)
+    handler.send_header("Content-Length", "2")
+    handler.end_headers()
+    handler.wfile.write(b"{}")

@@ -68,6 +68,15 @@ server has stopped taking requests, waits for the copies in flight for up to
 ``STOP_GRACE_SECONDS`` (at most ``timeout``), counts what is left as dropped and closes
 the connections.
 
+Pipelining: servers and proxies answer pipelined HTTP/1.1 requests in order, one after
+the other (uvicorn; Go's net/http, which Knative's queue-proxy and activator are; Envoy,
+Kourier's and Istio's proxy, whose HTTP/1.1 codec "translates the serial/pipelining
+capabilities of the protocol", https://www.envoyproxy.io/docs/envoy/latest/intro/
+arch_overview/http/http_protocols). One that closes the connection after the first
+answer instead (three times without a connection answering twice in between: a
+restart closes connections once) makes the forwarder fall back to one copy per connection (a
+warning); one that silently drops pipelined requests shows as timeouts.
+
 The sending is an asyncio ``Protocol`` over keep-alive connections with httptools (the
 C parser uvicorn uses) reading the answers, not an HTTP client library: the budget is
 10 % of a request that costs ~0.3 ms of CPU, and a copy needs only a write and the
@@ -117,6 +126,9 @@ DEFAULT_QUEUE_BYTES = 32 * 1024 * 1024
 #: answers them in parallel), and copies in flight on each
 DEFAULT_CONNECTIONS = 4
 DEFAULT_PIPELINE = 32
+#: connections when the shadow's side does not take pipelined requests (one copy each)
+FALLBACK_CONNECTIONS = 16
+PIPELINE_STRIKES = 3
 #: copies are written, and the shadow's answers read, at most this often (per
 #: connection): one write and one read for every copy of a few milliseconds, instead of
 #: a write, a wake-up and a read for each (see ``ShadowForwarder``)
@@ -252,6 +264,7 @@ class ShadowForwarder:
         self._open: list[_Connection] = []
         self._connecting = 0
         self._failures = 0
+        self._strikes = 0
         self._down_until = 0.0
         self._closing = False
         self._flush_due = False
@@ -467,6 +480,22 @@ class ShadowForwarder:
         while self._queue:
             self._release(self._queue.popleft(), "unreachable")
 
+    def _no_pipelining(self) -> None:
+        """The shadow (or a proxy before it) ended a connection with several copies
+        pipelined on it. Once is a restart; ``PIPELINE_STRIKES`` times with no
+        connection answering twice in between, it does not take pipelined requests: one
+        copy per connection from now on, on more connections."""
+        self._strikes += 1
+        if self.pipeline > 1 and self._strikes >= PIPELINE_STRIKES:
+            log.warning(
+                "shadow %s closed a connection with %d copies pipelined on it: sending one "
+                "copy per connection from now on (more CPU per copy)",
+                self.url,
+                self.pipeline,
+            )
+            self.pipeline = 1
+            self.connections = max(self.connections, FALLBACK_CONNECTIONS)
+
     def _lost(self, connection: _Connection) -> None:
         with contextlib.suppress(ValueError):
             self._open.remove(connection)
@@ -528,6 +557,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.in_flight: deque[_Copy] = deque()
+        self.answered = 0
         self.used_at = forwarder._loop.time()
         self.closed = False
         self.paused = False
@@ -565,6 +595,9 @@ class _Connection(asyncio.Protocol):
         copy = self.in_flight.popleft()
         self.forwarder._release(copy, "ok" if 200 <= status < 300 else "error")
         self.used_at = self.forwarder._loop.time()
+        self.answered += 1
+        if self.answered == 2:  # a connection that lives on after an answer
+            self.forwarder._strikes = 0
         if not self.parser.should_keep_alive():
             self.fail("error")
 
@@ -579,6 +612,8 @@ class _Connection(asyncio.Protocol):
 
     def fail(self, outcome: str) -> None:
         """End the connection; the copies in flight on it get ``outcome``."""
+        if outcome == "error" and len(self.in_flight) > 1 and not self.closed:
+            self.forwarder._no_pipelining()
         while self.in_flight:
             self.forwarder._release(self.in_flight.popleft(), outcome)
         self.close()
