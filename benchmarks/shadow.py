@@ -287,7 +287,10 @@ def cost_rows(cases: dict) -> list[dict]:
                     "rps_ratio": round(s["rps"] / base["rps"], 3),
                     "cpu_ratio": round(s["cpu_ms_per_request"] / base["cpu_ms_per_request"], 3),
                     "sent_share": round(share, 3),
-                    "cpu_ms_per_sent_copy": round(extra_cpu / share, 4) if share > 0.05 else None,
+                    # a down shadow is sent nothing (its copies end unreachable)
+                    "cpu_ms_per_sent_copy": round(extra_cpu / share, 4)
+                    if case == "champion" and share > 0.05
+                    else None,
                     "met": statistics.median(paired) < 1 + TARGET_P99_COST,
                 }
             )

@@ -276,6 +276,7 @@ class ShadowForwarder:
             import ssl
 
             self._ssl = ssl.create_default_context()
+        self._tasks: set[asyncio.Task] = set()
         self._sweeper = loop.create_task(self._sweep())
         # request ids for requests without one (a generator of this process's own: one
         # seeded before the fork would give every worker the same ids)
@@ -434,7 +435,11 @@ class ShadowForwarder:
         room = len(self._open) + self._connecting < self.connections
         if queue and busy and room and not self._down_until and not self._closing:
             self._connecting += 1
-            self._loop.create_task(self._connect())
+            # the loop keeps only weak references to tasks: a task nobody holds can be
+            # collected before it ends (and its count with it)
+            task = self._loop.create_task(self._connect())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _connect(self) -> None:
         connection = _Connection(self)
@@ -449,12 +454,19 @@ class ShadowForwarder:
                 ),
                 self.timeout,
             )
-        except (TimeoutError, OSError) as exc:
+        except Exception as exc:  # refused, unresolvable, timed out, TLS: no connection
+            failure: Exception | None = exc
+        else:
+            failure = None
+        finally:
+            # also when cancelled (the loop stopping): a count that never comes down
+            # would keep every later copy waiting for a connection that is never made
             self._connecting -= 1
-            self._unreachable(exc)
+        if failure is not None:
+            self._unreachable(failure)
             return
-        self._connecting -= 1
         self._failures = 0
+        self._down_until = 0.0
         if self._closing:
             connection.close()
             return
@@ -463,8 +475,10 @@ class ShadowForwarder:
 
     def _unreachable(self, exc: BaseException) -> None:
         """No connection: unless another one works, the waiting copies are counted
-        unreachable, and new ones too until a growing pause is over."""
-        if self._open or self._connecting:
+        unreachable, and new ones too until a growing pause is over. Other attempts
+        still under way do not wait for theirs: while copies keep coming, a new attempt
+        can start before the last one failed, and the copies would wait for ever."""
+        if self._open:
             return
         pause = min(RETRY_MAX_SECONDS, 0.5 * 2**self._failures)
         if not self._failures:
