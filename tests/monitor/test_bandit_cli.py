@@ -22,7 +22,7 @@ from tests.monitor.test_accuracy import (
 )
 from tsops.deploy import gitops as g
 from tsops.deploy.strategies import AB_WEIGHTS, live_strategies
-from tsops.monitor.bandit_cli import branch_name
+from tsops.monitor.bandit import branch_name
 
 MODEL = "m3-monthly"
 WEIGHTS = Path("manifests/overlays/production") / AB_WEIGHTS

@@ -386,3 +386,33 @@ def largest_remainder(percents: np.ndarray) -> list[int]:
     for i in order[:left]:
         base[i] += 1
     return [int(v) for v in base]
+
+
+# ------------------------------------------------------------ the weights as a git change
+
+
+def branch_name(model: str, env: str, weights: dict[str, int]) -> str:
+    """``bandit/<model>-<env>-<arm><percent>-...``: the same weights, the same branch,
+    so a job that runs again on the same evidence proposes nothing new."""
+    return f"bandit/{model}-{env}-" + "-".join(f"{arm}{pct}" for arm, pct in weights.items())
+
+
+def commit_message(model: str, env: str, decision: BanditDecision) -> str:
+    moves = ", ".join(
+        f"{arm} {decision.previous[arm]}% -> {pct}%" for arm, pct in decision.weights.items()
+    )
+    lines = [
+        f"Bandit weights of {model} in {env}: {moves}",
+        "",
+        decision.reason,
+        "",
+        "| arm | version | scored | target times | MASE | P(best) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in decision.evidence.itertuples(index=False):
+        lines.append(
+            f"| {row.arm} | {row.model_version} | {row.n_scored} | {row.n_targets} "
+            f"| {row.mean_loss:.4f} | {row.p_best:.3f} |"
+        )
+    lines += ["", "Prepared by `tsops bandit` (Thompson sampling on realized MASE)."]
+    return "\n".join(lines)

@@ -52,33 +52,6 @@ def bandit_strategy(root: Path, model: str, env: str) -> Strategy:
     )
 
 
-def branch_name(model: str, env: str, weights: dict[str, int]) -> str:
-    """``bandit/<model>-<env>-<arm><percent>-...``: the same weights, the same branch,
-    so a job that runs again on the same evidence proposes nothing new."""
-    return f"bandit/{model}-{env}-" + "-".join(f"{arm}{pct}" for arm, pct in weights.items())
-
-
-def commit_message(model: str, env: str, decision: BanditDecision) -> str:
-    moves = ", ".join(
-        f"{arm} {decision.previous[arm]}% -> {pct}%" for arm, pct in decision.weights.items()
-    )
-    lines = [
-        f"Bandit weights of {model} in {env}: {moves}",
-        "",
-        decision.reason,
-        "",
-        "| arm | version | scored | target times | MASE | P(best) |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in decision.evidence.itertuples(index=False):
-        lines.append(
-            f"| {row.arm} | {row.model_version} | {row.n_scored} | {row.n_targets} "
-            f"| {row.mean_loss:.4f} | {row.p_best:.3f} |"
-        )
-    lines += ["", "Prepared by `tsops bandit` (Thompson sampling on realized MASE)."]
-    return "\n".join(lines)
-
-
 @commands.command("bandit")
 @reports_errors
 def bandit(
@@ -144,9 +117,9 @@ def bandit(
     from tsops.core.io import write_json
     from tsops.core.settings import load_settings
     from tsops.monitor.bandit import BanditPolicy, decide_weights
-    from tsops.monitor.cli import _log_dir, _score, _write_csv
     from tsops.monitor.errors import MonitorError
     from tsops.monitor.inputs import ROLE_LIVE
+    from tsops.monitor.scoring import log_location, score, write_csv
 
     if dry_run and branch:
         raise MonitorError("--dry-run writes nothing and --branch commits: pass one of them")
@@ -155,7 +128,8 @@ def bandit(
         strategy.policy, floor=floor, max_step=max_step, min_scored=min_scored, margin=margin
     )
     arms = {a.name: a.model_version for a in strategy.arms if a.role == ROLE_LIVE}
-    result = _score(root, model, _log_dir(root, log, load_settings()), actuals, now, since, until)
+    log_dir = log_location(root, log, load_settings())
+    result = score(root, model, log_dir, actuals, now, since, until)
     typer.echo(result.summary().splitlines()[0], err=True)
     decision = decide_weights(result.scored, arms, strategy.weights, policy)
     typer.echo(decision.summary(), err=True)
@@ -173,7 +147,7 @@ def bandit(
         document["applied"] = _write(root, model, env, decision, branch)
     if out is not None:
         write_json(document, out / "bandit.json")
-        _write_csv(decision.evidence, out / "bandit_evidence.csv")
+        write_csv(decision.evidence, out / "bandit_evidence.csv")
     typer.echo(json.dumps(document, indent=2, allow_nan=False, default=str))
 
 
@@ -193,6 +167,7 @@ def _write(root: Path, model: str, env: str, decision: BanditDecision, branch: b
             typer.echo(f"wrote {path}", err=True)
         return {"files": files}
     from tsops.core.git import commit_on_branch
+    from tsops.monitor.bandit import branch_name, commit_message
 
     name = branch_name(model, env, decision.weights)
     message = commit_message(model, env, decision)

@@ -53,19 +53,15 @@ monitor_app = typer.Typer(
 
 
 def _log_dir(root: Path, log: Path | None, settings: Settings) -> Path:
-    from tsops.monitor.inputs import forecast_log_dir
+    from tsops.monitor.scoring import log_location
 
-    return forecast_log_dir(root, log, settings.forecast_log_dir, settings.forecast_log_url)
+    return log_location(root, log, settings)
 
 
 def _model_log(log_dir: Path, model: str) -> ModelLog:
-    """``model``'s records of the log, saying on stderr what else the log held."""
-    from tsops.monitor.served import read_model_log
+    from tsops.monitor.scoring import model_log
 
-    served = read_model_log(log_dir, model)
-    if served.note():
-        typer.echo(served.note(), err=True)
-    return served
+    return model_log(log_dir, model)
 
 
 def _score(
@@ -77,20 +73,9 @@ def _score(
     since: str | None,
     until: str | None,
 ) -> AccuracyResult:
-    """Realized accuracy of ``model``'s logged forecasts."""
-    from tsops.core.config import load
-    from tsops.monitor.accuracy import realized_accuracy
-    from tsops.monitor.inputs import read_actuals
+    from tsops.monitor.scoring import score
 
-    config, _ = load(root, model)
-    served = _model_log(log_dir, model)
-    return realized_accuracy(
-        served.records,
-        read_actuals(root, config, actuals),
-        config.season_length,
-        now=now,
-        period=(since, until),
-    )
+    return score(root, model, log_dir, actuals, now, since, until)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -118,10 +103,9 @@ def _write_plots(
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    from tsops.core.io import atomic_path
+    from tsops.monitor.scoring import write_csv
 
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
+    write_csv(frame, path)
 
 
 def _write_text(text: str, path: Path) -> None:

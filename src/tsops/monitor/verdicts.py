@@ -425,7 +425,7 @@ def _plan(root: Path, verdict: Verdict) -> CanaryChange | None:
             return _change(verdict, "ab", "rollback", weights_edits(root, model, env, weights))
         if verdict.kind == "bandit" and verdict.decision is not None and verdict.decision.moved:
             from tsops.deploy.strategies import weights_edits
-            from tsops.monitor.bandit_cli import branch_name
+            from tsops.monitor.bandit import branch_name
 
             weights = verdict.decision.weights
             change = _change(verdict, "bandit", "", weights_edits(root, model, env, weights))
