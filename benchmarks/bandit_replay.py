@@ -159,7 +159,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bandit_replay.json")
     args = parser.parse_args()
 
+    from dataclasses import asdict
+
     from tests.monitor.test_bandit_replay import N_CUTOFFS
+
+    from tsops.monitor.bandit import BanditPolicy
 
     started = time.perf_counter()
     pairs = []
@@ -170,7 +174,7 @@ def main() -> None:
         "series": args.series,
         "months": N_CUTOFFS,
         "seeds": args.seeds,
-        "policy": {"floor": 0.1, "max_step": 0.2, "min_scored": 60, "margin": 0.05},
+        "policy": {k: v for k, v in asdict(BanditPolicy()).items() if k not in ("draws", "seed")},
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "seconds": time.perf_counter() - started,
         "pairs": pairs,
