@@ -24,12 +24,12 @@ a run stay beside its actuals. Nothing here pushes to git: the pull requests a v
 asks for are opened by monitor.yml (`tsops monitor run --apply`).
 
 DAG params (the UI's "Trigger DAG w/ config", or `airflow dags test -c`): ``env``, the
-overlay judged (default production); ``log``, the forecast log folder (default: what
-the command reads, ``$TSOPS_FORECAST_LOG_URL`` or ``$TSOPS_FORECAST_LOG_DIR``); ``now``,
-the time target times are judged at (default: now), for replays. From the worker's
-environment: ``TSOPS_PUSHGATEWAY_URL`` (push the gauges: the alert rules and the
-dashboard read them) and ``MLFLOW_TRACKING_URI`` (also append the numbers to the served
-version's monitor run).
+overlay judged (default ``$TSOPS_ENVIRONMENT``, else production); ``log``, the forecast
+log folder (default: what the command reads, ``$TSOPS_FORECAST_LOG_URL`` or
+``$TSOPS_FORECAST_LOG_DIR``); ``now``, the time target times are judged at (default:
+now), for replays. From the worker's environment: ``TSOPS_PUSHGATEWAY_URL`` (push the
+gauges: the alert rules and the dashboard read them) and ``MLFLOW_TRACKING_URI`` (also
+append the numbers to the served version's monitor run).
 
 Daily at 06:30 UTC, after the nightly batch forecasts and the actuals feed; one run at a
 time, no catch-up.
@@ -66,7 +66,9 @@ OPTIONAL = (
     default_args=DEFAULT_ARGS,
     params={
         "env": Param(
-            "production", type="string", description="overlay whose strategies are judged"
+            "",
+            type="string",
+            description="overlay judged (empty: $TSOPS_ENVIRONMENT, else production)",
         ),
         "log": Param("", type="string", description="forecast log folder (empty: the default)"),
         "now": Param("", type="string", description="judge at this time (empty: now)"),
@@ -108,7 +110,7 @@ def tsops_monitoring() -> None:
             "--model",
             '"$MODEL"',
             "--env",
-            '"$TSOPS_MONITOR_ENV"',
+            '"${TSOPS_MONITOR_ENV:-${TSOPS_ENVIRONMENT:-production}}"',
             "--actuals",
             STAGE + "/actuals.parquet",
             "--out",
