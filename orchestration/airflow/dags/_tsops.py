@@ -45,7 +45,8 @@ SKIP_EXIT_CODE = 99
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "tsops",
-    "retries": 2,
+    # TSOPS_TASK_RETRIES: 0 in the tests (`airflow dags test` waits out retry delays)
+    "retries": int(os.environ.get("TSOPS_TASK_RETRIES", "2")),
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=1),
@@ -59,10 +60,11 @@ PROLOGUE = (
 )
 
 
-def tsops_command(*args: str) -> str:
+def tsops_command(*args: str, program: str = "tsops") -> str:
     """``tsops ARGS...`` as one shell line (``$VARS`` in ``args`` left to the shell:
-    pass them double-quoted, e.g. ``'"$MODEL"'``)."""
-    return " ".join(["tsops", *args])
+    pass them double-quoted, e.g. ``'"$MODEL"'``); ``program``: ``dvc`` for the
+    pipeline's own runner (from the same venv)."""
+    return " ".join([program, *args])
 
 
 def bash(command: str) -> str:
@@ -70,12 +72,14 @@ def bash(command: str) -> str:
     return PROLOGUE + command
 
 
-def tsops_task(task_id: str, *args: str, then: str = "", **kwargs: Any) -> BashOperator:
+def tsops_task(
+    task_id: str, *args: str, then: str = "", program: str = "tsops", **kwargs: Any
+) -> BashOperator:
     """A task running ``tsops ARGS...`` in the repository; ``then`` is appended to
     the command line (e.g. a pipe). Retries and timeout from DEFAULT_ARGS (the DAG's
-    default_args), overridable with ``kwargs``. The command is also kept as the task's
-    ``doc`` (``tsops_command`` attribute), which the tests check against ``--help``."""
-    command = tsops_command(*args) + (f" {then}" if then else "")
+    default_args), overridable with ``kwargs``. The command (without the prologue) is
+    the task's ``doc``, which the tests check against ``--help``."""
+    command = tsops_command(*args, program=program) + (f" {then}" if then else "")
     op = BashOperator(
         task_id=task_id,
         bash_command=bash(command),
