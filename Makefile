@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install platform-deps mlserver run run-platform pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
+.PHONY: help install platform-deps mlserver airflow run run-platform pipeline register predict serve-demo validate-manifests test-container lint docs test test-fast test-integration ui clean lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,8 @@ lock:  ## re-resolve requirements.lock (and MLServer's own lock) with hashes
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 	$(BIN)/uv pip compile -q benchmarks/serving/requirements-mlserver.txt --python-version 3.11 \
 		--generate-hashes -o benchmarks/serving/requirements-mlserver.lock
+	$(BIN)/uv pip compile -q orchestration/airflow/requirements.in --python-version 3.11 \
+		--generate-hashes -o orchestration/airflow/requirements.lock
 
 pipeline: install  ## ingest the default data, version it with DVC, run dvc repro (validate, backtest, train, evaluate, gate)
 	tsops ingest --all
@@ -103,7 +105,7 @@ test-fast: install  ## fast offline tests only
 test-integration: install platform-deps  ## tests against real services (DVC, MLflow, HTTP)
 	pytest -q -m integration
 
-test: install mlserver platform-deps lint docs  ## every test, lint and the docs build included (what CI runs)
+test: install mlserver airflow platform-deps lint docs  ## every test, lint and the docs build included (what CI runs)
 	pytest -q
 
 # MLServer cannot share requirements.lock (it pins an older fastapi than kserve): its own
@@ -111,6 +113,18 @@ test: install mlserver platform-deps lint docs  ## every test, lint and the docs
 # with it unchanged and for the serving benchmark; remade only when the lock changes.
 mlserver: install  ## MLServer's own venv (benchmarks/serving/.venv-mlserver)
 	$(BIN)/python benchmarks/serving/mlserver_venv.py
+
+# Apache Airflow cannot share requirements.lock either (it pins fastapi, pydantic and
+# sqlalchemy): its own venv from its own hash-checked lock, remade only when the lock
+# changes. Its tasks run this .venv's tsops (orchestration/airflow/dags/_tsops.py).
+AIRFLOW_VENV := $(CURDIR)/.venv-airflow
+$(AIRFLOW_VENV)/.installed: orchestration/airflow/requirements.lock | $(VENV)/.installed
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(BIN)/uv pip sync -q --require-hashes --compile-bytecode --python $(AIRFLOW_VENV)/bin/python \
+		orchestration/airflow/requirements.lock
+	@touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed  ## Apache Airflow's own venv (.venv-airflow) for the DAGs and their tests
 
 ui: install  ## MLflow UI on the embedded store
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
