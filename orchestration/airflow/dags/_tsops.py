@@ -73,22 +73,40 @@ def bash(command: str) -> str:
 
 
 def tsops_task(
-    task_id: str, *args: str, then: str = "", program: str = "tsops", **kwargs: Any
+    task_id: str,
+    *args: str,
+    then: str = "",
+    before: str = "",
+    program: str = "tsops",
+    **kwargs: Any,
 ) -> BashOperator:
     """A task running ``tsops ARGS...`` in the repository; ``then`` is appended to
-    the command line (e.g. a pipe). Retries and timeout from DEFAULT_ARGS (the DAG's
-    default_args), overridable with ``kwargs``. The command (without the prologue) is
+    the command line (e.g. a pipe), ``before`` is shell run first (a guard, a staging
+    folder's layout). Retries and timeout from DEFAULT_ARGS (the DAG's default_args),
+    overridable with ``kwargs``. The command (without the prologue and ``before``) is
     the task's ``doc``, which the tests check against ``--help``."""
     command = tsops_command(*args, program=program) + (f" {then}" if then else "")
-    op = BashOperator(
+    return BashOperator(
         task_id=task_id,
-        bash_command=bash(command),
+        bash_command=bash(before + command),
         append_env=True,
         skip_on_exit_code=SKIP_EXIT_CODE,
         doc=f"`{command}`",
         **kwargs,
     )
-    return op
+
+
+def model_names(before: str = "") -> BashOperator:
+    """The task ``models``: the model folders' names, read when the run starts (not at
+    parse time), as its XCom list, which each DAG maps its per-model tasks over."""
+    return tsops_task(
+        "models",
+        "models",
+        then="| awk '{print $1}' | paste -sd ' '",
+        before=before,
+        do_xcom_push=True,
+        output_processor=str.split,
+    )
 
 
 def quoted(value: str) -> str:

@@ -27,8 +27,7 @@ hour; one run at a time, no catch-up.
 from __future__ import annotations
 
 import pendulum
-from _tsops import DEFAULT_ARGS, FEATURES_MATERIALIZED, SKIP_EXIT_CODE, bash, tsops_command
-from airflow.providers.standard.operators.bash import BashOperator
+from _tsops import DEFAULT_ARGS, FEATURES_MATERIALIZED, SKIP_EXIT_CODE, model_names, tsops_task
 from airflow.sdk import dag, task_group
 from airflow.timetables.trigger import CronTriggerTimetable
 
@@ -48,19 +47,6 @@ IF_CONFIGURED = (
 )
 
 
-def task(task_id: str, command: str, prefix: str = "", **kwargs) -> BashOperator:
-    """A task running the tsops ``command`` after the shell ``prefix`` (the guard or the
-    staging root's layout); ``doc`` is the command, which the tests check exists."""
-    return BashOperator(
-        task_id=task_id,
-        bash_command=bash(prefix + command),
-        append_env=True,
-        skip_on_exit_code=SKIP_EXIT_CODE,
-        doc=f"`{command}`",
-        **kwargs,
-    )
-
-
 @dag(
     dag_id="tsops_features",
     description="ingest -> tsops features materialize, per model, where a feature store is",
@@ -73,28 +59,23 @@ def task(task_id: str, command: str, prefix: str = "", **kwargs) -> BashOperator
     doc_md=__doc__,
 )
 def tsops_features() -> None:
-    models = task(
-        "models",
-        tsops_command("models") + " | awk '{print $1}' | paste -sd ' '",
-        prefix=IF_CONFIGURED,
-        do_xcom_push=True,
-        output_processor=str.split,
-    )
+    models = model_names(before=IF_CONFIGURED)
 
     @task_group
     def per_model(model: str) -> None:
         env = {"MODEL": model}
-        ingest = task(
+        ingest = tsops_task(
             "ingest",
-            tsops_command("ingest", '"$MODEL"', "--out", STAGE + '/data/"$MODEL"/series.parquet'),
-            prefix=f'mkdir -p {STAGE} && ln -sfn "$REPO/models" {STAGE}/models && ',
+            "ingest",
+            '"$MODEL"',
+            "--out",
+            STAGE + '/data/"$MODEL"/series.parquet',
+            before=f'mkdir -p {STAGE} && ln -sfn "$REPO/models" {STAGE}/models && ',
             env=env,
         )
-        materialize = task(
+        materialize = tsops_task(
             "materialize",
-            tsops_command(
-                "features", "materialize", '"$MODEL"', "--root", STAGE, "--repo", FEATURE_REPO
-            ),
+            *("features", "materialize", '"$MODEL"', "--root", STAGE, "--repo", FEATURE_REPO),
             env=env,
             outlets=[FEATURES_MATERIALIZED],
             # one model at a time: a file registry (SQLite) takes one writer

@@ -38,7 +38,7 @@ time, no catch-up.
 from __future__ import annotations
 
 import pendulum
-from _tsops import DEFAULT_ARGS, NEW_ACTUALS, tsops_task
+from _tsops import DEFAULT_ARGS, NEW_ACTUALS, model_names, tsops_task
 from airflow.sdk import Param, dag, task_group
 from airflow.timetables.trigger import CronTriggerTimetable
 
@@ -77,14 +77,7 @@ OPTIONAL = (
     doc_md=__doc__,
 )
 def tsops_monitoring() -> None:
-    # The model folders, read when the task runs (not at parse time): one line of names.
-    models = tsops_task(
-        "models",
-        "models",
-        then="| awk '{print $1}' | paste -sd ' '",
-        do_xcom_push=True,
-        output_processor=str.split,
-    )
+    models = model_names()
 
     @task_group
     def per_model(model: str) -> None:

@@ -26,7 +26,14 @@ or daily at 06:00 UTC, whichever comes first; one run at a time, no catch-up.
 from __future__ import annotations
 
 import pendulum
-from _tsops import DEFAULT_ARGS, MODEL_REGISTERED, NEW_ACTUALS, SKIP_EXIT_CODE, tsops_task
+from _tsops import (
+    DEFAULT_ARGS,
+    MODEL_REGISTERED,
+    NEW_ACTUALS,
+    SKIP_EXIT_CODE,
+    model_names,
+    tsops_task,
+)
 from airflow.sdk import dag, task_group
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
@@ -59,14 +66,7 @@ IF_FIRED = (
     doc_md=__doc__,
 )
 def tsops_training() -> None:
-    # The model folders, read when the task runs (not at parse time): one line of names.
-    models = tsops_task(
-        "models",
-        "models",
-        then="| awk '{print $1}' | paste -sd ' '",
-        do_xcom_push=True,
-        output_processor=str.split,
-    )
+    models = model_names()
 
     @task_group
     def per_model(model: str) -> None:
